@@ -1,0 +1,319 @@
+"""ERP ledger exports (CSV or JSON Lines) into domain types.
+
+JSON Lines: one object per line with ``"record": "customer" | "entry" | "match"``.
+CSV: one kind of record per file, recognised by its header (see README, "Import format").
+Every problem is reported as ``file:line: field: what is wrong``; nothing is returned from a
+file that has one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from reskontro.domain import (CUSTOMER_TYPES, ENTRY_TYPES, INVOICE_STATUSES, Address, Customer,
+                              Entry, InputError, Match, money)
+
+CUSTOMER_FIELDS = ("id", "name", "type", "org_no", "address1", "address2", "address3",
+                   "post_code", "city", "country", "email", "phone", "factoring_default")
+ENTRY_FIELDS = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount",
+                "currency", "kid", "status", "factoring", "opt_out", "reverses", "source",
+                "dunning_level", "text")
+MATCH_CSV_FIELDS = ("match_id", "entry_id")
+MAX_ERRORS = 25
+
+_ID = re.compile(r"[^\s](.{0,33}[^\s])?")
+_TRUE = {"true", "1", "yes", "y", "ja", "j"}
+_FALSE = {"false", "0", "no", "n", "nei", ""}
+
+
+@dataclass
+class LedgerBatch:
+    """What one file holds, with the line each record came from (for later cross-checks)."""
+    customers: list[Customer] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)   # (kind, id) -> line
+
+
+class _Row:
+    """One record being read; collects errors instead of stopping at the first."""
+
+    def __init__(self, where: str, data: dict, errors: list[str]):
+        self.where, self.data, self.errors = where, data, errors
+
+    def fail(self, key: str, why: str) -> None:
+        self.errors.append(f"{self.where}: {key}: {why}")
+
+    def raw(self, key: str) -> str | None:
+        v = self.data.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            # JSON numbers for amounts would go through float: refuse them, ask for strings.
+            self.fail(key, f"must be a string, not {type(v).__name__} ({v!r})")
+            return None
+        v = str(v).strip()
+        return v or None
+
+    def text(self, key: str, *, required: bool = False, max_len: int = 200) -> str | None:
+        v = self.raw(key)
+        if v is None:
+            if required:
+                self.fail(key, "is required")
+            return None
+        if len(v) > max_len:
+            self.fail(key, f"longer than {max_len} characters")
+        return v
+
+    def ident(self, key: str, *, required: bool = True) -> str | None:
+        v = self.text(key, required=required, max_len=35)
+        if v is not None and not _ID.fullmatch(v):
+            self.fail(key, f"{v!r} must be 1-35 characters without leading/trailing blanks")
+        return v
+
+    def choice(self, key: str, options: tuple[str, ...], *, required: bool = True) -> str | None:
+        v = self.raw(key)
+        if v is None:
+            if required:
+                self.fail(key, f"is required (one of {', '.join(options)})")
+            return None
+        if v not in options:
+            self.fail(key, f"{v!r} is not one of {', '.join(options)}")
+            return None
+        return v
+
+    def day(self, key: str, *, required: bool = False) -> date | None:
+        v = self.raw(key)
+        if v is None:
+            if required:
+                self.fail(key, "is required (YYYY-MM-DD)")
+            return None
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            self.fail(key, f"{v!r} is not a date (YYYY-MM-DD)")
+            return None
+
+    def flag(self, key: str) -> bool | None:
+        v = self.data.get(key)
+        if isinstance(v, bool):
+            return v
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        s = str(v).strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        self.fail(key, f"{v!r} is not true/false")
+        return None
+
+    def unknown(self, known: tuple[str, ...]) -> None:
+        for k in self.data:
+            if k not in known and k != "record":
+                self.fail(k, f"unknown field (known: {', '.join(known)})")
+
+
+def _customer(r: _Row) -> Customer | None:
+    r.unknown(CUSTOMER_FIELDS)
+    cid = r.ident("id")
+    name = r.text("name", required=True, max_len=100)
+    ctype = r.choice("type", CUSTOMER_TYPES, required=False)   # missing type: held by the rules
+    org_no = r.raw("org_no")
+    if org_no is not None:
+        org_no = org_no.replace(" ", "")
+    lines = tuple(x for x in (r.text(f"address{i}", max_len=70) for i in (1, 2, 3)) if x)
+    country = (r.raw("country") or "NO").upper()
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        r.fail("country", f"{country!r} is not an ISO 3166 alpha-2 code")
+    addr = Address(lines, r.text("post_code", max_len=10) or "", r.text("city", max_len=35) or "", country)
+    c = Customer(id=cid or "", name=name or "", type=ctype, address=addr, org_no=org_no,
+                 email=r.text("email"), phone=r.text("phone", max_len=40),
+                 factoring_default=bool(r.flag("factoring_default")))
+    return c
+
+
+def _entry(r: _Row) -> Entry | None:
+    r.unknown(ENTRY_FIELDS)
+    eid = r.ident("id")
+    cust = r.ident("customer_id")
+    etype = r.choice("type", ENTRY_TYPES)
+    doc = r.ident("document_no")
+    ddate = r.day("document_date", required=True)
+    due = r.day("due_date")
+    amount = None
+    raw_amount = r.raw("amount")
+    if raw_amount is None:
+        r.fail("amount", "is required")
+    else:
+        try:
+            amount = money(raw_amount.replace(",", "."))
+        except (ValueError, ArithmeticError):
+            r.fail("amount", f"{raw_amount!r} is not an amount with at most two decimals")
+    currency = (r.raw("currency") or "NOK").upper()
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        r.fail("currency", f"{currency!r} is not an ISO 4217 code")
+    kid = r.raw("kid")
+    if kid is not None and not re.fullmatch(r"\d{1,24}[\d-]", kid):
+        r.fail("kid", f"{kid!r} must be 2-25 digits (the last may be '-')")
+    status = r.choice("status", INVOICE_STATUSES, required=etype == "invoice")
+    if etype and etype != "invoice" and status is not None:
+        r.fail("status", f"only invoices have a status, not a {etype}")
+    if etype == "invoice" and due is None:
+        r.fail("due_date", "is required for invoices")
+    factoring = r.flag("factoring")
+    if factoring is not None and etype != "invoice":
+        r.fail("factoring", "only invoices carry a factoring choice")
+    opt_out = bool(r.flag("opt_out"))
+    if opt_out and etype != "manual_voucher":
+        r.fail("opt_out", "only manual vouchers can be opted out")
+    reverses = r.ident("reverses", required=etype == "reversal")
+    if reverses and etype != "reversal":
+        r.fail("reverses", "only reversals name the entry they reverse")
+    dunning = r.raw("dunning_level") or "0"
+    if not dunning.isdigit():
+        r.fail("dunning_level", f"{dunning!r} is not a whole number")
+    if not (eid and cust and etype and doc and ddate and amount is not None):
+        return None
+    return Entry(id=eid, customer_id=cust, type=etype, document_no=doc, document_date=ddate,
+                 amount=amount, currency=currency, due_date=due, kid=kid, status=status,
+                 factoring=factoring, opt_out=opt_out, reverses=reverses, source=r.raw("source"),
+                 dunning_level=int(dunning) if dunning.isdigit() else 0, text=r.text("text"))
+
+
+def _check_errors(path: Path, errors: list[str]) -> None:
+    if errors:
+        more = f"\n… and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
+        raise InputError(f"{path.name}: {len(errors)} problem(s), nothing imported:\n"
+                         + "\n".join(errors[:MAX_ERRORS]) + more)
+
+
+def read_ledger_file(path: Path) -> LedgerBatch:
+    """Read one export; raise InputError listing every bad row (file, line, field)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name}: not UTF-8 text (byte {exc.start}); export as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        return _read_jsonl(path, text)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, text)
+    raise InputError(f"{path.name}: unknown file type {path.suffix!r}; use .csv or .jsonl")
+
+
+def _add(batch: LedgerBatch, kind: str, obj, line: int, where: str, errors: list[str]) -> None:
+    key = (kind, obj.id)
+    if key in batch.lines:
+        errors.append(f"{where}: id: {kind} {obj.id!r} already on line {batch.lines[key]}")
+        return
+    batch.lines[key] = line
+    {"customer": batch.customers, "entry": batch.entries, "match": batch.matches}[kind].append(obj)
+
+
+def _read_jsonl(path: Path, text: str) -> LedgerBatch:
+    batch, errors = LedgerBatch(), []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{n}"
+        try:
+            data = json.loads(line, parse_float=str, parse_int=str)
+        except json.JSONDecodeError as exc:
+            errors.append(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if not isinstance(data, dict):
+            errors.append(f"{where}: each line must be a JSON object")
+            continue
+        kind = data.get("record")
+        r = _Row(where, data, errors)
+        if kind == "customer":
+            obj = _customer(r)
+        elif kind == "entry":
+            obj = _entry(r)
+        elif kind == "match":
+            r.unknown(("id", "entries"))
+            mid = r.ident("id")
+            members = data.get("entries")
+            if not isinstance(members, list) or len(members) < 2 or not all(isinstance(x, str) for x in members):
+                r.fail("entries", "must be a list of two or more entry ids")
+                continue
+            if len(set(members)) != len(members):
+                r.fail("entries", "lists an entry twice")
+            obj = Match(mid, tuple(members)) if mid else None
+        else:
+            errors.append(f"{where}: record: {kind!r} must be customer, entry or match")
+            continue
+        if obj is not None:
+            _add(batch, kind, obj, n, where, errors)
+    _cross_check(path, batch, errors)
+    _check_errors(path, errors)
+    return batch
+
+
+def _read_csv(path: Path, text: str) -> LedgerBatch:
+    batch, errors = LedgerBatch(), []
+    reader = csv.DictReader(text.splitlines())
+    header = tuple(h.strip() for h in (reader.fieldnames or ()))
+    hs = set(header)
+    if {"match_id", "entry_id"} <= hs:
+        kind = "match"
+        known = MATCH_CSV_FIELDS
+    elif {"customer_id", "document_no"} <= hs:
+        kind, known = "entry", ENTRY_FIELDS
+    elif {"name", "post_code"} <= hs:
+        kind, known = "customer", CUSTOMER_FIELDS
+    else:
+        raise InputError(f"{path.name}:1: header {','.join(header) or '(empty)'} is none of: customers "
+                         f"({','.join(CUSTOMER_FIELDS)}); entries ({','.join(ENTRY_FIELDS)}); "
+                         f"matches ({','.join(MATCH_CSV_FIELDS)})")
+    for h in header:
+        if h not in known:
+            errors.append(f"{path.name}:1: {h}: unknown column (known: {', '.join(known)})")
+    groups: dict[str, list[str]] = {}
+    group_line: dict[str, int] = {}
+    reader.fieldnames = list(header)
+    for row in reader:
+        n = reader.line_num
+        where = f"{path.name}:{n}"
+        if None in row:
+            errors.append(f"{where}: more values than columns")
+            continue
+        r = _Row(where, {k: v for k, v in row.items() if k in known}, errors)
+        if kind == "customer":
+            obj = _customer(r)
+        elif kind == "entry":
+            obj = _entry(r)
+        else:
+            mid, eid = r.ident("match_id"), r.ident("entry_id")
+            if mid and eid:
+                if eid in groups.setdefault(mid, []):
+                    r.fail("entry_id", f"{eid!r} listed twice in match {mid!r}")
+                groups[mid].append(eid)
+                group_line.setdefault(mid, n)
+            continue
+        if obj is not None:
+            _add(batch, kind, obj, n, where, errors)
+    for mid, members in groups.items():
+        if len(members) < 2:
+            errors.append(f"{path.name}:{group_line[mid]}: match_id: match {mid!r} has one entry; a match needs two or more")
+        _add(batch, "match", Match(mid, tuple(members)), group_line[mid], f"{path.name}:{group_line[mid]}", errors)
+    _cross_check(path, batch, errors)
+    _check_errors(path, errors)
+    return batch
+
+
+def _cross_check(path: Path, batch: LedgerBatch, errors: list[str]) -> None:
+    """Rules within the file: an entry joins at most one match."""
+    seen: dict[str, str] = {}
+    for m in batch.matches:
+        for eid in m.entry_ids:
+            if eid in seen and seen[eid] != m.id:
+                errors.append(f"{path.name}:{batch.lines[('match', m.id)]}: entries: {eid!r} is already "
+                              f"in match {seen[eid]!r}; an entry belongs to at most one match")
+            seen[eid] = m.id

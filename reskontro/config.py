@@ -1,0 +1,201 @@
+"""The site configuration: one TOML file (``reskontro.toml``) beside rules/, templates/, inbox/, outbox/.
+
+A bad value is refused at start with the key and the reason (:class:`ConfigError`).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from stdnum.no import orgnr
+
+from .domain import MODES
+
+CONFIG_NAME = "reskontro.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class SftpConfig:
+    host: str = "127.0.0.1"
+    port: int = 22
+    user: str = "reskontro"
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    passphrase_env: str | None = None
+    passphrase_file: Path | None = None
+    remote_inbound: str = "inbound"
+    remote_outbound: str = "outbound"
+    timeout: float = 30.0
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    site: Path
+    sender_id: str
+    creditor_org_no: str
+    mode: str = "full_ledger"
+    base_currency: str = "NOK"
+    timezone: str = "Europe/Oslo"
+    send_time: time = time(18, 0)
+    database: str = ""
+    rules_dir: Path = Path("rules")
+    templates_dir: Path = Path("templates")
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    log_file: Path = Path("var/reskontro.log")
+    sftp: SftpConfig = field(default_factory=SftpConfig)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def rule_file(self) -> Path:
+        return self.rules_dir / "transfer.yaml"
+
+    @property
+    def xsd(self) -> Path:
+        return self.templates_dir / "ledger-transfer-1.xsd"
+
+
+_KEYS = {
+    "creditor": {"sender_id", "org_no", "mode", "base_currency"},
+    "schedule": {"timezone", "send_time"},
+    "paths": {"database", "rules", "templates", "inbox", "outbox", "log_file"},
+    "sftp": {"host", "port", "user", "key_file", "known_hosts", "passphrase_env",
+             "passphrase_file", "remote_inbound", "remote_outbound", "timeout", "retries"},
+}
+
+
+def load_config(site: Path) -> Config:
+    """Read ``site/reskontro.toml``; relative paths are relative to the site folder."""
+    site = site.resolve()
+    path = site / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{path}: no configuration here; create a site with `reskontro init DIR` "
+                          "or point --site / RESKONTRO_SITE at one")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, site, str(path))
+
+
+def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
+    def fail(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{origin}: {key}: {why}")
+
+    for section, value in raw.items():
+        if section not in _KEYS:
+            raise fail(section, f"unknown section (known: {', '.join(sorted(_KEYS))})")
+        if not isinstance(value, dict):
+            raise fail(section, "must be a table")
+        for key in value:
+            if key not in _KEYS[section]:
+                raise fail(f"{section}.{key}", f"unknown key (known: {', '.join(sorted(_KEYS[section]))})")
+
+    cred = raw.get("creditor", {})
+    sched = raw.get("schedule", {})
+    paths = raw.get("paths", {})
+    sftp = raw.get("sftp", {})
+
+    def text(sec: dict, name: str, key: str, default: str | None = None) -> str:
+        value = sec.get(key, default)
+        if value is None:
+            raise fail(f"{name}.{key}", "is required")
+        if not isinstance(value, str):
+            raise fail(f"{name}.{key}", f"must be a string, not {type(value).__name__}")
+        return value
+
+    sender_id = text(cred, "creditor", "sender_id")
+    if not re.fullmatch(r"[A-Za-z0-9]{1,35}", sender_id):
+        raise fail("creditor.sender_id", f"{sender_id!r} must be 1-35 letters or digits (the receiver's client number)")
+    org_no = text(cred, "creditor", "org_no")
+    if not orgnr.is_valid(org_no):
+        raise fail("creditor.org_no", f"{org_no!r} is not a valid Norwegian organisation number (9 digits, MOD11)")
+    mode = text(cred, "creditor", "mode", "full_ledger")
+    if mode not in MODES:
+        raise fail("creditor.mode", f"{mode!r} must be one of {', '.join(MODES)}")
+    currency = text(cred, "creditor", "base_currency", "NOK")
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise fail("creditor.base_currency", f"{currency!r} must be an ISO 4217 code such as NOK")
+
+    tz = text(sched, "schedule", "timezone", "Europe/Oslo")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail("schedule.timezone", f"{tz!r} is not a known time zone (e.g. Europe/Oslo)") from None
+    send = text(sched, "schedule", "send_time", "18:00")
+    m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", send)
+    if not m:
+        raise fail("schedule.send_time", f"{send!r} must be HH:MM (24 h), e.g. 18:00")
+
+    def path(sec: dict, name: str, key: str, default: str | None) -> Path | None:
+        value = sec.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise fail(f"{name}.{key}", "must be a non-empty path string")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else site / p
+
+    database = paths.get("database", "sqlite:///reskontro.db")
+    if not isinstance(database, str) or "://" not in database:
+        raise fail("paths.database", f"{database!r} must be a database URL such as sqlite:///reskontro.db "
+                   "or postgresql+psycopg://user@host/db")
+    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        rel = database[len("sqlite:///"):]
+        if rel and rel != ":memory:":
+            database = "sqlite:///" + str(site / rel)
+
+    port = sftp.get("port", 22)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise fail("sftp.port", f"{port!r} must be a port number 1-65535")
+    timeout = sftp.get("timeout", 30)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise fail("sftp.timeout", f"{timeout!r} must be a positive number of seconds")
+    retries = sftp.get("retries", 5)
+    if not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise fail("sftp.retries", f"{retries!r} must be a whole number 0-100")
+    for key in ("remote_inbound", "remote_outbound"):
+        value = sftp.get(key, key.split("_")[1])
+        if not isinstance(value, str) or not value or ".." in value.split("/"):
+            raise fail(f"sftp.{key}", f"{value!r} must be a remote folder name without '..'")
+
+    return Config(
+        site=site,
+        sender_id=sender_id,
+        creditor_org_no=org_no,
+        mode=mode,
+        base_currency=currency,
+        timezone=tz,
+        send_time=time(int(m.group(1)), int(m.group(2))),
+        database=database,
+        rules_dir=path(paths, "paths", "rules", "rules"),
+        templates_dir=path(paths, "paths", "templates", "templates"),
+        inbox=path(paths, "paths", "inbox", "inbox"),
+        outbox=path(paths, "paths", "outbox", "outbox"),
+        log_file=path(paths, "paths", "log_file", "var/reskontro.log"),
+        sftp=SftpConfig(
+            host=text(sftp, "sftp", "host", "127.0.0.1"),
+            port=port,
+            user=text(sftp, "sftp", "user", "reskontro"),
+            key_file=path(sftp, "sftp", "key_file", None),
+            known_hosts=path(sftp, "sftp", "known_hosts", None),
+            passphrase_env=sftp.get("passphrase_env"),
+            passphrase_file=path(sftp, "sftp", "passphrase_file", None),
+            remote_inbound=sftp.get("remote_inbound", "inbound"),
+            remote_outbound=sftp.get("remote_outbound", "outbound"),
+            timeout=timeout,
+            retries=retries,
+        ),
+    )

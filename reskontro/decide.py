@@ -1,0 +1,140 @@
+"""A decision for every ledger entry: facts from the store, one match group at a time.
+
+Groups stream from the database (memory flat in ledger size). Within a group the invoices are
+decided first, so that the other members can read their invoices' decision
+(``invoice_decision``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from itertools import groupby
+
+from sqlalchemy import Connection, and_, select
+
+from . import schema as s
+from .engine import Outcome, RuleEngine
+from .facts import CustomerChecks, customer_checks, entry_fact, match_shape
+
+_RANK = {"transfer": 4, "hold": 3, "wait": 2, "exclude": 1}
+_CHECKS_LIMIT = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    entry: Mapping          # the entries row (schema column names)
+    customer: Mapping       # the customers row
+    fact: dict
+    outcome: Outcome
+
+
+def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None):
+    e, c = s.entries, s.customers
+    rev = s.entries.alias("rev")
+    sent_rev = s.sent.alias("sent_rev")
+    sent_e = s.sent.alias("sent_e")
+    sent_m = s.sent.alias("sent_m")
+    cols = [e, *[col.label(f"c_{col.name}") for col in c.c],
+            rev.c.type.label("rev_type"), sent_rev.c.version.label("rev_sent"),
+            sent_e.c.version.label("sent_version"), sent_m.c.members.label("sent_members")]
+    q = (select(*cols)
+         .join(c, c.c.id == e.c.customer_id)
+         .outerjoin(rev, rev.c.id == e.c.reverses)
+         .outerjoin(sent_rev, and_(sent_rev.c.kind == "entry", sent_rev.c.id == e.c.reverses))
+         .outerjoin(sent_e, and_(sent_e.c.kind == "entry", sent_e.c.id == e.c.id))
+         .outerjoin(sent_m, and_(sent_m.c.kind == "match", sent_m.c.id == e.c.match_id)))
+    pend = select(s.pending.c.id).where(s.pending.c.kind == "entry")
+    if entry_ids is not None:
+        ids_q = entry_ids
+        if matched:
+            groups = select(e.c.match_id).where(e.c.id.in_(ids_q), e.c.match_id.is_not(None))
+            return q.where(e.c.match_id.in_(groups)).order_by(e.c.match_id, e.c.id)
+        return q.where(e.c.id.in_(ids_q), e.c.match_id.is_(None)).order_by(e.c.id)
+    if matched:
+        q = q.where(e.c.match_id.is_not(None))
+        if only_pending:
+            touched = (select(e.c.match_id).where(e.c.id.in_(pend), e.c.match_id.is_not(None))
+                       .union(select(s.pending.c.id).where(s.pending.c.kind == "match")))
+            q = q.where(e.c.match_id.in_(touched))
+        return q.order_by(e.c.match_id, e.c.id)
+    q = q.where(e.c.match_id.is_(None))
+    if only_pending:
+        q = q.where(e.c.id.in_(pend))
+    return q.order_by(e.c.id)
+
+
+class _Decider:
+    def __init__(self, conn: Connection, engine: RuleEngine, mode: str):
+        self.conn, self.engine, self.mode = conn, engine, mode
+        self._checks: dict[tuple[str, str], CustomerChecks] = {}
+
+    def checks(self, m: Mapping) -> CustomerChecks:
+        key = (m["c_id"], m["c_version"])
+        ch = self._checks.get(key)
+        if ch is None:
+            if len(self._checks) >= _CHECKS_LIMIT:
+                self._checks.clear()
+            ch = self._checks[key] = customer_checks(_Prefixed(m))
+        return ch
+
+    def fact(self, m: Mapping, shape: str = "none", invoice_decision: str = "none",
+             lost: bool = False) -> dict:
+        sent = m["sent_version"]
+        return entry_fact(m, self.checks(m), self.mode, shape=shape,
+                          invoice_decision=invoice_decision,
+                          reverses_type=m["rev_type"] or "none",
+                          reverses_sent=m["rev_sent"] is not None,
+                          changed_after_sent=sent is not None and sent != m["version"],
+                          match_lost_member=lost)
+
+    def group(self, rows: list[Mapping], lost: bool) -> Iterator[Decided]:
+        shape = match_shape(r["type"] for r in rows)
+        best = "none"
+        invoices = [r for r in rows if r["type"] == "invoice"]
+        for r in invoices:
+            f = self.fact(r, shape, "none", lost)
+            out = self.engine.decide(f)
+            if best == "none" or _RANK[out.decision] > _RANK[best]:
+                best = out.decision
+            yield Decided(r, _Prefixed(r), f, out)
+        for r in rows:
+            if r["type"] != "invoice":
+                f = self.fact(r, shape, best, lost)
+                yield Decided(r, _Prefixed(r), f, self.engine.decide(f))
+
+
+class _Prefixed(Mapping):
+    """The customer columns (c_*) of a joined row, seen under their own names."""
+    __slots__ = ("_m",)
+
+    def __init__(self, m: Mapping):
+        self._m = m
+
+    def __getitem__(self, key):
+        return self._m["c_" + key]
+
+    def __iter__(self):
+        return (k[2:] for k in self._m if k.startswith("c_"))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
+                  entry_ids: list[str] | None = None, chunk: int = 2000) -> Iterator[Decided]:
+    """Every entry (or only the groups with pending entries, or those of `entry_ids`) decided."""
+    d = _Decider(conn, engine, mode)
+    # Unmatched entries: each its own group.
+    for part in conn.execution_options(yield_per=chunk).execute(_query(only_pending, False, entry_ids)).partitions():
+        for row in part:
+            m = row._mapping
+            f = d.fact(m)
+            yield Decided(m, _Prefixed(m), f, engine.decide(f))
+    # Matched entries: one group at a time (ordered by match id).
+    rows = conn.execution_options(yield_per=chunk).execute(_query(only_pending, True, entry_ids))
+    for _mid, members in groupby((r._mapping for r in rows), key=lambda m: m["match_id"]):
+        members = list(members)
+        sent = members[0]["sent_members"]
+        # A match Lowell has must only grow: a member gone from it is a removal.
+        lost = bool(sent) and not set(sent.split()) <= {m["id"] for m in members}
+        yield from d.group(members, lost)

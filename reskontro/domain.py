@@ -1,0 +1,133 @@
+"""The domain in plain data: customers, ledger entries, matches, decisions, bank payments.
+
+Money is ``Decimal`` with two places; dates are ``datetime.date``. Nothing here knows about
+databases, files or rules: adapters turn the outside world into these types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+CENT = Decimal("0.01")
+
+CUSTOMER_TYPES = ("private", "business")
+ENTRY_TYPES = ("invoice", "credit_note", "payment", "payout", "manual_voucher", "reversal")
+#: entry types the receiver knows (a reversal is never transferred)
+TRANSFER_TYPES = ("invoice", "credit_note", "payment", "payout", "manual_voucher")
+INVOICE_STATUSES = ("draft", "invoiced")
+DECISIONS = ("transfer", "wait", "exclude", "hold")
+MODES = ("full_ledger", "factoring")
+
+
+def money(value: object) -> Decimal:
+    """Parse an amount to a two-place Decimal; refuse more than two fraction digits."""
+    d = Decimal(str(value).strip().replace(" ", ""))
+    if not d.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    q = d.quantize(CENT)
+    if q != d:
+        raise ValueError(f"more than two decimals: {value!r}")
+    return q
+
+
+def to_ore(amount: Decimal) -> int:
+    """Amount in øre, the integer the store keeps (exact on every database)."""
+    return int(amount.scaleb(2).to_integral_value())
+
+
+def from_ore(ore: int) -> Decimal:
+    return (Decimal(ore) / 100).quantize(CENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    lines: tuple[str, ...] = ()
+    post_code: str = ""
+    city: str = ""
+    country: str = "NO"
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.lines and self.lines[0].strip() and self.post_code.strip()
+                    and self.city.strip() and self.country.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str
+    type: str | None            # private | business; None when the ERP has none
+    address: Address = field(default_factory=Address)
+    org_no: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    factoring_default: bool = False   # factoring mode: invoices followed up in-house by default
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    customer_id: str
+    type: str                   # one of ENTRY_TYPES
+    document_no: str
+    document_date: date
+    amount: Decimal             # signed: + the customer owes more
+    currency: str = "NOK"
+    due_date: date | None = None
+    kid: str | None = None
+    status: str | None = None   # invoices: draft | invoiced
+    factoring: bool | None = None   # invoices: True = followed up in-house; None = customer default
+    opt_out: bool = False       # manual vouchers: never sent (e.g. write-offs)
+    reverses: str | None = None  # reversals: the entry reversed
+    source: str | None = None   # e.g. "Lowell" for payments through Lowell's payment agreement
+    dunning_level: int = 0      # the ERP's own reminders on this invoice
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A group of entries that settle each other (kobling)."""
+    id: str
+    entry_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    entry_id: str
+    decision: str               # one of DECISIONS
+    rule_id: str
+    reason: str
+    warnings: tuple[tuple[str, str], ...] = ()   # (rule id, text); never block
+
+
+@dataclass(frozen=True, slots=True)
+class BankPayment:
+    """One incoming payment as a bank file reports it (CREMUL SEQ, camt.054 TxDtls, OCR item)."""
+    format: str                 # cremul | camt054 | ocr_giro
+    archive_ref: str            # the bank's reference for this payment; unique per payment
+    amount: Decimal             # positive = money received
+    currency: str
+    payment_date: date | None
+    booking_date: date | None
+    kid: str | None = None
+    invoice_no: str | None = None
+    payer_name: str | None = None
+    payer_account: str | None = None
+    bank_code: str | None = None    # bank transaction code (BUS operation code, BkTxCd, OCR type)
+    text: str | None = None
+    source: str = "Lowell"
+
+
+@dataclass(slots=True)
+class PaymentFile:
+    """What a payment-file reader returns: the payments, the file's control totals, warnings."""
+    format: str
+    payments: list[BankPayment]
+    reference: str | None = None          # interchange / message / transmission id
+    control_total: Decimal | None = None  # the total the file states, already checked
+    warnings: list[str] = field(default_factory=list)
+
+
+class InputError(ValueError):
+    """Bad input from outside: names the file, line/segment/id and what is wrong."""

@@ -1,0 +1,158 @@
+"""Facts: a ledger entry enriched with what the rules need, as a flat dict of plain values.
+
+The field list below is the vocabulary of the rule files; `rules lint` refuses any other name
+or value. Values are strings, booleans and integers only (what durable_rules compares well).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from stdnum import luhn
+from stdnum.no import orgnr
+
+from .domain import ENTRY_TYPES, MODES
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: str                      # enum | bool | number
+    doc: str
+    values: tuple = ()             # enum: the allowed values
+    scale: int = 1                 # rule files write kroner; facts hold øre (exact integers)
+
+
+DECISION_OR_NONE = ("none", "transfer", "wait", "exclude", "hold")
+
+FIELDS: dict[str, FieldSpec] = {f.name: f for f in (
+    FieldSpec("entry_type", "enum", "the entry's type", ENTRY_TYPES),
+    FieldSpec("status", "enum", "invoice status (none for other types)", ("none", "draft", "invoiced")),
+    FieldSpec("mode", "enum", "the client's mode (configuration creditor.mode)", MODES),
+    FieldSpec("factoring", "bool", "invoice followed up in-house (its own flag, else the customer's default)"),
+    FieldSpec("opt_out", "bool", "manual voucher opted out of the transfer (e.g. a write-off)"),
+    FieldSpec("amount", "number", "the signed amount, in kroner (e.g. 1000.50)", scale=100),
+    FieldSpec("currency", "enum", "ISO 4217 currency", ("NOK", "SEK", "DKK", "EUR", "USD", "GBP", "other")),
+    FieldSpec("dunning_level", "number", "reminders the ERP itself has sent for this invoice"),
+    FieldSpec("kid", "enum", "the KID: absent, valid (MOD10 or MOD11) or invalid", ("absent", "valid", "invalid")),
+    FieldSpec("reverses_type", "enum", "for a reversal: the type of the entry it reverses", ("none",) + ENTRY_TYPES),
+    FieldSpec("reverses_sent", "bool", "for a reversal: the reversed entry was already sent to Lowell"),
+    FieldSpec("match_shape", "enum", "the shape of the entry's match group",
+              ("none", "one_to_one", "one_to_many", "many_to_one", "many_to_many", "no_invoice")),
+    FieldSpec("invoice_decision", "enum",
+              "for entries other than invoices: the best decision among the invoices in its match "
+              "(transfer > hold > wait > exclude); none when it is linked to no invoice", DECISION_OR_NONE),
+    FieldSpec("customer_type", "enum", "private, business, or none when the ERP has no type",
+              ("none", "private", "business")),
+    FieldSpec("customer_address_complete", "bool", "address line, post code (4 digits in Norway), city and country present"),
+    FieldSpec("customer_org_no", "enum", "the customer's org no: absent, valid (MOD11) or invalid",
+              ("absent", "valid", "invalid")),
+    FieldSpec("customer_company_name", "bool", "the name ends in a company form (AS, ASA, ANS, DA, ENK, SA)"),
+    FieldSpec("changed_after_sent", "bool", "the entry's content changed after it was sent to Lowell"),
+    FieldSpec("match_lost_member", "bool", "its match lost a member after the match was sent"),
+)}
+
+#: A healthy invoice, invoiced, in full-ledger mode: the base that rule examples vary.
+DEFAULT_FACT: dict = {
+    "entry_type": "invoice", "status": "invoiced", "mode": "full_ledger", "factoring": False,
+    "opt_out": False, "amount": 100000, "currency": "NOK", "dunning_level": 0, "kid": "valid",
+    "reverses_type": "none", "reverses_sent": False, "match_shape": "none",
+    "invoice_decision": "none", "customer_type": "private", "customer_address_complete": True,
+    "customer_org_no": "absent", "customer_company_name": False, "changed_after_sent": False,
+    "match_lost_member": False,
+}
+
+_COMPANY = re.compile(r"(?:^|[\s,.])(AS|ASA|ANS|DA|ENK|SA)\.?$", re.IGNORECASE)
+_KNOWN_CURRENCIES = set(FIELDS["currency"].values)
+_MOD11_WEIGHTS = (2, 3, 4, 5, 6, 7)
+
+
+def kid_mod11_check(body: str) -> str:
+    """Norwegian KID MOD11 check character for `body` (weights 2..7 from the right; 10 -> '-')."""
+    total = sum(int(d) * _MOD11_WEIGHTS[i % 6] for i, d in enumerate(reversed(body)))
+    r = 11 - total % 11
+    return "0" if r == 11 else "-" if r == 10 else str(r)
+
+
+def kid_state(kid: str | None) -> str:
+    if not kid:
+        return "absent"
+    if not re.fullmatch(r"\d{1,24}[\d-]", kid):
+        return "invalid"
+    body, check = kid[:-1], kid[-1]
+    if check != "-" and luhn.is_valid(kid):
+        return "valid"
+    return "valid" if kid_mod11_check(body) == check else "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerChecks:
+    """What the rules need to know of a customer, computed once per customer."""
+    customer_type: str
+    customer_address_complete: bool
+    customer_org_no: str
+    customer_company_name: bool
+    factoring_default: bool
+
+
+def customer_checks(c: Mapping) -> CustomerChecks:
+    """From a customers row (mapping with the schema's column names)."""
+    org = c["org_no"]
+    country = (c["country"] or "").strip()
+    post = (c["post_code"] or "").strip()
+    complete = bool((c["line1"] or "").strip() and post and (c["city"] or "").strip() and country
+                    and (country != "NO" or re.fullmatch(r"\d{4}", post)))
+    return CustomerChecks(
+        customer_type=c["type"] or "none",
+        customer_address_complete=complete,
+        customer_org_no="absent" if not org else ("valid" if orgnr.is_valid(org) else "invalid"),
+        customer_company_name=bool(_COMPANY.search((c["name"] or "").strip())),
+        factoring_default=bool(c["factoring_default"]),
+    )
+
+
+def match_shape(types: Iterable[str]) -> str:
+    types = list(types)
+    if not types:
+        return "none"
+    inv = sum(1 for t in types if t == "invoice")
+    other = len(types) - inv
+    if inv == 0:
+        return "no_invoice"
+    if inv > 1 and other > 1:
+        return "many_to_many"
+    if inv > 1:
+        return "many_to_one"
+    return "one_to_many" if other > 1 else "one_to_one"
+
+
+def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "none",
+               invoice_decision: str = "none", reverses_type: str = "none",
+               reverses_sent: bool = False, changed_after_sent: bool = False,
+               match_lost_member: bool = False) -> dict:
+    """The fact for one entry row (mapping with the schema's column names)."""
+    etype = e["type"]
+    factoring = e["factoring"]
+    currency = e["currency"]
+    return {
+        "entry_type": etype,
+        "status": e["status"] or "none",
+        "mode": mode,
+        "factoring": bool(checks.factoring_default if factoring is None else factoring),
+        "opt_out": bool(e["opt_out"]),
+        "amount": e["amount_ore"],
+        "currency": currency if currency in _KNOWN_CURRENCIES else "other",
+        "dunning_level": e["dunning_level"] or 0,
+        "kid": kid_state(e["kid"]),
+        "reverses_type": reverses_type,
+        "reverses_sent": reverses_sent,
+        "match_shape": shape,
+        "invoice_decision": invoice_decision,
+        "customer_type": checks.customer_type,
+        "customer_address_complete": checks.customer_address_complete,
+        "customer_org_no": checks.customer_org_no,
+        "customer_company_name": checks.customer_company_name,
+        "changed_after_sent": changed_after_sent,
+        "match_lost_member": match_lost_member,
+    }

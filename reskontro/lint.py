@@ -1,0 +1,232 @@
+"""`rules lint` and `rules test`: problems in a rule file, and its examples checked.
+
+Lint finds, with file and line: YAML and structure errors (via rulefile), conditions no entry
+can meet, and deciding rules that can never decide because an earlier rule catches all they
+catch. Coverage is checked rule against rule (not against a union of earlier rules).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+
+from .engine import RuleEngine
+from .facts import DEFAULT_FACT, FIELDS
+from .rulefile import Problem, Rule, RuleFile, Test, parse_rule_text
+
+_INF = float("inf")   # interval bounds only (rule thresholds), never money
+
+
+@dataclass(frozen=True)
+class _Num:
+    """Integers in [lo, hi] except `out`, or exactly `only` when that is set."""
+    lo: float = -_INF
+    hi: float = _INF
+    out: frozenset = frozenset()
+    only: frozenset | None = None
+
+    def restrict(self, t: Test) -> "_Num":
+        v = t.value
+        if t.op == "eq":
+            return self._only({v})
+        if t.op == "in":
+            return self._only(set(v))
+        if t.op == "not":
+            return self._without({v})
+        if t.op == "not_in":
+            return self._without(set(v))
+        lo, hi = self.lo, self.hi
+        if t.op == "gt":
+            lo = max(lo, v + 1)
+        elif t.op == "ge":
+            lo = max(lo, v)
+        elif t.op == "lt":
+            hi = min(hi, v - 1)
+        elif t.op == "le":
+            hi = min(hi, v)
+        only = None if self.only is None else frozenset(x for x in self.only if lo <= x <= hi)
+        return _Num(lo, hi, self.out, only)
+
+    def _only(self, values: set) -> "_Num":
+        base = values if self.only is None else values & self.only
+        return _Num(self.lo, self.hi, self.out,
+                    frozenset(x for x in base if self.lo <= x <= self.hi and x not in self.out))
+
+    def _without(self, values: set) -> "_Num":
+        if self.only is not None:
+            return _Num(self.lo, self.hi, self.out, self.only - values)
+        return _Num(self.lo, self.hi, self.out | values)
+
+    def empty(self) -> bool:
+        if self.only is not None:
+            return not self.only
+        if self.lo > self.hi:
+            return True
+        span = self.hi - self.lo + 1
+        return span != _INF and span <= len(self.out) and all(
+            x in self.out for x in range(int(self.lo), int(self.hi) + 1))
+
+    def within(self, other: "_Num") -> bool:
+        if self.only is not None:
+            return all(other.contains(x) for x in self.only)
+        if other.only is not None:
+            return False
+        return (other.lo <= self.lo and self.hi <= other.hi
+                and all(x in self.out for x in other.out if self.lo <= x <= self.hi))
+
+    def contains(self, x) -> bool:
+        if self.only is not None:
+            return x in self.only
+        return self.lo <= x <= self.hi and x not in self.out
+
+
+def _domain(field: str):
+    spec = FIELDS[field]
+    if spec.kind == "number":
+        return _Num()
+    return frozenset((True, False) if spec.kind == "bool" else spec.values)
+
+
+def _restrict(dom, t: Test):
+    if isinstance(dom, _Num):
+        return dom.restrict(t)
+    if t.op == "eq":
+        return dom & {t.value}
+    if t.op == "in":
+        return dom & set(t.value)
+    if t.op == "not":
+        return dom - {t.value}
+    return dom - set(t.value)
+
+
+def _conjunctions(rule: Rule) -> list[dict]:
+    """The rule as alternatives, each a field -> allowed values map."""
+    base: dict = {}
+    for t in rule.when:
+        base[t.field] = _restrict(base.get(t.field, _domain(t.field)), t)
+    if not rule.any:
+        return [base]
+    out = []
+    for alt in rule.any:
+        conj = dict(base)
+        for t in alt:
+            conj[t.field] = _restrict(conj.get(t.field, _domain(t.field)), t)
+        out.append(conj)
+    return out
+
+
+def _empty(conj: dict) -> bool:
+    return any(d.empty() if isinstance(d, _Num) else not d for d in conj.values())
+
+
+def _within(b: dict, a: dict) -> bool:
+    """Every fact meeting conjunction b meets conjunction a."""
+    for field, dom_a in a.items():
+        dom_b = b.get(field, _domain(field))
+        if isinstance(dom_a, _Num):
+            if not dom_b.within(dom_a):
+                return False
+        elif not dom_b <= dom_a:
+            return False
+    return True
+
+
+def coverage_problems(rf: RuleFile) -> list[Problem]:
+    problems: list[Problem] = []
+    earlier: list[tuple[Rule, list[dict]]] = []
+    for rule in rf.rules:
+        conjs = [c for c in _conjunctions(rule) if not _empty(c)]
+        if not conjs:
+            problems.append(Problem(rf.path, rule.line, f"{rule.id}: can never fire: no entry meets all its conditions"))
+            continue
+        if rule.decision is None:
+            continue
+        for prev, prev_conjs in earlier:
+            if all(any(_within(b, a) for a in prev_conjs) for b in conjs):
+                problems.append(Problem(
+                    rf.path, rule.line,
+                    f"{rule.id}: can never decide: rule {prev.id!r} (line {prev.line}) comes first "
+                    "and catches every entry this rule catches"))
+                break
+        earlier.append((rule, conjs))
+    return problems
+
+
+def lint_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
+    rf, problems = parse_rule_text(text, path)
+    if rf is None:
+        return None, problems
+    return rf, coverage_problems(rf)
+
+
+def lint_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, [Problem(path, 0, f"cannot read: {exc.strerror}")]
+    return lint_text(text, path)
+
+
+# --- examples -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExampleResult:
+    name: str
+    line: int
+    ok: bool
+    message: str
+
+
+def examples_path(rule_path: Path) -> Path:
+    return rule_path.with_name(rule_path.stem + ".examples.yaml")
+
+
+def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
+    """Check each example; a malformed example is a failed example naming its line."""
+    from .rulefile import _Loader, _line
+
+    loader = _Loader(path.read_text(encoding="utf-8"))
+    try:
+        doc = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return [ExampleResult("(file)", mark.line + 1 if mark else 1, False, f"YAML error: {exc}")]
+    finally:
+        loader.dispose()
+    if not isinstance(doc, list):
+        return [ExampleResult("(file)", 1, False, "the examples file is a list of examples")]
+    engine = RuleEngine(rf)
+    results = []
+    for ex in doc:
+        line = _line(ex)
+        name = ex.get("name", f"example at line {line}") if isinstance(ex, dict) else "?"
+        if not isinstance(ex, dict) or not isinstance(ex.get("facts"), dict) or not isinstance(ex.get("expect"), dict):
+            results.append(ExampleResult(str(name), line, False, "needs name, facts (a mapping) and expect (a mapping)"))
+            continue
+        fact = dict(DEFAULT_FACT)
+        bad = []
+        for k, v in ex["facts"].items():
+            if k not in FIELDS:
+                bad.append(f"unknown field {k!r}")
+                continue
+            spec = FIELDS[k]
+            fact[k] = int(Decimal(str(v)) * spec.scale) if spec.kind == "number" and not isinstance(v, bool) and isinstance(v, (int, float)) else v
+            if spec.kind == "enum" and v not in spec.values:
+                bad.append(f"{k}: {v!r} is not a known value")
+        if bad:
+            results.append(ExampleResult(str(name), line, False, "; ".join(bad)))
+            continue
+        out = engine.decide(fact)
+        exp = ex["expect"]
+        got_w = sorted(w for w, _ in out.warnings)
+        wrong = []
+        if exp.get("decision") != out.decision:
+            wrong.append(f"decision {out.decision} (rule {out.rule_id}), expected {exp.get('decision')}")
+        if "rule" in exp and exp["rule"] != out.rule_id:
+            wrong.append(f"rule {out.rule_id}, expected {exp['rule']}")
+        if "warnings" in exp and sorted(exp["warnings"] or []) != got_w:
+            wrong.append(f"warnings {got_w}, expected {sorted(exp['warnings'] or [])}")
+        results.append(ExampleResult(str(name), line, not wrong, "; ".join(wrong) or
+                                     f"{out.decision} by {out.rule_id}"))
+    return results

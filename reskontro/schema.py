@@ -1,0 +1,136 @@
+"""The ledger store's tables (SQLAlchemy Core): ledger, transfer journal, bank payments.
+
+Amounts are kept as integer øre (exact on SQLite and PostgreSQL alike); the domain sees Decimal.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Index, Integer, MetaData,
+                        String, Table, Text, UniqueConstraint)
+
+metadata = MetaData()
+
+customers = Table(
+    "customers", metadata,
+    Column("id", String(35), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("type", String(16)),
+    Column("org_no", String(20)),
+    Column("line1", String(100)), Column("line2", String(100)), Column("line3", String(100)),
+    Column("post_code", String(16)), Column("city", String(64)), Column("country", String(2)),
+    Column("email", String(200)), Column("phone", String(40)),
+    Column("factoring_default", Boolean, nullable=False, default=False),
+    Column("version", String(16), nullable=False),
+)
+
+entries = Table(
+    "entries", metadata,
+    Column("id", String(35), primary_key=True),
+    Column("customer_id", String(35), nullable=False, index=True),
+    Column("type", String(16), nullable=False),
+    Column("document_no", String(35), nullable=False),
+    Column("document_date", Date, nullable=False),
+    Column("due_date", Date),
+    Column("amount_ore", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("kid", String(25), index=True),
+    Column("status", String(16)),
+    Column("factoring", Boolean),
+    Column("opt_out", Boolean, nullable=False, default=False),
+    Column("reverses", String(35)),
+    Column("source", String(35)),
+    Column("dunning_level", Integer, nullable=False, default=0),
+    Column("text", String(200)),
+    Column("match_id", String(35), index=True),
+    Column("version", String(16), nullable=False),
+)
+Index("ix_entries_document_no", entries.c.document_no)
+
+matches = Table(
+    "matches", metadata,
+    Column("id", String(35), primary_key=True),
+    Column("version", String(16), nullable=False),
+)
+
+# Items (customer | entry | match) whose current version is not delivered yet: the nightly export
+# reads this instead of the whole ledger, so its cost follows the day's changes.
+pending = Table(
+    "pending", metadata,
+    Column("kind", String(8), primary_key=True),
+    Column("id", String(35), primary_key=True),
+)
+
+# --- transfer journal ---------------------------------------------------------------------------
+files = Table(
+    "files", metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("sequence", Integer, nullable=False, unique=True),
+    Column("kind", String(8), nullable=False),            # daily | backlog | manual
+    Column("state", String(12), nullable=False),          # writing | written | uploaded | accepted | rejected | invalid
+    Column("name", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("cut_off", DateTime(timezone=True)),
+    Column("entry_count", Integer, nullable=False, default=0),
+    Column("detail", Text),
+)
+
+# Which version of which item went in which file. Delivered = a row whose file is accepted;
+# in flight = a row whose file is written or uploaded.
+file_items = Table(
+    "file_items", metadata,
+    Column("file_id", String(64), nullable=False, index=True),
+    Column("kind", String(8), nullable=False),
+    Column("id", String(35), nullable=False),
+    Column("version", String(16), nullable=False),
+    Column("members", Text),                              # matches: the member ids sent, space-separated
+    UniqueConstraint("file_id", "kind", "id"),
+)
+Index("ix_file_items_item", file_items.c.kind, file_items.c.id)
+
+# The last version of each item the receiver has (or will have, once in flight is accepted).
+sent = Table(
+    "sent", metadata,
+    Column("kind", String(8), primary_key=True),
+    Column("id", String(35), primary_key=True),
+    Column("version", String(16), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("state", String(12), nullable=False),          # in_flight | delivered
+    Column("members", Text),
+)
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# --- incoming payment files and bank payments -------------------------------------------------
+inbox_files = Table(
+    "inbox_files", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("payment_count", Integer, nullable=False, default=0),
+)
+
+bank_payments = Table(
+    "bank_payments", metadata,
+    Column("id", String(35), primary_key=True),           # also the ledger entry id once booked
+    Column("archive_ref", String(120), nullable=False, unique=True),
+    Column("format", String(16), nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("amount_ore", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("payment_date", Date),
+    Column("booking_date", Date),
+    Column("kid", String(25)),
+    Column("invoice_no", String(35)),
+    Column("payer_name", String(200)),
+    Column("payer_account", String(40)),
+    Column("bank_code", String(16)),
+    Column("text", String(200)),
+    Column("source", String(35), nullable=False),
+    Column("status", String(16), nullable=False),          # unposted | matched | unmatched
+    Column("invoice_id", String(35)),
+    Column("note", String(200)),
+)

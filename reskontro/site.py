@@ -1,0 +1,107 @@
+"""A site: the folder a creditor runs from (config, rules, templates, inbox, outbox, store).
+
+`reskontro init` builds one from the package's own data, so a non-editable install works.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from .config import CONFIG_NAME, Config, load_config
+from .engine import RuleEngine
+from .rulefile import load_rule_file
+from .store import open_engine
+
+DEFAULT_CONFIG = """\
+# reskontro site configuration. Relative paths are relative to this file's folder.
+
+[creditor]
+sender_id = "{sender_id}"        # your client number at Lowell (1-35 letters/digits)
+org_no = "{org_no}"       # your organisation number (9 digits, MOD11)
+mode = "full_ledger"        # full_ledger: every invoice goes; factoring: invoices followed up in-house stay
+base_currency = "NOK"
+
+[schedule]
+timezone = "Europe/Oslo"
+send_time = "18:00"
+
+[paths]
+database = "sqlite:///reskontro.db"   # or postgresql+psycopg://user@host/dbname
+rules = "rules"
+templates = "templates"
+inbox = "inbox"
+outbox = "outbox"
+log_file = "var/reskontro.log"
+
+[sftp]
+host = "127.0.0.1"
+port = 22
+user = "reskontro"
+key_file = "keys/id_ed25519"          # private key; its passphrase comes from passphrase_env or passphrase_file
+known_hosts = "keys/known_hosts"      # the server's pinned host key (never learnt automatically)
+# passphrase_env = "RESKONTRO_SFTP_PASSPHRASE"
+remote_inbound = "inbound"
+remote_outbound = "outbound"
+timeout = 30
+retries = 5
+"""
+
+
+def package_data(name: str) -> Path:
+    """The folder of default rules ('rules') or templates ('templates') shipped in the package."""
+    here = Path(__file__).resolve().parent
+    # Installed: reskontro/site_rules (setup.cfg package_dir); from a checkout: the repo's own.
+    for folder in (here / f"site_{name}", here.parent / name):
+        if folder.is_dir() and any(folder.iterdir()):
+            return folder
+    raise FileNotFoundError(f"the package's default {name} are missing (looked in {here / f'site_{name}'})")
+
+
+def init_site(target: Path, *, sender_id: str = "123456", org_no: str = "923609016",
+              force: bool = False) -> list[Path]:
+    """Create a working site; refuses to overwrite an existing configuration unless forced."""
+    target.mkdir(parents=True, exist_ok=True)
+    cfg = target / CONFIG_NAME
+    if cfg.exists() and not force:
+        raise FileExistsError(f"{cfg} exists already; use --force to overwrite the site's defaults")
+    made = []
+    for name in ("rules", "templates"):
+        src = package_data(name)
+        dst = target / name
+        dst.mkdir(exist_ok=True)
+        for f in sorted(src.iterdir()):
+            if f.suffix in (".yaml", ".j2", ".xsd"):
+                shutil.copyfile(f, dst / f.name)
+                made.append(dst / f.name)
+    for name in ("inbox", "outbox", "var", "keys"):
+        (target / name).mkdir(exist_ok=True)
+    cfg.write_text(DEFAULT_CONFIG.format(sender_id=sender_id, org_no=org_no), encoding="utf-8")
+    made.append(cfg)
+    site = Site(load_config(target))
+    site.db  # creates the empty store
+    made.append(target / "reskontro.db")
+    return made
+
+
+@dataclass
+class Site:
+    config: Config
+    _engine: RuleEngine | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, path: Path) -> "Site":
+        return cls(load_config(path))
+
+    @cached_property
+    def db(self) -> Engine:
+        return open_engine(self.config.database)
+
+    @property
+    def rules(self) -> RuleEngine:
+        if self._engine is None:
+            self._engine = RuleEngine(load_rule_file(self.config.rule_file))
+        return self._engine

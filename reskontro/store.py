@@ -1,0 +1,223 @@
+"""The ledger store on SQLAlchemy Core: SQLite by default, any URL (PostgreSQL) selects another.
+
+Rows map to and from the plain domain types; every write of one import happens in one
+transaction, so a file is stored whole or not at all.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update, delete
+from sqlalchemy.engine import Row
+
+from . import schema as s
+from .domain import Address, Customer, Entry, Match, from_ore, to_ore
+
+BATCH = 500
+
+
+def open_engine(url: str) -> Engine:
+    """Create the engine and the tables (idempotent)."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # WAL: readers (status, plan) never block the nightly run
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    s.metadata.create_all(engine)
+    return engine
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    h.update("\x1f".join("" if p is None else str(p) for p in parts).encode())
+    return h.hexdigest()
+
+
+def customer_version(c: Customer) -> str:
+    a = c.address
+    return _digest(c.name, c.type, c.org_no, *a.lines, a.post_code, a.city, a.country, c.email,
+                   c.phone, c.factoring_default)
+
+
+def entry_version(e: Entry) -> str:
+    """The content the receiver sees (and the rules' inputs): a change here is a change."""
+    return _digest(e.customer_id, e.type, e.document_no, e.document_date, e.due_date, e.amount,
+                   e.currency, e.kid, e.status, e.factoring, e.opt_out, e.reverses, e.source,
+                   e.dunning_level, e.text)
+
+
+def match_version(m: Match) -> str:
+    return _digest(*sorted(m.entry_ids))
+
+
+def customer_row(c: Customer) -> dict:
+    lines = list(c.address.lines) + [None, None, None]
+    return dict(id=c.id, name=c.name, type=c.type, org_no=c.org_no, line1=lines[0], line2=lines[1],
+                line3=lines[2], post_code=c.address.post_code, city=c.address.city,
+                country=c.address.country, email=c.email, phone=c.phone,
+                factoring_default=c.factoring_default, version=customer_version(c))
+
+
+def row_customer(r: Row | dict) -> Customer:
+    m = r._mapping if isinstance(r, Row) else r
+    lines = tuple(x for x in (m["line1"], m["line2"], m["line3"]) if x)
+    return Customer(id=m["id"], name=m["name"], type=m["type"], org_no=m["org_no"],
+                    address=Address(lines, m["post_code"] or "", m["city"] or "", m["country"] or ""),
+                    email=m["email"], phone=m["phone"], factoring_default=bool(m["factoring_default"]))
+
+
+def entry_row(e: Entry) -> dict:
+    return dict(id=e.id, customer_id=e.customer_id, type=e.type, document_no=e.document_no,
+                document_date=e.document_date, due_date=e.due_date, amount_ore=to_ore(e.amount),
+                currency=e.currency, kid=e.kid, status=e.status, factoring=e.factoring,
+                opt_out=e.opt_out, reverses=e.reverses, source=e.source,
+                dunning_level=e.dunning_level, text=e.text, version=entry_version(e))
+
+
+def row_entry(r: Row | dict) -> Entry:
+    m = r._mapping if isinstance(r, Row) else r
+    return Entry(id=m["id"], customer_id=m["customer_id"], type=m["type"],
+                 document_no=m["document_no"], document_date=m["document_date"],
+                 due_date=m["due_date"], amount=from_ore(m["amount_ore"]), currency=m["currency"],
+                 kid=m["kid"], status=m["status"], factoring=m["factoring"],
+                 opt_out=bool(m["opt_out"]), reverses=m["reverses"], source=m["source"],
+                 dunning_level=m["dunning_level"] or 0, text=m["text"])
+
+
+class Ledger:
+    """Reads and writes the ledger through one connection (the caller owns the transaction)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # --- writes --------------------------------------------------------------------------------
+    def _versions(self, table, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), BATCH):
+            chunk = ids[i:i + BATCH]
+            out.update(self.conn.execute(select(table.c.id, table.c.version)
+                                         .where(table.c.id.in_(chunk))).all())
+        return out
+
+    def _upsert(self, table, kind: str, rows: list[dict]) -> tuple[int, int, list[str]]:
+        """Insert new rows, update changed ones; returns (inserted, updated, changed ids)."""
+        known = self._versions(table, [r["id"] for r in rows])
+        new = [r for r in rows if r["id"] not in known]
+        changed = [r for r in rows if r["id"] in known and known[r["id"]] != r["version"]]
+        if new:
+            self.conn.execute(insert(table), new)
+        for r in changed:
+            self.conn.execute(update(table).where(table.c.id == r["id"]).values(**r))
+        touched = [r["id"] for r in new] + [r["id"] for r in changed]
+        self.mark_pending(kind, touched)
+        return len(new), len(changed), touched
+
+    def mark_pending(self, kind: str, ids: Iterable[str]) -> None:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return
+        have = set()
+        for i in range(0, len(ids), BATCH):
+            chunk = ids[i:i + BATCH]
+            have.update(self.conn.execute(select(s.pending.c.id).where(
+                s.pending.c.kind == kind, s.pending.c.id.in_(chunk))).scalars())
+        rows = [{"kind": kind, "id": i} for i in ids if i not in have]
+        if rows:
+            self.conn.execute(insert(s.pending), rows)
+
+    def upsert_customers(self, customers: list[Customer]) -> tuple[int, int]:
+        ins, upd, changed = self._upsert(s.customers, "customer", [customer_row(c) for c in customers])
+        # A customer's data decides its entries (customer checks): re-decide what is not sent.
+        for i in range(0, len(changed), BATCH):
+            ids = self.conn.execute(select(s.entries.c.id).where(
+                s.entries.c.customer_id.in_(changed[i:i + BATCH]))).scalars().all()
+            self.mark_pending("entry", ids)
+        return ins, upd
+
+    def upsert_entries(self, entries: list[Entry]) -> tuple[int, int]:
+        ins, upd, changed = self._upsert(s.entries, "entry", [entry_row(e) for e in entries])
+        # An invoice's decision decides its group: re-decide the other members too.
+        self._mark_groups_of(changed)
+        return ins, upd
+
+    def _mark_groups_of(self, entry_ids: list[str]) -> None:
+        for i in range(0, len(entry_ids), BATCH):
+            mids = self.conn.execute(select(s.entries.c.match_id).distinct().where(
+                s.entries.c.id.in_(entry_ids[i:i + BATCH]), s.entries.c.match_id.is_not(None))
+            ).scalars().all()
+            if mids:
+                members = self.conn.execute(select(s.entries.c.id).where(
+                    s.entries.c.match_id.in_(mids))).scalars().all()
+                self.mark_pending("entry", members)
+                self.mark_pending("match", mids)
+
+    def set_matches(self, matches: list[Match]) -> tuple[int, int]:
+        """Store matches as the ERP has them now: membership replaces the earlier one."""
+        ins, upd, changed = self._upsert(
+            s.matches, "match", [{"id": m.id, "version": match_version(m)} for m in matches])
+        by_id = {m.id: m for m in matches}
+        for mid in changed:
+            old = self.conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == mid)).scalars().all()
+            new = by_id[mid].entry_ids
+            self.conn.execute(update(s.entries).where(s.entries.c.match_id == mid).values(match_id=None))
+            for i in range(0, len(new), BATCH):
+                self.conn.execute(update(s.entries).where(s.entries.c.id.in_(new[i:i + BATCH]))
+                                  .values(match_id=mid))
+            self.mark_pending("entry", list(old) + list(new))
+        return ins, upd
+
+    # --- reads ---------------------------------------------------------------------------------
+    def existing_ids(self, table, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), BATCH):
+            found.update(self.conn.execute(select(table.c.id).where(
+                table.c.id.in_(ids[i:i + BATCH]))).scalars())
+        return found
+
+    def entry_matches(self, ids: Iterable[str]) -> dict[str, str | None]:
+        ids = list(ids)
+        out: dict[str, str | None] = {}
+        for i in range(0, len(ids), BATCH):
+            out.update(self.conn.execute(select(s.entries.c.id, s.entries.c.match_id).where(
+                s.entries.c.id.in_(ids[i:i + BATCH]))).all())
+        return out
+
+    def customer(self, cid: str) -> Customer | None:
+        r = self.conn.execute(select(s.customers).where(s.customers.c.id == cid)).first()
+        return row_customer(r) if r else None
+
+    def entry(self, eid: str) -> Entry | None:
+        r = self.conn.execute(select(s.entries).where(s.entries.c.id == eid)).first()
+        return row_entry(r) if r else None
+
+    def match_of(self, eid: str) -> str | None:
+        return self.conn.execute(select(s.entries.c.match_id).where(s.entries.c.id == eid)).scalar()
+
+    def match_members(self, mid: str) -> list[Entry]:
+        return [row_entry(r) for r in self.conn.execute(
+            select(s.entries).where(s.entries.c.match_id == mid).order_by(s.entries.c.id))]
+
+    def count(self, table) -> int:
+        from sqlalchemy import func
+        return self.conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        v = self.conn.execute(select(s.meta.c.value).where(s.meta.c.key == key)).scalar()
+        return default if v is None else v
+
+    def set_meta(self, key: str, value: str) -> None:
+        if self.conn.execute(update(s.meta).where(s.meta.c.key == key).values(value=value)).rowcount == 0:
+            self.conn.execute(insert(s.meta).values(key=key, value=value))
+
+    def clear_pending(self, kind: str, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for i in range(0, len(ids), BATCH):
+            self.conn.execute(delete(s.pending).where(s.pending.c.kind == kind,
+                                                      s.pending.c.id.in_(ids[i:i + BATCH])))
+
