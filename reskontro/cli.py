@@ -16,7 +16,7 @@ from .rulefile import RuleFileError
 from .site import Site, init_site
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)   # `path:line: message` stays one line (no wrap at 80 columns)
 
 
 class UserError(click.ClickException):
@@ -271,6 +271,205 @@ def check(ctx: click.Context, as_json: bool) -> None:
             kind = "[red]hold[/]" if rid in r.holds else "[yellow]warn[/]"
             t.add_row(r.customer_id, r.name, f"{kind} {rid}", str(n), r.reasons[rid])
     console.print(t)
+
+
+# --- transfer ---------------------------------------------------------------------------------
+def _lock(site: Site):
+    from .lock import run_lock
+    return run_lock(site.config.site / "var" / "reskontro.lock")
+
+
+def _export(site: Site, backlog: bool):
+    from .export import export
+    from .lock import LockedError
+
+    engine = _engine(site)
+    try:
+        with _lock(site), console.status("Exporting…") as status:
+            return export(site.config, site.db, engine, backlog=backlog,
+                          progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
+    except LockedError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _print_export(r) -> None:
+    for line in r.recovered:
+        console.print(f"[yellow]recovered[/] {line}", highlight=False)
+    if r.path is None:
+        err.print(f"[bold red]{r.file_id} failed the pre-send check[/] and was moved to outbox/rejected/ "
+                  "(nothing in it counts as sent):", highlight=False)
+        for p in r.problems[:20]:
+            err.print(f"  {p}", highlight=False, markup=False)
+        raise SystemExit(1)
+    console.print(f"Wrote [bold]{r.path}[/] ({r.kind}): {r.customers:,} customers, {r.entries:,} entries, "
+                  f"{r.matches:,} matches.", highlight=False)
+
+
+@main.command("export")
+@click.option("--backlog", is_flag=True, help="Write the backlog file (Kind backlog): every open item with its customers and matches.")
+@click.pass_context
+def export_cmd(ctx: click.Context, backlog: bool) -> None:
+    """Write tonight's transfer file into outbox/: everything decided `transfer` that is neither
+    delivered nor in flight. A day with nothing to send still gets a file with zero entries."""
+    _print_export(_export(_site(ctx), backlog))
+
+
+@main.command()
+@click.pass_context
+def receipts(ctx: click.Context) -> None:
+    """Read the receiver's receipts (*.receipt.xml in inbox/) into the journal: accepted files
+    make their content delivered; a rejected file's content goes again in the next file."""
+    from .inbox import process_inbox
+
+    site = _site(ctx)
+    results = process_inbox(site.db, site.config.inbox, only_receipts=True)
+    if not results:
+        console.print("No receipts in the inbox.")
+    bad = False
+    for r in results:
+        style = "red" if r.kind == "failed" or "REJECTED" in r.detail else "green"
+        bad |= style == "red"
+        console.print(f"[{style}]{r.name}[/]: {r.detail}", highlight=False)
+    if bad:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--files", "limit", type=int, default=15, show_default=True, help="How many recent files to list.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """The transfer files and their states, and what is pending, in flight and held."""
+    from . import journal
+    from .reports import make_plan
+
+    site = _site(ctx)
+    with site.db.connect() as conn:
+        files = journal.files(conn)
+        counts = journal.counts(conn)
+        plan = make_plan(conn, _engine(site), site.config.mode, only_pending=True)
+    totals = plan.totals()
+    summary = {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
+               "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
+               "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)}
+    if as_json:
+        click.echo(json.dumps({"files": [{"file_id": f.file_id, "sequence": f.sequence, "kind": f.kind,
+                                          "state": f.state, "entries": f.entry_count,
+                                          "created_at": f.created_at.isoformat(), "detail": f.detail}
+                                         for f in files], "items": summary}, indent=2, ensure_ascii=False))
+        return
+    t = Table("seq", "file", "kind", "state", "entries", "created", "detail", title="Transfer files")
+    colour = {"accepted": "green", "rejected": "red", "invalid": "red", "abandoned": "yellow"}
+    for f in files[-limit:]:
+        c = colour.get(f.state, "cyan")
+        t.add_row(str(f.sequence), f.file_id, f.kind, f"[{c}]{f.state}[/]", f"{f.entry_count:,}",
+                  f.created_at.strftime("%Y-%m-%d %H:%M"), (f.detail or "")[:60])
+    console.print(t)
+    console.print("Items: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary.items()))
+
+
+# --- incoming payments ------------------------------------------------------------------------
+def _report_processed(r) -> None:
+    style = {"failed": "red", "duplicate": "yellow"}.get(r.kind, "green")
+    if "REJECTED" in r.detail:
+        style = "red"
+    console.print(f"[{style}]{r.name}[/] ({r.kind}): {r.detail}", highlight=False)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Process what is in the inbox now, then exit (for cron and scripts).")
+@click.option("--rescan", type=click.FloatRange(1), default=60, show_default=True, help="Seconds between full rescans.")
+@click.pass_context
+def watch(ctx: click.Context, once: bool, rescan: float) -> None:
+    """Process files dropped into inbox/: payment files (CREMUL, camt.054, OCR giro) are listed as
+    bank payments, receipts go to the journal. Each file goes to inbox/done/ or to inbox/failed/
+    with the reason beside it; the watcher keeps running after any bad file. Stop with Ctrl-C."""
+    import signal
+    import threading
+
+    from .watcher import watch as run_watch
+
+    site = _site(ctx)
+    stop = threading.Event()
+    if not once:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print(f"Watching {site.config.inbox} (Ctrl-C to stop)…")
+    try:
+        n = run_watch(site.db, site.config.inbox, once=once, rescan=rescan, stop=stop, report=_report_processed)
+    except KeyboardInterrupt:
+        stop.set()
+        return
+    if once and n == 0:
+        console.print("Nothing to process in the inbox.")
+
+
+@main.command()
+@click.option("--unposted", is_flag=True, help="Only payments not booked yet (unposted or unmatched).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
+    """List the bank payments: source, date, payer, amount, KID, the invoice it matches, status."""
+    from sqlalchemy import select
+
+    from . import schema as s
+    from .domain import from_ore
+
+    site = _site(ctx)
+    q = select(s.bank_payments).order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)
+    if unposted:
+        q = q.where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
+    with site.db.connect() as conn:
+        rows = [r._mapping for r in conn.execute(q)]
+    if as_json:
+        click.echo(json.dumps([{"id": r["id"], "source": r["source"], "format": r["format"],
+                                "date": (r["booking_date"] or r["payment_date"]).isoformat() if (r["booking_date"] or r["payment_date"]) else None,
+                                "payer": r["payer_name"], "amount": f"{from_ore(r['amount_ore'])}", "currency": r["currency"],
+                                "kid": r["kid"], "invoice_no": r["invoice_no"], "invoice": r["invoice_id"],
+                                "status": r["status"], "note": r["note"], "archive_ref": r["archive_ref"]}
+                               for r in rows], indent=2, ensure_ascii=False))
+        return
+    t = Table("id", "source", "date", "payer", "amount", "KID / invoice no", "invoice", "status", "note",
+              title=f"Bank payments ({len(rows)})")
+    for r in rows:
+        day = r["booking_date"] or r["payment_date"]
+        colour = {"matched": "green", "unmatched": "red"}.get(r["status"], "cyan")
+        t.add_row(r["id"], r["source"], day.isoformat() if day else "", r["payer_name"] or "",
+                  f"{from_ore(r['amount_ore']):,.2f} {r['currency']}", r["kid"] or r["invoice_no"] or "",
+                  r["invoice_id"] or "", f"[{colour}]{r['status']}[/]", r["note"] or "")
+    console.print(t)
+
+
+@main.command()
+@click.pass_context
+def post(ctx: click.Context) -> None:
+    """Book the listed bank payments: matched by KID (else invoice number) to an open invoice,
+    closing it when paid in full; what cannot be matched safely is listed for a person."""
+    from .payments import post_payments
+
+    site = _site(ctx)
+    r = post_payments(site.db)
+    console.print(f"Booked {r.matched} payments; {r.closed} invoices closed; {len(r.unmatched)} unmatched.")
+    for pid, why in r.unmatched:
+        console.print(f"  [red]{pid}[/]: {why}", highlight=False)
+
+
+@main.command("correct-payment")
+@click.argument("payment")
+@click.option("--to", "to_invoice", required=True, help="The invoice the payment really belongs to.")
+@click.pass_context
+def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> None:
+    """Correct a payment booked on the wrong invoice, the service's way: a payout linked to the
+    wrong invoice and the payment, and a new payment linked to the right invoice. (Unmatching
+    or reversing a payment Lowell has is never sent: the rules hold it.)"""
+    from .payments import correct_payment
+
+    site = _site(ctx)
+    try:
+        payout, again = correct_payment(site.db, payment, to_invoice)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"Registered payout {payout} (linked to the wrong invoice and {payment}) and payment "
+                  f"{again} on {to_invoice}; both go in the next file.")
 
 
 def run() -> None:  # pragma: no cover

@@ -34,15 +34,19 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
     sent_rev = s.sent.alias("sent_rev")
     sent_e = s.sent.alias("sent_e")
     sent_m = s.sent.alias("sent_m")
+    sent_c = s.sent.alias("sent_c")
     cols = [e, *[col.label(f"c_{col.name}") for col in c.c],
             rev.c.type.label("rev_type"), sent_rev.c.version.label("rev_sent"),
-            sent_e.c.version.label("sent_version"), sent_m.c.members.label("sent_members")]
+            sent_e.c.version.label("sent_version"), sent_e.c.state.label("sent_state"),
+            sent_m.c.members.label("sent_members"), sent_m.c.state.label("sent_match_state"),
+            sent_c.c.version.label("sent_c_version"), sent_c.c.state.label("sent_c_state")]
     q = (select(*cols)
          .join(c, c.c.id == e.c.customer_id)
          .outerjoin(rev, rev.c.id == e.c.reverses)
          .outerjoin(sent_rev, and_(sent_rev.c.kind == "entry", sent_rev.c.id == e.c.reverses))
          .outerjoin(sent_e, and_(sent_e.c.kind == "entry", sent_e.c.id == e.c.id))
-         .outerjoin(sent_m, and_(sent_m.c.kind == "match", sent_m.c.id == e.c.match_id)))
+         .outerjoin(sent_m, and_(sent_m.c.kind == "match", sent_m.c.id == e.c.match_id))
+         .outerjoin(sent_c, and_(sent_c.c.kind == "customer", sent_c.c.id == e.c.customer_id)))
     pend = select(s.pending.c.id).where(s.pending.c.kind == "entry")
     if entry_ids is not None:
         ids_q = entry_ids

@@ -144,7 +144,7 @@ def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "n
         "amount": e["amount_ore"],
         "currency": currency if currency in _KNOWN_CURRENCIES else "other",
         "dunning_level": e["dunning_level"] or 0,
-        "kid": kid_state(e["kid"]),
+        "kid": e["kid_check"],
         "reverses_type": reverses_type,
         "reverses_sent": reverses_sent,
         "match_shape": shape,

@@ -61,6 +61,8 @@ def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: 
               progress: Callable[[int], None] | None = None) -> Plan:
     plan = Plan()
     for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending), 1):
+        if only_pending and d.entry["sent_version"] == d.entry["version"]:
+            continue          # in a group with pending members, but itself delivered or in flight
         plan.add(d)
         if progress and i % 10000 == 0:
             progress(i)

@@ -33,6 +33,7 @@ entries = Table(
     Column("amount_ore", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("kid", String(25), index=True),
+    Column("kid_check", String(8), nullable=False, default="absent"),   # facts.kid_state, kept at import
     Column("status", String(16)),
     Column("factoring", Boolean),
     Column("opt_out", Boolean, nullable=False, default=False),

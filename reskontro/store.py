@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update, delete
+from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Row
 
 from . import schema as s
 from .domain import Address, Customer, Entry, Match, from_ore, to_ore
+from .facts import kid_state
 
 BATCH = 500
 
@@ -76,7 +77,8 @@ def entry_row(e: Entry) -> dict:
                 document_date=e.document_date, due_date=e.due_date, amount_ore=to_ore(e.amount),
                 currency=e.currency, kid=e.kid, status=e.status, factoring=e.factoring,
                 opt_out=e.opt_out, reverses=e.reverses, source=e.source,
-                dunning_level=e.dunning_level, text=e.text, version=entry_version(e))
+                dunning_level=e.dunning_level, text=e.text, kid_check=kid_state(e.kid),
+                version=entry_version(e))
 
 
 def row_entry(r: Row | dict) -> Entry:
@@ -104,8 +106,8 @@ class Ledger:
                                          .where(table.c.id.in_(chunk))).all())
         return out
 
-    def _upsert(self, table, kind: str, rows: list[dict]) -> tuple[int, int, list[str]]:
-        """Insert new rows, update changed ones; returns (inserted, updated, changed ids)."""
+    def _upsert(self, table, kind: str, rows: list[dict]) -> tuple[list[str], list[str]]:
+        """Insert new rows, update changed ones; returns (new ids, changed ids), marked pending."""
         known = self._versions(table, [r["id"] for r in rows])
         new = [r for r in rows if r["id"] not in known]
         changed = [r for r in rows if r["id"] in known and known[r["id"]] != r["version"]]
@@ -113,37 +115,42 @@ class Ledger:
             self.conn.execute(insert(table), new)
         for r in changed:
             self.conn.execute(update(table).where(table.c.id == r["id"]).values(**r))
-        touched = [r["id"] for r in new] + [r["id"] for r in changed]
-        self.mark_pending(kind, touched)
-        return len(new), len(changed), touched
+        new_ids, changed_ids = [r["id"] for r in new], [r["id"] for r in changed]
+        self.mark_pending(kind, new_ids + changed_ids)
+        return new_ids, changed_ids
 
     def mark_pending(self, kind: str, ids: Iterable[str]) -> None:
-        ids = list(dict.fromkeys(ids))
-        if not ids:
+        rows = [{"kind": kind, "id": i} for i in dict.fromkeys(ids)]
+        if not rows:
+            return
+        dialect = self.conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            mod = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
+            self.conn.execute(mod.insert(s.pending).on_conflict_do_nothing(), rows)
             return
         have = set()
-        for i in range(0, len(ids), BATCH):
-            chunk = ids[i:i + BATCH]
+        for i in range(0, len(rows), BATCH):
+            chunk = [r["id"] for r in rows[i:i + BATCH]]
             have.update(self.conn.execute(select(s.pending.c.id).where(
                 s.pending.c.kind == kind, s.pending.c.id.in_(chunk))).scalars())
-        rows = [{"kind": kind, "id": i} for i in ids if i not in have]
+        rows = [r for r in rows if r["id"] not in have]
         if rows:
             self.conn.execute(insert(s.pending), rows)
 
     def upsert_customers(self, customers: list[Customer]) -> tuple[int, int]:
-        ins, upd, changed = self._upsert(s.customers, "customer", [customer_row(c) for c in customers])
+        new, changed = self._upsert(s.customers, "customer", [customer_row(c) for c in customers])
         # A customer's data decides its entries (customer checks): re-decide what is not sent.
         for i in range(0, len(changed), BATCH):
             ids = self.conn.execute(select(s.entries.c.id).where(
                 s.entries.c.customer_id.in_(changed[i:i + BATCH]))).scalars().all()
             self.mark_pending("entry", ids)
-        return ins, upd
+        return len(new), len(changed)
 
     def upsert_entries(self, entries: list[Entry]) -> tuple[int, int]:
-        ins, upd, changed = self._upsert(s.entries, "entry", [entry_row(e) for e in entries])
+        new, changed = self._upsert(s.entries, "entry", [entry_row(e) for e in entries])
         # An invoice's decision decides its group: re-decide the other members too.
         self._mark_groups_of(changed)
-        return ins, upd
+        return len(new), len(changed)
 
     def _mark_groups_of(self, entry_ids: list[str]) -> None:
         for i in range(0, len(entry_ids), BATCH):
@@ -158,18 +165,21 @@ class Ledger:
 
     def set_matches(self, matches: list[Match]) -> tuple[int, int]:
         """Store matches as the ERP has them now: membership replaces the earlier one."""
-        ins, upd, changed = self._upsert(
+        new, changed = self._upsert(
             s.matches, "match", [{"id": m.id, "version": match_version(m)} for m in matches])
         by_id = {m.id: m for m in matches}
+        set_match = (update(s.entries).where(s.entries.c.id == bindparam("eid"))
+                     .values(match_id=bindparam("mid")))
+        if new:   # a new match has no earlier members to release
+            rows = [{"eid": e, "mid": mid} for mid in new for e in by_id[mid].entry_ids]
+            self.conn.execute(set_match, rows)
+            self.mark_pending("entry", [r["eid"] for r in rows])
         for mid in changed:
             old = self.conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == mid)).scalars().all()
-            new = by_id[mid].entry_ids
             self.conn.execute(update(s.entries).where(s.entries.c.match_id == mid).values(match_id=None))
-            for i in range(0, len(new), BATCH):
-                self.conn.execute(update(s.entries).where(s.entries.c.id.in_(new[i:i + BATCH]))
-                                  .values(match_id=mid))
-            self.mark_pending("entry", list(old) + list(new))
-        return ins, upd
+            self.conn.execute(set_match, [{"eid": e, "mid": mid} for e in by_id[mid].entry_ids])
+            self.mark_pending("entry", list(old) + list(by_id[mid].entry_ids))
+        return len(new), len(changed)
 
     # --- reads ---------------------------------------------------------------------------------
     def existing_ids(self, table, ids: Iterable[str]) -> set[str]:

@@ -1,0 +1,264 @@
+"""`reskontro export`: tonight's daily file (or the backlog file), exactly once.
+
+Steps, each safe to die after (the next run completes the work, nothing is sent twice):
+1. decide, and reserve the file: its sequence and every item it will carry go into the journal
+   in one transaction (state ``writing``);
+2. render to ``outbox/<FileId>.xml.part`` and fsync;
+3. check it against the XSD and the receiver's other rules; a file that fails moves to
+   ``outbox/rejected/`` with the reason beside it and its items stay pending;
+4. rename to ``outbox/<FileId>.xml`` (complete: only now may it be sent) and fsync the folder;
+5. mark it written: its items are in flight.
+A run that finds a file still ``writing`` finishes it if step 4 happened, else abandons it
+(its sequence number stays unused: the receiver allows gaps) and its items go again.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from itertools import groupby
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, select
+
+from . import faults, journal
+from . import schema as s
+from .config import Config
+from .contract import check_transfer_file
+from .decide import Decided, decide_ledger
+from .domain import Match
+from .engine import RuleEngine
+from .store import Ledger, _digest, row_customer, row_entry
+from .transfer_file import FileHeader, make_environment, render_transfer
+
+OSLO = ZoneInfo("Europe/Oslo")
+_FLUSH = 5000
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    file_id: str
+    path: Path | None            # None when the file failed its check
+    kind: str
+    customers: int
+    entries: int
+    matches: int
+    problems: tuple[str, ...] = ()
+    recovered: tuple[str, ...] = ()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(conn_factory, outbox: Path) -> list[str]:
+    """Finish or abandon files a crashed run left in state ``writing``."""
+    done = []
+    with conn_factory() as conn:
+        writing = journal.files(conn, ["writing"])
+    for f in writing:
+        final = outbox / f.name
+        part = outbox / (f.name + ".part")
+        with conn_factory() as conn:
+            if final.exists():
+                n = conn.execute(select(s.file_items.c.id).where(
+                    s.file_items.c.file_id == f.file_id, s.file_items.c.kind == "entry")).all()
+                journal.mark_written(conn, f.file_id, len(n))
+                done.append(f"{f.file_id}: completed (the file was whole in the outbox)")
+            else:
+                if part.exists():
+                    part.unlink()
+                journal.drop_file(conn, f.file_id, "abandoned", "the run stopped before the file was complete")
+                done.append(f"{f.file_id}: abandoned (incomplete); its content goes in the next file")
+    return done
+
+
+class _Batch:
+    """Items chosen for the file, written to the journal in chunks (memory flat)."""
+
+    def __init__(self, conn: Connection, file_id: str):
+        self.conn, self.file_id = conn, file_id
+        self.rows: list[dict] = []
+        self.customers: set[str] = set()
+        self.counts = {"customer": 0, "entry": 0, "match": 0}
+
+    def add(self, kind: str, id_: str, version: str, members: str | None = None) -> None:
+        self.rows.append({"kind": kind, "id": id_, "version": version, "members": members})
+        self.counts[kind] += 1
+        if len(self.rows) >= _FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        journal.add_items(self.conn, self.file_id, self.rows)
+        self.rows = []
+
+
+def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: list[tuple[str, str]]) -> None:
+    sendable = [d for d in group if d.outcome.decision == "transfer" and d.entry["type"] != "reversal"]
+    if not sendable:
+        return
+    if backlog and sum(d.entry["amount_ore"] for d in group) == 0 and group[0].entry["match_id"]:
+        # A group settled before the service started is not Lowell's business.
+        handled.extend(("entry", d.entry["id"]) for d in group)
+        return
+    for d in sendable:
+        e = d.entry
+        if e["sent_version"] == e["version"]:
+            handled.append(("entry", e["id"]))         # delivered or in flight already
+            continue
+        if e["sent_version"] is not None:
+            continue                                   # changed after sent: the rules hold it
+        batch.add("entry", e["id"], e["version"])
+        cid = e["customer_id"]
+        if cid not in batch.customers and e["sent_c_version"] != e["c_version"] and e["sent_c_state"] != "in_flight":
+            batch.customers.add(cid)
+            batch.add("customer", cid, e["c_version"])
+    mid = group[0].entry["match_id"]
+    if mid is None:
+        return
+    members = sorted(d.entry["id"] for d in sendable)
+    if len(members) < 2 or not any(d.entry["type"] == "invoice" for d in sendable):
+        return
+    sent = group[0].entry["sent_members"]
+    sent_set = set(sent.split()) if sent else set()
+    if sent_set == set(members):
+        handled.append(("match", mid))
+    elif group[0].entry["sent_match_state"] != "in_flight" and sent_set <= set(members):
+        batch.add("match", mid, _digest(*members), " ".join(members))
+
+
+def _changed_customers(conn: Connection, batch: _Batch) -> None:
+    """Customers changed after delivery with no new entry of theirs tonight: send the update."""
+    c, p, st = s.customers, s.pending, s.sent
+    rows = conn.execute(
+        select(c.c.id, c.c.version).join(p, and_(p.c.kind == "customer", p.c.id == c.c.id))
+        .join(st, and_(st.c.kind == "customer", st.c.id == c.c.id))
+        .where(st.c.state == "delivered", st.c.version != c.c.version)).all()
+    for cid, version in rows:
+        if cid not in batch.customers:
+            batch.customers.add(cid)
+            batch.add("customer", cid, version)
+
+
+def _clear(conn: Connection, handled: list[tuple[str, str]]) -> None:
+    """Items already delivered or in flight (or settled before the start) need no decision."""
+    ledger = Ledger(conn)
+    for k in ("entry", "match"):
+        ledger.clear_pending(k, [i for kk, i in handled if kk == k])
+    handled.clear()
+
+
+def _stream(conn: Connection, file_id: str, kind: str):
+    fi = s.file_items
+    if kind == "match":
+        q = select(fi.c.id, fi.c.members).where(fi.c.file_id == file_id, fi.c.kind == "match").order_by(fi.c.id)
+        return (Match(r.id, tuple(r.members.split())) for r in conn.execute(q))
+    table, conv = (s.customers, row_customer) if kind == "customer" else (s.entries, row_entry)
+    q = (select(table).join(fi, and_(fi.c.id == table.c.id, fi.c.kind == kind, fi.c.file_id == file_id))
+         .order_by(table.c.id))
+    return (conv(r) for r in conn.execution_options(yield_per=5000).execute(q))
+
+
+def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
+           now: datetime | None = None, progress: Callable[[str, int], None] | None = None) -> ExportResult:
+    """Write one transfer file into the outbox. The caller holds the run lock."""
+    outbox = config.outbox
+    outbox.mkdir(parents=True, exist_ok=True)
+    recovered = recover(db.begin, outbox)
+    now = (now or datetime.now(OSLO)).astimezone(OSLO)
+    kind = "backlog" if backlog else "daily"
+
+    with db.begin() as conn:
+        seq = journal.next_sequence(conn)
+        header = FileHeader(config.sender_id, config.creditor_org_no, seq, kind, now, now, config.base_currency)
+        file_id = header.file_id
+        name = f"{file_id}.xml"
+        journal.reserve_file(conn, file_id, seq, kind, name, now, now)
+        batch = _Batch(conn, file_id)
+        handled: list[tuple[str, str]] = []
+        decided = decide_ledger(conn, engine, config.mode, only_pending=not backlog)
+        n = 0
+        for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
+            group = list(group)
+            _select_group(batch, group, backlog, handled)
+            n += len(group)
+            if progress and n % 20000 < len(group):
+                progress("decided", n)
+            if len(handled) >= _FLUSH:
+                _clear(conn, handled)
+        _changed_customers(conn, batch)
+        batch.flush()
+        _clear(conn, handled)
+    faults.point("after-reserve")
+
+    part = outbox / (name + ".part")
+    env = make_environment(config.templates_dir)
+    with db.connect() as conn, part.open("wb") as out:
+        totals = render_transfer(out, header, _stream(conn, file_id, "customer"),
+                                 _progress(_stream(conn, file_id, "entry"), progress),
+                                 _stream(conn, file_id, "match"), env)
+        faults.point("mid-render")
+        out.flush()
+        os.fsync(out.fileno())
+    faults.point("after-render")
+
+    with db.connect() as conn:
+        problems = check_transfer_file(part, config.xsd, known_customer=_known_customer(conn),
+                                       known_entry_type=_known_entry_type(conn))
+    faults.point("after-check")
+    if problems:
+        rejected = outbox / "rejected"
+        rejected.mkdir(exist_ok=True)
+        os.replace(part, rejected / name)
+        text = "\n".join(str(p) for p in problems)
+        (rejected / (name + ".reason.txt")).write_text(
+            f"{name} failed the pre-send check and was not sent; its content stays pending.\n{text}\n",
+            encoding="utf-8")
+        with db.begin() as conn:
+            journal.drop_file(conn, file_id, "invalid", text[:4000])
+        return ExportResult(file_id, None, kind, totals.customer_count, totals.entry_count,
+                            totals.match_count, tuple(str(p) for p in problems), tuple(recovered))
+
+    os.replace(part, outbox / name)
+    _fsync_dir(outbox)
+    faults.point("after-rename")
+    with db.begin() as conn:
+        journal.mark_written(conn, file_id, totals.entry_count)
+    faults.point("after-commit")
+    return ExportResult(file_id, outbox / name, kind, totals.customer_count, totals.entry_count,
+                        totals.match_count, (), tuple(recovered))
+
+
+def _progress(it: Iterator, progress) -> Iterator:
+    if progress is None:
+        return it
+
+    def gen():
+        for i, x in enumerate(it, 1):
+            if i % 20000 == 0:
+                progress("written", i)
+            yield x
+    return gen()
+
+
+def _known_customer(conn: Connection) -> Callable[[str], bool]:
+    @lru_cache(maxsize=100_000)
+    def known(cid: str) -> bool:
+        return conn.execute(select(s.sent.c.id).where(s.sent.c.kind == "customer", s.sent.c.id == cid)).first() is not None
+    return known
+
+
+def _known_entry_type(conn: Connection) -> Callable[[str], str | None]:
+    @lru_cache(maxsize=100_000)
+    def known(eid: str) -> str | None:
+        return conn.execute(select(s.entries.c.type).join(
+            s.sent, and_(s.sent.c.kind == "entry", s.sent.c.id == s.entries.c.id)).where(
+            s.entries.c.id == eid)).scalar()
+    return known

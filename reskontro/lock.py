@@ -1,0 +1,31 @@
+"""One run at a time: an exclusive, non-blocking lock file (released by the kernel on any exit,
+so a killed run never leaves a stale lock)."""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from collections.abc import Iterator
+
+
+class LockedError(RuntimeError):
+    pass
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(f"another reskontro run holds {path} (pid {holder}); "
+                              "runs never overlap, try again when it has finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
