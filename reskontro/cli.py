@@ -472,6 +472,119 @@ def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> No
                   f"{again} on {to_invoice}; both go in the next file.")
 
 
+# --- exchange and the nightly cycle -----------------------------------------------------------
+def _sftp_errors():
+    from reskontro.adapters.sftp import SftpError
+
+    from .lock import LockedError
+    return (SftpError, LockedError, ConfigError, OSError)
+
+
+@main.command()
+@click.pass_context
+def send(ctx: click.Context) -> None:
+    """Upload every complete file in outbox/ to the receiver's inbound/ (as .part, size checked,
+    renamed; a remote name is never overwritten). Sent files move to outbox/sent/. Files dropped
+    into the outbox by hand go too, after the same check; .part and hidden files are left alone."""
+    from .exchange import send as do_send
+
+    site = _site(ctx)
+    try:
+        with _lock(site):
+            r = do_send(site.config, site.db)
+    except _sftp_errors() as exc:
+        raise UserError(str(exc)) from None
+    for name in r.sent:
+        console.print(f"[green]sent[/] {name}", highlight=False)
+    for name in r.already:
+        console.print(f"[green]already on the server[/] {name} (same content)", highlight=False)
+    for text in r.skipped:
+        console.print(f"[yellow]left[/] {text}", highlight=False)
+    for text in r.refused:
+        err.print(f"[red]refused[/] {text} (moved to outbox/rejected/)", highlight=False)
+    if not (r.sent or r.already or r.refused):
+        console.print("Nothing to send.")
+    if r.refused:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.pass_context
+def fetch(ctx: click.Context) -> None:
+    """Download every file in the receiver's outbound/ (receipts, payment files) into inbox/,
+    removing each remotely only once it is safely stored. Unsafe remote names are refused."""
+    from .exchange import fetch as do_fetch
+
+    site = _site(ctx)
+    try:
+        with _lock(site):
+            files, refused = do_fetch(site.config)
+    except _sftp_errors() as exc:
+        raise UserError(str(exc)) from None
+    for f in files:
+        console.print(f"[green]fetched[/] {f.name}", highlight=False)
+    for text in refused:
+        err.print(f"[red]refused remote name[/] {text}", highlight=False)
+    if not files and not refused:
+        console.print("Nothing to fetch.")
+    if refused:
+        raise SystemExit(1)
+
+
+def _print_step(step) -> None:
+    mark = "[green]ok[/]" if step.ok else "[bold red]FAILED[/]"
+    console.print(f"{step.name:>7}: {mark} {step.summary}", highlight=False)
+
+
+@main.command("run")
+@click.option("--no-sftp", is_flag=True, help="Skip fetch and send (export and inbox only).")
+@click.pass_context
+def run_cmd(ctx: click.Context, no_sftp: bool) -> None:
+    """The nightly cycle, for cron: fetch, read receipts and payment files, book payments,
+    export tonight's file, send. Exit status 0 only when every step went well; the log goes to
+    the configured log file."""
+    from .cycle import run_cycle, setup_logging
+    from .lock import LockedError
+
+    site = _site(ctx)
+    engine = _engine(site)
+    setup_logging(site.config)
+    try:
+        result = run_cycle(site.config, site.db, engine, sftp=not no_sftp, on_step=_print_step)
+    except LockedError as exc:
+        raise UserError(str(exc)) from None
+    console.print(("[green]All went well.[/]" if result.ok else
+                   f"[bold red]Some steps failed[/]; details in {site.config.log_file}"), highlight=False)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--no-sftp", is_flag=True, help="Skip fetch and send.")
+@click.pass_context
+def serve(ctx: click.Context, no_sftp: bool) -> None:
+    """One long-running process: the nightly cycle at the configured time (default 18:00
+    Europe/Oslo, right across summer time) and the inbox watcher. Stops cleanly on SIGTERM."""
+    import signal
+    import threading
+
+    from .cycle import serve as do_serve, setup_logging
+    from .exchange import next_run
+    from datetime import datetime
+
+    site = _site(ctx)
+    engine = _engine(site)
+    setup_logging(site.config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    due = next_run(datetime.now(site.config.tz), site.config.send_time, site.config.tz)
+    console.print(f"Serving {site.config.site}: next run {due:%Y-%m-%d %H:%M %Z}; watching {site.config.inbox}.",
+                  highlight=False)
+    do_serve(site.config, site.db, engine, stop, sftp=not no_sftp, on_step=_print_step)
+    console.print("Stopped.")
+
+
 def run() -> None:  # pragma: no cover
     main(prog_name="reskontro")
 

@@ -101,7 +101,10 @@ def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes,
         if claimed != path:
             if claimed.exists():
                 claimed = _unique(processing, path.name)
-            os.replace(path, claimed)       # the claim: atomic on one filesystem
+            try:
+                os.replace(path, claimed)   # the claim: atomic on one filesystem
+            except FileNotFoundError:
+                continue                    # another pass (the watcher) claimed it first
         faults.point("inbox-claimed")
         digest = _sha256(claimed)
         try:

@@ -38,6 +38,10 @@ def next_sequence(conn: Connection) -> int:
     return (conn.execute(select(func.max(s.files.c.sequence))).scalar() or 0) + 1
 
 
+def sequence_taken(conn: Connection, sequence: int) -> bool:
+    return conn.execute(select(s.files.c.file_id).where(s.files.c.sequence == sequence)).first() is not None
+
+
 def reserve_file(conn: Connection, file_id: str, sequence: int, kind: str, name: str,
                  created_at: datetime, cut_off: datetime | None) -> None:
     conn.execute(insert(s.files).values(file_id=file_id, sequence=sequence, kind=kind, state="writing",

@@ -1,0 +1,137 @@
+"""The nightly cycle for cron (`reskontro run`) and the long-running service (`reskontro serve`):
+fetch, read receipts and payment files, book payments, export, send. One lock: runs never
+overlap. Every step runs even when an earlier one failed where that is safe (a failed fetch
+does not stop tonight's file), and the exit status says whether all went well."""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .config import Config
+from .engine import RuleEngine
+from .exchange import fetch, next_run, send
+from .export import export
+from .inbox import process_inbox
+from .lock import run_lock
+from .payments import list_payment_file, post_payments
+
+log = logging.getLogger("reskontro.run")
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    summary: str
+
+
+@dataclass
+class CycleResult:
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+
+def setup_logging(config: Config) -> logging.Handler:
+    config.log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(config.log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("reskontro")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, client_factory=None,
+              now: datetime | None = None, on_step: Callable[[Step], None] | None = None) -> CycleResult:
+    """One nightly cycle. The caller holds no lock; this takes it."""
+    result = CycleResult()
+
+    def step(name: str, fn: Callable[[], str]) -> bool:
+        try:
+            s = Step(name, True, fn())
+        except Exception as exc:  # every failure is reported, and the cycle carries on where safe
+            log.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
+            s = Step(name, False, f"{type(exc).__name__}: {exc}")
+        log.info("%s: %s: %s", name, "ok" if s.ok else "FAILED", s.summary)
+        result.steps.append(s)
+        if on_step:
+            on_step(s)
+        return s.ok
+
+    with run_lock(config.site / "var" / "reskontro.lock"):
+        if sftp:
+            def do_fetch() -> str:
+                files, refused = fetch(config, client_factory)
+                return f"{len(files)} files fetched" + (f"; refused {'; '.join(refused)}" if refused else "")
+            step("fetch", do_fetch)
+
+        def do_inbox() -> str:
+            rs = process_inbox(db, config.inbox, payments=list_payment_file)
+            failed = [r for r in rs if r.kind == "failed"]
+            rejected = [r for r in rs if "REJECTED" in r.detail]
+            text = f"{len(rs)} inbox files ({len(failed)} failed)"
+            for r in failed + rejected:
+                text += f"; {r.name}: {r.detail}"
+            if failed or rejected:
+                raise RuntimeError(text)
+            return text
+        step("inbox", do_inbox)
+
+        def do_post() -> str:
+            r = post_payments(db)
+            return f"{r.matched} payments booked, {r.closed} invoices closed, {len(r.unmatched)} unmatched"
+        step("post", do_post)
+
+        def do_export() -> str:
+            r = export(config, db, engine, now=now)
+            if r.path is None:
+                raise RuntimeError(f"{r.file_id} failed the pre-send check: {'; '.join(r.problems[:5])}")
+            return f"{r.file_id}: {r.customers} customers, {r.entries} entries, {r.matches} matches"
+        step("export", do_export)
+
+        if sftp:
+            def do_send() -> str:
+                r = send(config, db, client_factory)
+                text = f"{len(r.sent)} sent" + (f", {len(r.already)} were there already" if r.already else "")
+                if r.refused:
+                    raise RuntimeError(text + "; refused: " + "; ".join(r.refused))
+                return text
+            step("send", do_send)
+    return result
+
+
+def serve(config: Config, db, engine: RuleEngine, stop: threading.Event, *, sftp: bool = True,
+          watch_inbox: bool = True, on_step: Callable[[Step], None] | None = None,
+          clock: Callable[[], datetime] | None = None) -> None:
+    """Run the cycle at the configured time every day (DST-correct), and watch the inbox."""
+    from .watcher import watch
+
+    clock = clock or (lambda: datetime.now(config.tz))
+    watcher = None
+    if watch_inbox:
+        watcher = threading.Thread(target=watch, args=(db, config.inbox),
+                                   kwargs={"stop": stop}, name="inbox-watcher", daemon=True)
+        watcher.start()
+    try:
+        while not stop.is_set():
+            due = next_run(clock(), config.send_time, config.tz)
+            log.info("next run at %s", due.isoformat())
+            while not stop.is_set():
+                left = (due - clock()).total_seconds()
+                if left <= 0:
+                    break
+                stop.wait(min(left, 30.0))   # short waits: a changed system clock is noticed
+            if stop.is_set():
+                break
+            run_cycle(config, db, engine, sftp=sftp, on_step=on_step)
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=10)

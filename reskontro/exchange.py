@@ -1,0 +1,156 @@
+"""Moving files between outbox/inbox and the receiver's SFTP server, and the nightly cycle.
+
+send: every complete file in outbox/ goes to the remote inbound/ (the adapter uploads as .part,
+checks the size, renames, never overwrites), then moves to outbox/sent/ and is journalled
+uploaded. Files support dropped by hand travel the same way once complete, after the same
+pre-send check. fetch: the remote outbound/ into inbox/ (receipts, payment files).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from lxml import etree
+from sqlalchemy import Engine
+
+from reskontro.adapters.sftp import SftpClient, SftpError, SftpSettings
+
+from . import journal
+from .config import Config, ConfigError
+from .contract import check_transfer_file
+from .export import _known_customer, _known_entry_type
+
+log = logging.getLogger("reskontro.exchange")
+_FILE = re.compile(r"LT_[A-Za-z0-9]{1,35}_\d{8}_(\d{6})\.xml")
+_TEMP = re.compile(r"(^\.|\.part$|\.tmp$|~$)")
+NS = "{urn:reskontro:ledger-transfer:1}"
+
+
+def sftp_settings(config: Config) -> SftpSettings:
+    c = config.sftp
+    if c.key_file is None or c.known_hosts is None:
+        raise ConfigError(f"{config.site / 'reskontro.toml'}: sftp.key_file and sftp.known_hosts are required to "
+                          "send or fetch (the server's host key is pinned, never learnt)")
+    return SftpSettings(host=c.host, port=c.port, user=c.user, key_file=c.key_file, known_hosts=c.known_hosts,
+                        passphrase_env=c.passphrase_env, passphrase_file=c.passphrase_file,
+                        remote_inbound=c.remote_inbound, remote_outbound=c.remote_outbound,
+                        timeout=c.timeout, retries=c.retries)
+
+
+@dataclass
+class SendResult:
+    sent: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)      # failed the pre-send check
+    skipped: list[str] = field(default_factory=list)      # not complete yet, or not a transfer file
+
+
+def _header(path: Path) -> tuple[str, int, str] | None:
+    """(FileId, Sequence, Kind) from a transfer file's header, reading only its start."""
+    try:
+        for _ev, el in etree.iterparse(str(path), events=("end",), resolve_entities=False, no_network=True,
+                                       load_dtd=False, tag=f"{NS}Header"):
+            return el.findtext(f"{NS}FileId"), int(el.findtext(f"{NS}Sequence")), el.findtext(f"{NS}Kind")
+    except (etree.XMLSyntaxError, TypeError, ValueError, OSError):
+        return None
+    return None
+
+
+def outbox_files(outbox: Path) -> list[Path]:
+    """Complete transfer files waiting in the outbox, in sequence order."""
+    found = []
+    for p in outbox.iterdir() if outbox.is_dir() else []:
+        if p.is_file() and not p.is_symlink() and not _TEMP.search(p.name) and p.suffix == ".xml":
+            found.append(p)
+    return sorted(found, key=lambda p: (int(m.group(1)) if (m := _FILE.fullmatch(p.name)) else 0, p.name))
+
+
+def _refuse(path: Path, outbox: Path, why: str) -> None:
+    rejected = outbox / "rejected"
+    rejected.mkdir(exist_ok=True)
+    os.replace(path, rejected / path.name)
+    (rejected / (path.name + ".reason.txt")).write_text(f"{path.name} was not sent: {why}\n", encoding="utf-8")
+
+
+def send(config: Config, db: Engine, client_factory=None) -> SendResult:
+    """Upload every complete outbox file. The caller holds the run lock."""
+    outbox = config.outbox
+    res = SendResult()
+    todo = []
+    for path in outbox_files(outbox):
+        with db.connect() as conn:
+            rec = journal.file_record(conn, path.stem)
+        if rec is not None and rec.state == "writing":
+            res.skipped.append(f"{path.name}: an export is completing it")
+            continue
+        if rec is None:
+            # Dropped by hand (support's backlog export): the same check as our own files.
+            if not path.read_bytes().rstrip().endswith(b"LedgerTransfer>"):
+                res.skipped.append(f"{path.name}: not complete yet (no closing LedgerTransfer)")
+                continue
+            head = _header(path)
+            if head is None or head[0] + ".xml" != path.name:
+                _refuse(path, outbox, "not a Ledger Transfer file whose FileId matches its name")
+                res.refused.append(f"{path.name}: not a Ledger Transfer file whose FileId matches its name")
+                continue
+            with db.connect() as conn:
+                problems = check_transfer_file(path, config.xsd, known_customer=_known_customer(conn),
+                                               known_entry_type=_known_entry_type(conn))
+            if problems:
+                why = "; ".join(str(p) for p in problems[:20])
+                _refuse(path, outbox, why)
+                res.refused.append(f"{path.name}: {why}")
+                continue
+            with db.begin() as conn:
+                if journal.sequence_taken(conn, head[1]):
+                    why = f"sequence {head[1]} is taken by another file; give it a sequence above {journal.next_sequence(conn) - 1}"
+                    _refuse(path, outbox, why)
+                    res.refused.append(f"{path.name}: {why}")
+                    continue
+                journal.reserve_file(conn, head[0], head[1], "manual", path.name,
+                                     datetime.now(ZoneInfo("Europe/Oslo")), None)
+                journal.set_state(conn, head[0], "written")
+        elif rec.state not in ("written", "uploaded", "accepted", "rejected"):
+            res.skipped.append(f"{path.name}: journal state {rec.state}")
+            continue
+        todo.append(path)
+    if not todo:
+        return res
+    factory = client_factory or (lambda: SftpClient(sftp_settings(config)))
+    sent_dir = outbox / "sent"
+    sent_dir.mkdir(exist_ok=True)
+    with factory() as client:
+        for path in todo:
+            result = client.upload(path)
+            with db.begin() as conn:
+                rec = journal.file_record(conn, path.stem)
+                if rec is not None and rec.state == "written":
+                    journal.mark_uploaded(conn, path.stem)
+            os.replace(path, sent_dir / path.name)
+            (res.already if result.already_delivered else res.sent).append(path.name)
+    return res
+
+
+def fetch(config: Config, client_factory=None) -> tuple[list[Path], list[str]]:
+    """Download the remote outbound/ into the inbox; returns (files, refused names with reasons)."""
+    factory = client_factory or (lambda: SftpClient(sftp_settings(config)))
+    with factory() as client:
+        report = client.fetch_outbound(config.inbox)
+    return report.downloaded, [f"{r.name!r}: {r.reason}" for r in report.refused]
+
+
+def next_run(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
+    """The next wall-clock `at` in `tz` after `now` (DST-correct: 18:00 is 18:00 all year)."""
+    local = now.astimezone(tz)
+    candidate = datetime.combine(local.date(), at, tzinfo=tz)
+    if candidate <= local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=tz)
+    return candidate
+
+
+__all__ = ["SendResult", "SftpError", "fetch", "next_run", "outbox_files", "send", "sftp_settings"]
