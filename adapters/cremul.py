@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
-from stdnum import luhn
+from reskontro.kid import is_valid as kid_is_valid
 
 from reskontro.domain import BankPayment, InputError, PaymentFile, money
 
@@ -50,23 +50,9 @@ _KID_IN_TEXT = re.compile(r"\bKID\b\)?(?:[ .:-]*(?:NR|NUMMER)\.?)?[ .:)-]*(\d{2,
 
 # --------------------------------------------------------------------------- KID checks
 
-def kid_mod11_valid(kid: str) -> bool:
-    """Norwegian MOD11 KID check: weights 2..7 from the right; remainder 10 gives '-'.
-
-    python-stdnum has no such function (its iso7064.mod_11_2 uses other weights, and
-    no.kontonr has fixed-length weights), hence this one.
-    """
-    if len(kid) < 2 or not kid[:-1].isdigit():
-        return False
-    total = sum(int(d) * (2 + i % 6) for i, d in enumerate(reversed(kid[:-1])))
-    check = 11 - total % 11
-    expected = "0" if check == 11 else "-" if check == 10 else str(check)
-    return kid[-1] == expected
-
-
 def kid_valid(kid: str) -> bool:
-    """True when the KID passes MOD10 (Luhn, via python-stdnum) or MOD11."""
-    return (kid.isdigit() and luhn.is_valid(kid)) or kid_mod11_valid(kid)
+    """True when the KID passes MOD10 (Luhn) or MOD11 (reskontro.kid)."""
+    return kid_is_valid(kid)
 
 
 def find_kid_in_text(text: str) -> tuple[str | None, list[str]]:

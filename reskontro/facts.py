@@ -9,10 +9,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stdnum import luhn
 from stdnum.no import orgnr
 
 from .domain import ENTRY_TYPES, MODES
+from .kid import state as kid_state  # noqa: F401  (store keeps it per entry)
 
 
 @dataclass(frozen=True)
@@ -65,27 +65,6 @@ DEFAULT_FACT: dict = {
 
 _COMPANY = re.compile(r"(?:^|[\s,.])(AS|ASA|ANS|DA|ENK|SA)\.?$", re.IGNORECASE)
 _KNOWN_CURRENCIES = set(FIELDS["currency"].values)
-_MOD11_WEIGHTS = (2, 3, 4, 5, 6, 7)
-
-
-def kid_mod11_check(body: str) -> str:
-    """Norwegian KID MOD11 check character for `body` (weights 2..7 from the right; 10 -> '-')."""
-    total = sum(int(d) * _MOD11_WEIGHTS[i % 6] for i, d in enumerate(reversed(body)))
-    r = 11 - total % 11
-    return "0" if r == 11 else "-" if r == 10 else str(r)
-
-
-def kid_state(kid: str | None) -> str:
-    if not kid:
-        return "absent"
-    if not re.fullmatch(r"\d{1,24}[\d-]", kid):
-        return "invalid"
-    body, check = kid[:-1], kid[-1]
-    if check != "-" and luhn.is_valid(kid):
-        return "valid"
-    return "valid" if kid_mod11_check(body) == check else "invalid"
-
-
 @dataclass(frozen=True, slots=True)
 class CustomerChecks:
     """What the rules need to know of a customer, computed once per customer."""

@@ -18,7 +18,7 @@ from typing import TextIO
 from stdnum import luhn
 from stdnum.no import orgnr
 
-from .facts import kid_mod11_check
+from .kid import mod11_check_digit
 
 FIRST = ("Kari", "Ola", "Ingrid", "Lars", "Sofie", "Jonas", "Nora", "Emil", "Åse", "Øystein", "Bjørn", "Liv")
 LAST = ("Nordmann", "Hansen", "Johansen", "Olsen", "Larsen", "Berg", "Haugen", "Dahl", "Ås", "Sæther")
@@ -41,7 +41,7 @@ def make_kid(rng: random.Random, customer_no: int, invoice_no: int) -> str:
     body = f"{customer_no:07d}{invoice_no:07d}"
     if rng.random() < 0.7:
         return body + luhn.calc_check_digit(body)
-    return body + kid_mod11_check(body)
+    return body + mod11_check_digit(body)
 
 
 def _amount(rng: random.Random, lo: int = 150, hi: int = 25000) -> Decimal:

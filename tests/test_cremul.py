@@ -9,6 +9,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+from reskontro.kid import mod11_check_digit
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,6 @@ from stdnum import luhn
 
 from reskontro.adapters.cremul import (
     find_kid_in_text,
-    kid_mod11_valid,
     kid_valid,
     read_cremul,
     render_cremul,
@@ -346,6 +346,10 @@ def test_several_documents_per_payment() -> None:
     assert p.kid == "20122124330" and p.text == "documents: 20122124330, 20132065978"
     assert any("segment 11 (SEQ): pays 2 documents" in w and "do not add up" in w
                for w in pf.warnings)
+
+
+def kid_mod11_valid(kid: str) -> bool:
+    return mod11_check_digit(kid[:-1]) == kid[-1]
 
 
 def test_kid_found_in_free_text_only_with_valid_check_digit() -> None:
