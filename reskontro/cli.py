@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import ConfigError
@@ -23,7 +24,8 @@ class UserError(click.ClickException):
     """An error the user can fix; printed without a traceback."""
 
     def show(self, file=None):
-        err.print(f"[bold red]error:[/] {self.message}", markup=True, highlight=False)
+        # the message carries outside data (ids, file names): never read it as markup
+        err.print(f"[bold red]error:[/] {escape(self.message)}", markup=True, highlight=False)
 
 
 def _site(ctx: click.Context) -> Site:

@@ -3,7 +3,7 @@
 One streaming pass with lxml ``iterparse``: the XSD is validated while parsing (libxml2's
 streaming validator) and the rules XSD 1.0 cannot express are checked on each record as it
 ends; finished records are then dropped, so memory grows only with the ids kept for the
-uniqueness and reference checks (a small int per entry id).
+uniqueness and reference checks (~75 bytes per entry: 126 MB peak at a million entries).
 
 libxml2's streaming validator gives no line numbers and stops at its first bad chunk, so a
 file that fails is read a second time without it: each record (Header, Customer, Entry,
@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import io
 import re
+from array import array
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from lxml import etree
 from stdnum.no import orgnr
 
-from .kid import is_valid as kid_is_valid, luhn_is_valid, mod11_check_digit as mod11_kid_check  # noqa: F401
-
+from reskontro.kid import is_valid as kid_is_valid  # noqa: F401  (re-exported)
+from reskontro.kid import luhn_is_valid  # noqa: F401
+from reskontro.kid import mod11_check_digit as mod11_kid_check  # noqa: F401
 from reskontro.transfer_file import EXACT, OSLO
 
 NS = "urn:reskontro:ledger-transfer:1"
@@ -61,7 +64,10 @@ _NS_PREFIX = re.compile(r"\{" + re.escape(NS) + r"\}")
 _POSITION = re.compile(r"\s*\([^()]*, line 0\)$")
 _PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.S)
 
-# entry kinds kept per id: small ints, so a million ids cost only their keys
+# Ids are kept as their 64-bit str hash (a 32-byte int, not a ~60-byte str; a million-entry
+# file must stay under ~150 MB). Equal hashes are confirmed against the real ids by reading
+# the file again (_confirm_repeats); a collision of two different ids (odds ~1e-7 in a
+# million-entry file) can at worst lend one entry's type to another in the match checks.
 _INVOICE, _OTHER, _MATCHED = 1, 2, 4
 
 
@@ -223,9 +229,10 @@ class _Scan:
         self.result = CheckResult([])
         self.customers: set[str] = set()          # ids in this file
         self.known_customers: set[str] = set()    # cache of known_customer(id) == True
-        self.entry_kind: dict[str, int] = {}      # id -> _INVOICE|_OTHER, +_MATCHED
+        self.entry_kind: dict[int, int] = {}      # hash(id) -> _INVOICE|_OTHER, +_MATCHED
+        self.entry_repeats: set[int] = set()      # hashes of Entry ids seen twice
         self.foreign_matched: set[str] = set()    # earlier files' entries matched in this one
-        self.match_ids: set[str] = set()
+        self.match_hashes = array("q")            # hash(id) of every Match: 8 bytes each
         self.sums: dict[str, Decimal] = {}
         self.n_customers = self.n_entries = self.n_matches = 0
 
@@ -253,32 +260,37 @@ class _Scan:
                 n_entries += 1
                 eid = el.get("id") or ""
                 etype = el.get("type")
-                due = kid = text = None
-                if fast:
-                    ch = list(el)
-                    cref, docno, docdate, amount_el = ch[0].text, ch[1].text, ch[2].text, ch[3]
-                    i = 4
+                due = kid = text = docno = docdate = None
+                if fast:     # children by index: only the ones the checks need
+                    cref = el[0].text
+                    amount_el = el[3]
                     cur = amount_el.get("currency")
-                    if cur is None:          # ch[3] is the DueDate
-                        due, amount_el = amount_el.text, ch[4]
+                    i = 4
+                    if cur is None:          # el[3] is the DueDate
+                        due, amount_el = amount_el.text, el[4]
                         cur = amount_el.get("currency")
                         i = 5
                     atext = amount_el.text
-                    rest = len(ch) - i
+                    rest = len(el) - i       # KID? Text?
                     if rest == 2:
-                        kid, text = ch[i].text, ch[i + 1].text
+                        kid = el[i].text
                     elif rest == 1:
-                        if ch[i].tag == T_KID:
-                            kid = ch[i].text
+                        c = el[i]
+                        if c.tag == T_KID:
+                            kid = c.text
                         else:
-                            text = ch[i].text
+                            text = c.text
+                    if collect:
+                        docno, docdate = el[1].text, el[2].text
+                        if rest == 2:
+                            text = el[i + 1].text
                 else:
                     cref, docno, docdate, due, atext, cur, kid, text = _entry_by_tag(el)
-                if eid in kinds:
-                    error(el.sourceline, "Entry", eid, "duplicate_id",
-                          "Entry id appears more than once in the file")
+                h = hash(eid)
+                if h in kinds:
+                    self.entry_repeats.add(h)     # confirmed and reported after the pass
                 else:
-                    kinds[eid] = _INVOICE if etype == "invoice" else _OTHER
+                    kinds[h] = _INVOICE if etype == "invoice" else _OTHER
                 if etype == "invoice":
                     if due is None:
                         error(el.sourceline, "Entry", eid, "due_date",
@@ -393,24 +405,23 @@ class _Scan:
         self.n_matches += 1
         line, mid = el.sourceline, el.get("id") or ""
         if fast:   # XSD-valid: every child is an EntryRef
-            refs = tuple(c.text or "" for c in el)
+            refs = [c.text or "" for c in el]
         else:
-            refs = tuple(c.text or "" for c in el if c.tag == T_ENTRYREF)
-        if mid in self.match_ids:
-            self.error(line, "Match", mid, "duplicate_id",
-                       "Match id appears more than once in the file")
-        self.match_ids.add(mid)
-        if len(set(refs)) != len(refs):
+            refs = [c.text or "" for c in el if c.tag == T_ENTRYREF]
+        self.match_hashes.append(hash(mid))
+        members = dict.fromkeys(refs)
+        if len(members) != len(refs):
             self.error(line, "Match", mid, "match_overlap", "an EntryRef is listed twice")
         invoices = others = unknown = 0
         kinds = self.entry_kind
-        for ref in dict.fromkeys(refs):
-            kind = kinds.get(ref)
+        for ref in members:
+            h = hash(ref)
+            kind = kinds.get(h)
             if kind is not None:          # an entry of this file
                 if kind & _MATCHED:
                     self.error(line, "Match", mid, "match_overlap",
                                f"Entry {ref} is already in another Match of this file")
-                kinds[ref] = kind | _MATCHED
+                kinds[h] = kind | _MATCHED
                 is_invoice = kind & _INVOICE
             else:                         # an entry of an earlier file, or nothing
                 etype = self.known_entry_type(ref)
@@ -439,7 +450,7 @@ class _Scan:
                        "(allowed: one invoice with any counterparts, or several invoices "
                        "with one counterpart)")
         if self.collect:
-            self.result.matches.append(MatchRecord(mid, refs, line))
+            self.result.matches.append(MatchRecord(mid, tuple(refs), line))
 
     # -- Trailer
     def trailer(self, el: etree._Element) -> None:
@@ -556,6 +567,36 @@ def _prolog_problem(head: bytes) -> str | None:
     return None
 
 
+def _confirm_repeats(scan: _Scan, open_source: Callable[[], BinaryIO | str]) -> None:
+    """Report Entry and Match ids that occur more than once in the file. The pass kept only
+    hashes; when two are equal, the file is read again to compare the ids themselves."""
+    scan.entry_kind.clear()       # done with; frees its memory before the sort below
+    ordered = sorted(scan.match_hashes)
+    repeated = {T_ENTRY: scan.entry_repeats,
+                T_MATCH: {a for a, b in pairwise(ordered) if a == b}}
+    del ordered
+    if not (repeated[T_ENTRY] or repeated[T_MATCH]):
+        return
+    seen: dict[tuple[str, str], int | None] = {}
+    n = 0
+    try:
+        for _, el in _iterparse(open_source(), None):
+            hashes = repeated.get(el.tag)
+            if hashes and hash(rid := el.get("id") or "") in hashes:
+                kind = _RECORD_KIND[el.tag]
+                if (kind, rid) in seen:
+                    scan.error(el.sourceline, kind, rid, "duplicate_id",
+                               f"{kind} id appears more than once in the file (first at line "
+                               f"{seen[kind, rid]})")
+                else:
+                    seen[kind, rid] = el.sourceline
+            n += 1
+            if n % _BATCH == 0:
+                _drop_finished(el)
+    except etree.XMLSyntaxError:
+        pass      # the main pass reports it
+
+
 def _iterparse(source: BinaryIO | str, schema: etree.XMLSchema | None) -> etree.iterparse:
     """Hardened: no network, no DTD, no entity expansion; comments and PIs dropped (so a
     valid record's children are exactly its elements, in XSD order)."""
@@ -626,6 +667,7 @@ class TransferChecker:
         xsd_message: str | None = None
         try:
             scan.run(_iterparse(open_source(), self._streaming), None)
+            _confirm_repeats(scan, open_source)
             return scan.result
         except etree.XMLSyntaxError as streamed:
             xsd_message = _clean(str(streamed))
@@ -649,6 +691,10 @@ class TransferChecker:
             errors.append(ContractError(None, None, f"stopped after {len(errors)} errors",
                                         None, "too_many_errors", scan.name))
         else:
+            try:
+                _confirm_repeats(scan, open_source)
+            except _TooMany:
+                pass
             if not any(e.code == "xsd" for e in errors):
                 # a document-level XSD error (order, wrappers, root): no single record has it
                 if xsd_message is None:

@@ -135,7 +135,8 @@ class RuleEngine:
             self._host.retract_fact(RULESET, f)
         if self._error is not None:
             raise RuleEngineError(f"a rule action failed: {self._error!r}") from self._error
-        return [self.rule_file.rules[i - 1] for i in sorted(self._fired)]
+        # a rule whose `any` alternatives hold twice fires once per alternative: count it once
+        return [self.rule_file.rules[i - 1] for i in sorted(set(self._fired))]
 
     def _outcome(self, matched: list[Rule]) -> Outcome:
         warnings = tuple((r.id, r.warning) for r in matched if r.warning is not None)

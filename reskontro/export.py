@@ -107,6 +107,7 @@ def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: l
     if backlog and sum(d.entry["amount_ore"] for d in group) == 0 and group[0].entry["match_id"]:
         # A group settled before the service started is not Lowell's business.
         handled.extend(("entry", d.entry["id"]) for d in group)
+        handled.append(("match", group[0].entry["match_id"]))
         return
     for d in sendable:
         e = d.entry

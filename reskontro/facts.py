@@ -81,7 +81,7 @@ def customer_checks(c: Mapping) -> CustomerChecks:
     country = (c["country"] or "").strip()
     post = (c["post_code"] or "").strip()
     complete = bool((c["line1"] or "").strip() and post and (c["city"] or "").strip() and country
-                    and (country != "NO" or re.fullmatch(r"\d{4}", post)))
+                    and (country != "NO" or re.fullmatch(r"[0-9]{4}", post)))
     return CustomerChecks(
         customer_type=c["type"] or "none",
         customer_address_complete=complete,

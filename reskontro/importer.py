@@ -37,7 +37,8 @@ def _references(path: Path, batch: LedgerBatch, ledger: Ledger) -> list[str]:
             errors.append(f"{line('entry', e.id)}: customer_id: unknown customer {e.customer_id!r}")
     in_file_e = {e.id for e in batch.entries}
     wanted = {m for mt in batch.matches for m in mt.entry_ids} | {e.reverses for e in batch.entries if e.reverses}
-    known_e = ledger.entry_matches(wanted - in_file_e)
+    # in-file entries too: re-exporting an entry must not let a new match take it from a stored one
+    known_e = ledger.entry_matches(wanted)
     for e in batch.entries:
         if e.reverses and e.reverses not in in_file_e and e.reverses not in known_e:
             errors.append(f"{line('entry', e.id)}: reverses: unknown entry {e.reverses!r}")

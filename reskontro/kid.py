@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_KID = re.compile(r"\d{1,24}[\d-]")
+_KID = re.compile(r"[0-9]{1,24}[0-9-]")   # not \d: it admits non-ASCII digits
 _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")   # 2d with its digits summed
 
 
