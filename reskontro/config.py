@@ -158,13 +158,14 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
             database = "sqlite:///" + str(site / rel)
 
     port = sftp.get("port", 22)
-    if not isinstance(port, int) or not 0 < port < 65536:
+    # bool is an int in Python: `port = true` must not pass as port 1
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise fail("sftp.port", f"{port!r} must be a port number 1-65535")
     timeout = sftp.get("timeout", 30)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise fail("sftp.timeout", f"{timeout!r} must be a positive number of seconds")
     retries = sftp.get("retries", 5)
-    if not isinstance(retries, int) or not 0 <= retries <= 100:
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise fail("sftp.retries", f"{retries!r} must be a whole number 0-100")
     for key in ("remote_inbound", "remote_outbound"):
         value = sftp.get(key, key.split("_")[1])

@@ -53,9 +53,10 @@ class SendResult:
 def _header(path: Path) -> tuple[str, int, str] | None:
     """(FileId, Sequence, Kind) from a transfer file's header, reading only its start."""
     try:
-        for _ev, el in etree.iterparse(str(path), events=("end",), resolve_entities=False, no_network=True,
-                                       load_dtd=False, tag=f"{NS}Header"):
-            return el.findtext(f"{NS}FileId"), int(el.findtext(f"{NS}Sequence")), el.findtext(f"{NS}Kind")
+        with path.open("rb") as f:
+            for _ev, el in etree.iterparse(f, events=("end",), resolve_entities=False, no_network=True,
+                                           load_dtd=False, tag=f"{NS}Header"):
+                return el.findtext(f"{NS}FileId"), int(el.findtext(f"{NS}Sequence")), el.findtext(f"{NS}Kind")
     except (etree.XMLSyntaxError, TypeError, ValueError, OSError):
         return None
     return None

@@ -87,6 +87,13 @@ def _find_invoice(conn: Connection, kid: str | None, invoice_no: str | None):
     return None, f"no KID, and invoice no {invoice_no!r} names no invoice" if invoice_no else "no KID and no invoice number"
 
 
+def _would_be_many_to_many(conn: Connection, match_id: str | None) -> bool:
+    if match_id is None:
+        return False
+    types = conn.execute(select(s.entries.c.type).where(s.entries.c.match_id == match_id)).scalars().all()
+    return sum(t == "invoice" for t in types) > 1
+
+
 def add_to_match(conn: Connection, invoice: dict, new_ids: list[str]) -> str:
     """Link entries to the invoice's match (creating it); a match only ever grows."""
     ledger = Ledger(conn)
@@ -121,6 +128,9 @@ def post_payments(db: Engine) -> PostResult:
                                           f"{from_ore(balance)} open on invoice {invoice['id']}")
                 elif p["currency"] != invoice["currency"]:
                     invoice, why = None, f"currency {p['currency']} differs from invoice's {invoice['currency']}"
+                elif _would_be_many_to_many(conn, invoice["match_id"]):
+                    invoice, why = None, (f"invoice {invoice['id']} shares its match with other invoices and one "
+                                          "counterpart; a second counterpart would make it many-to-many")
             if invoice is None:
                 conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"])
                              .values(status="unmatched", note=why[:200]))
@@ -151,8 +161,18 @@ def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: dat
     with db.begin() as conn:
         ledger = Ledger(conn)
         pay = conn.execute(select(s.entries).where(s.entries.c.id == payment_id_)).first()
-        if pay is None or pay._mapping["type"] != "payment":
+        if pay is None:
+            bank = conn.execute(select(s.bank_payments.c.status, s.bank_payments.c.note).where(
+                s.bank_payments.c.id == payment_id_)).first()
+            if bank is not None:
+                raise InputError(f"{payment_id_}: this bank payment is not booked (status {bank.status}"
+                                 f"{': ' + bank.note if bank.note else ''}); nothing to correct. Book it "
+                                 "with `reskontro post`, or match it in the ERP")
             raise InputError(f"{payment_id_}: no payment with this id in the ledger")
+        if pay._mapping["type"] != "payment":
+            kind = pay._mapping["type"].replace("_", " ")
+            raise InputError(f"{payment_id_}: no payment with this id in the ledger "
+                             f"(it is a{'n' if kind[0] in 'aeiou' else ''} {kind})")
         pay = pay._mapping
         if pay["match_id"] is None:
             raise InputError(f"{payment_id_}: the payment is not matched to any invoice; match it instead")

@@ -42,6 +42,8 @@ entries = Table(
     Column("dunning_level", Integer, nullable=False, default=0),
     Column("text", String(200)),
     Column("match_id", String(35), index=True),
+    # the match this entry left after Lowell got it with this entry in it (a removal: held)
+    Column("left_match", String(35)),
     Column("version", String(16), nullable=False),
 )
 Index("ix_entries_document_no", entries.c.document_no)

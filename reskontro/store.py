@@ -176,9 +176,18 @@ class Ledger:
             self.mark_pending("entry", [r["eid"] for r in rows])
         for mid in changed:
             old = self.conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == mid)).scalars().all()
+            new_members = by_id[mid].entry_ids
             self.conn.execute(update(s.entries).where(s.entries.c.match_id == mid).values(match_id=None))
-            self.conn.execute(set_match, [{"eid": e, "mid": mid} for e in by_id[mid].entry_ids])
-            self.mark_pending("entry", list(old) + list(by_id[mid].entry_ids))
+            self.conn.execute(set_match, [{"eid": e, "mid": mid} for e in new_members])
+            sent = self.conn.execute(select(s.sent.c.members).where(
+                s.sent.c.kind == "match", s.sent.c.id == mid)).scalar()
+            gone = set(old) - set(new_members)
+            left = [e for e in gone if sent and e in sent.split()]
+            if left:
+                self.conn.execute(update(s.entries).where(s.entries.c.id.in_(left)).values(left_match=mid))
+            self.conn.execute(update(s.entries).where(s.entries.c.id.in_(list(new_members)))
+                              .values(left_match=None))
+            self.mark_pending("entry", list(old) + list(new_members))
         return len(new), len(changed)
 
     # --- reads ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ and its format's end present), so a half-written or half-uploaded file is left a
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from .inbox import Processed, candidates, process_inbox
 from .payments import list_payment_file
 
 log = logging.getLogger("reskontro.watch")
+_RECEIPT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?TransferReceipt\s*>\s*\Z")
 STALE_AFTER = 600.0   # seconds: an incomplete file this old is processed anyway (and fails loudly)
 
 
@@ -45,7 +47,7 @@ def ready(path: Path, seen: dict[Path, tuple[int, int]], now: float) -> bool:
             f.seek(-65536, 2)
             data = head + f.read()
     if path.name.endswith(".receipt.xml"):
-        return data.rstrip().endswith(b">")
+        return bool(_RECEIPT_END.search(data))
     return is_complete(data)
 
 
