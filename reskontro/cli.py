@@ -233,9 +233,9 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
                                "matched": [r.id for r in ex.matched], "facts": ex.fact}, indent=2, ensure_ascii=False))
         return
     console.print(f"[bold]{entry_id}[/]: [bold]{o.decision}[/] by rule [bold]{o.rule_id}[/]")
-    console.print(f"  {o.reason}", highlight=False)
+    console.print(f"  {escape(o.reason)}", highlight=False)
     for rid, text in o.warnings:
-        console.print(f"  [yellow]warning[/] {rid}: {text}", highlight=False)
+        console.print(f"  [yellow]warning[/] {rid}: {escape(text)}", highlight=False)
     others = [r for r in ex.matched if r.id != o.rule_id and r.warning is None]
     if others:
         console.print("Other rules that matched (a rule above decided first):")
@@ -296,7 +296,7 @@ def _export(site: Site, backlog: bool):
 
 def _print_export(r) -> None:
     for line in r.recovered:
-        console.print(f"[yellow]recovered[/] {line}", highlight=False)
+        console.print(f"[yellow]recovered[/] {escape(line)}", highlight=False)
     if r.path is None:
         err.print(f"[bold red]{r.file_id} failed the pre-send check[/] and was moved to outbox/rejected/ "
                   "(nothing in it counts as sent):", highlight=False)
@@ -331,7 +331,7 @@ def receipts(ctx: click.Context) -> None:
     for r in results:
         style = "red" if r.kind == "failed" or "REJECTED" in r.detail else "green"
         bad |= style == "red"
-        console.print(f"[{style}]{r.name}[/]: {r.detail}", highlight=False)
+        console.print(f"[{style}]{escape(r.name)}[/]: {escape(r.detail)}", highlight=False)
     if bad:
         raise SystemExit(1)
 
@@ -375,7 +375,7 @@ def _report_processed(r) -> None:
     style = {"failed": "red", "duplicate": "yellow"}.get(r.kind, "green")
     if "REJECTED" in r.detail:
         style = "red"
-    console.print(f"[{style}]{r.name}[/] ({r.kind}): {r.detail}", highlight=False)
+    console.print(f"[{style}]{escape(r.name)}[/] ({r.kind}): {escape(r.detail)}", highlight=False)
 
 
 @main.command()
@@ -452,7 +452,7 @@ def post(ctx: click.Context) -> None:
     r = post_payments(site.db)
     console.print(f"Booked {r.matched} payments; {r.closed} invoices closed; {len(r.unmatched)} unmatched.")
     for pid, why in r.unmatched:
-        console.print(f"  [red]{pid}[/]: {why}", highlight=False)
+        console.print(f"  [red]{pid}[/]: {escape(why)}", highlight=False)
 
 
 @main.command("correct-payment")
@@ -501,9 +501,9 @@ def send(ctx: click.Context) -> None:
     for name in r.already:
         console.print(f"[green]already on the server[/] {name} (same content)", highlight=False)
     for text in r.skipped:
-        console.print(f"[yellow]left[/] {text}", highlight=False)
+        console.print(f"[yellow]left[/] {escape(text)}", highlight=False)
     for text in r.refused:
-        err.print(f"[red]refused[/] {text} (moved to outbox/rejected/)", highlight=False)
+        err.print(f"[red]refused[/] {escape(text)} (moved to outbox/rejected/)", highlight=False)
     if not (r.sent or r.already or r.refused):
         console.print("Nothing to send.")
     if r.refused:
@@ -526,7 +526,7 @@ def fetch(ctx: click.Context) -> None:
     for f in files:
         console.print(f"[green]fetched[/] {f.name}", highlight=False)
     for text in refused:
-        err.print(f"[red]refused remote name[/] {text}", highlight=False)
+        err.print(f"[red]refused remote name[/] {escape(text)}", highlight=False)
     if not files and not refused:
         console.print("Nothing to fetch.")
     if refused:
@@ -535,7 +535,7 @@ def fetch(ctx: click.Context) -> None:
 
 def _print_step(step) -> None:
     mark = "[green]ok[/]" if step.ok else "[bold red]FAILED[/]"
-    console.print(f"{step.name:>7}: {mark} {step.summary}", highlight=False)
+    console.print(f"{step.name:>7}: {mark} {escape(step.summary)}", highlight=False)
 
 
 @main.command("run")

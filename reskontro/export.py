@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
@@ -29,7 +29,8 @@ from . import schema as s
 from .config import Config
 from .contract import check_transfer_file
 from .decide import Decided, decide_ledger
-from .domain import Match
+from .facts import DEFAULT_FACT, customer_checks
+from .domain import Customer, Match
 from .engine import RuleEngine
 from .store import Ledger, _digest, row_customer, row_entry
 from .transfer_file import FileHeader, make_environment, render_transfer
@@ -135,15 +136,26 @@ def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: l
         batch.add("match", mid, _digest(*members), " ".join(members))
 
 
-def _changed_customers(conn: Connection, batch: _Batch) -> None:
+def _customer_held(engine: RuleEngine, mode: str, row) -> bool:
+    """Would the rules hold an invoice of this customer for its data? Then its update waits
+    too (it would fail the receiver's checks); the rules decide, not a list kept here."""
+    checks = customer_checks(row._mapping)
+    fact = dict(DEFAULT_FACT, mode=mode, customer_type=checks.customer_type,
+                customer_address_complete=checks.customer_address_complete,
+                customer_org_no=checks.customer_org_no, customer_company_name=checks.customer_company_name)
+    return engine.decide(fact).decision == "hold"
+
+
+def _changed_customers(conn: Connection, batch: _Batch, engine: RuleEngine, mode: str) -> None:
     """Customers changed after delivery with no new entry of theirs tonight: send the update."""
     c, p, st = s.customers, s.pending, s.sent
     rows = conn.execute(
-        select(c.c.id, c.c.version).join(p, and_(p.c.kind == "customer", p.c.id == c.c.id))
+        select(c).join(p, and_(p.c.kind == "customer", p.c.id == c.c.id))
         .join(st, and_(st.c.kind == "customer", st.c.id == c.c.id))
         .where(st.c.state == "delivered", st.c.version != c.c.version)).all()
-    for cid, version in rows:
-        if cid not in batch.customers:
+    for row in rows:
+        cid, version = row.id, row.version
+        if cid not in batch.customers and not _customer_held(engine, mode, row):
             batch.customers.add(cid)
             batch.add("customer", cid, version)
 
@@ -156,12 +168,19 @@ def _clear(conn: Connection, handled: list[tuple[str, str]]) -> None:
     handled.clear()
 
 
+def _customer_to_send(row) -> Customer:
+    """An org no goes only with a business customer (the receiver's rule); for a private
+    customer that has one, the rules warn and the number stays home."""
+    c = row_customer(row)
+    return c if c.type == "business" or c.org_no is None else replace(c, org_no=None)
+
+
 def _stream(conn: Connection, file_id: str, kind: str):
     fi = s.file_items
     if kind == "match":
         q = select(fi.c.id, fi.c.members).where(fi.c.file_id == file_id, fi.c.kind == "match").order_by(fi.c.id)
         return (Match(r.id, tuple(r.members.split())) for r in conn.execute(q))
-    table, conv = (s.customers, row_customer) if kind == "customer" else (s.entries, row_entry)
+    table, conv = (s.customers, _customer_to_send) if kind == "customer" else (s.entries, row_entry)
     q = (select(table).join(fi, and_(fi.c.id == table.c.id, fi.c.kind == kind, fi.c.file_id == file_id))
          .order_by(table.c.id))
     return (conv(r) for r in conn.execution_options(yield_per=5000).execute(q))
@@ -194,7 +213,7 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
                 progress("decided", n)
             if len(handled) >= _FLUSH:
                 _clear(conn, handled)
-        _changed_customers(conn, batch)
+        _changed_customers(conn, batch, engine, config.mode)
         batch.flush()
         _clear(conn, handled)
     faults.point("after-reserve")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
 
@@ -44,8 +44,10 @@ def sequence_taken(conn: Connection, sequence: int) -> bool:
 
 def reserve_file(conn: Connection, file_id: str, sequence: int, kind: str, name: str,
                  created_at: datetime, cut_off: datetime | None) -> None:
+    # Kept in UTC: SQLite drops the offset, so a local time would come back ambiguous.
     conn.execute(insert(s.files).values(file_id=file_id, sequence=sequence, kind=kind, state="writing",
-                                        name=name, created_at=created_at, cut_off=cut_off, entry_count=0))
+                                        name=name, created_at=_utc(created_at), cut_off=_utc(cut_off),
+                                        entry_count=0))
 
 
 def add_items(conn: Connection, file_id: str, rows: list[dict]) -> None:
@@ -54,12 +56,20 @@ def add_items(conn: Connection, file_id: str, rows: list[dict]) -> None:
         conn.execute(insert(s.file_items), [dict(r, file_id=file_id) for r in rows])
 
 
+def _utc(t: datetime | None) -> datetime | None:
+    return None if t is None else t.astimezone(timezone.utc)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
 def file_record(conn: Connection, file_id: str) -> FileRecord | None:
     r = conn.execute(select(s.files).where(s.files.c.file_id == file_id)).first()
     if r is None:
         return None
     m = r._mapping
-    return FileRecord(m["file_id"], m["sequence"], m["kind"], m["state"], m["name"], m["created_at"],
+    return FileRecord(m["file_id"], m["sequence"], m["kind"], m["state"], m["name"], _aware(m["created_at"]),
                       m["entry_count"], m["detail"])
 
 

@@ -170,24 +170,25 @@ class Ledger:
         by_id = {m.id: m for m in matches}
         set_match = (update(s.entries).where(s.entries.c.id == bindparam("eid"))
                      .values(match_id=bindparam("mid")))
-        if new:   # a new match has no earlier members to release
-            rows = [{"eid": e, "mid": mid} for mid in new for e in by_id[mid].entry_ids]
-            self.conn.execute(set_match, rows)
-            self.mark_pending("entry", [r["eid"] for r in rows])
+        # Earlier membership first, before any match of this batch moves an entry.
+        before = {mid: set(self.conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == mid)).scalars())
+                  for mid in changed}
         for mid in changed:
-            old = self.conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == mid)).scalars().all()
-            new_members = by_id[mid].entry_ids
             self.conn.execute(update(s.entries).where(s.entries.c.match_id == mid).values(match_id=None))
-            self.conn.execute(set_match, [{"eid": e, "mid": mid} for e in new_members])
+        rows = [{"eid": e, "mid": mid} for mid in changed + new for e in by_id[mid].entry_ids]
+        if rows:
+            self.conn.execute(set_match, rows)
+        for mid in changed:
             sent = self.conn.execute(select(s.sent.c.members).where(
                 s.sent.c.kind == "match", s.sent.c.id == mid)).scalar()
-            gone = set(old) - set(new_members)
-            left = [e for e in gone if sent and e in sent.split()]
-            if left:
+            left = [e for e in before[mid] - set(by_id[mid].entry_ids) if sent and e in sent.split()]
+            if left:   # a removal Lowell would never accept: those entries are held
                 self.conn.execute(update(s.entries).where(s.entries.c.id.in_(left)).values(left_match=mid))
-            self.conn.execute(update(s.entries).where(s.entries.c.id.in_(list(new_members)))
-                              .values(left_match=None))
-            self.mark_pending("entry", list(old) + list(new_members))
+            stay = list(set(by_id[mid].entry_ids) & set(sent.split() if sent else ()))
+            if stay:
+                self.conn.execute(update(s.entries).where(s.entries.c.id.in_(stay)).values(left_match=None))
+            self.mark_pending("entry", list(before[mid]))
+        self.mark_pending("entry", [r["eid"] for r in rows])
         return len(new), len(changed)
 
     # --- reads ---------------------------------------------------------------------------------
