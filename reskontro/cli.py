@@ -43,6 +43,9 @@ def _engine(site: Site):
         return site.rules
     except RuleFileError as exc:
         raise UserError(f"the rule file has problems (run `reskontro rules lint`):\n{exc}") from None
+    except Exception as exc:  # durable_rules refusing a ruleset: a message, not a traceback
+        raise UserError(f"the rules engine refuses {site.config.rule_file} ({exc}); "
+                        "run `reskontro rules lint` to find the rule") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -154,11 +154,29 @@ def coverage_problems(rf: RuleFile) -> list[Problem]:
     return problems
 
 
+def engine_problems(rf: RuleFile) -> list[Problem]:
+    """Rules durable_rules itself refuses (e.g. too many `any` alternatives: its error 113),
+    found by compiling them, so that lint says so instead of a crash at the first `plan`."""
+    try:
+        RuleEngine(rf)
+        return []
+    except Exception:  # noqa: BLE001 - any refusal, named per rule below
+        pass
+    problems = []
+    for rule in rf.rules:
+        try:
+            RuleEngine(RuleFile(rf.path, (rule,), rf.default_decision, rf.default_reason))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(Problem(rf.path, rule.line, f"{rule.id}: the rules engine (durable_rules) refuses "
+                                    f"this rule: {exc}; split it into simpler rules"))
+    return problems or [Problem(rf.path, 1, "the rules engine (durable_rules) refuses this rule file")]
+
+
 def lint_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
     rf, problems = parse_rule_text(text, path)
     if rf is None:
         return None, problems
-    return rf, coverage_problems(rf)
+    return rf, coverage_problems(rf) + engine_problems(rf)
 
 
 def lint_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from .config import CONFIG_NAME, Config, load_config
+from .config import CONFIG_NAME, Config, load_config, parse_config
 from .engine import RuleEngine
 from .rulefile import load_rule_file
 from .store import open_engine
@@ -64,6 +64,8 @@ def package_data(name: str) -> Path:
 def init_site(target: Path, *, sender_id: str = "123456", org_no: str = "923609016",
               force: bool = False) -> list[Path]:
     """Create a working site; refuses to overwrite an existing configuration unless forced."""
+    # Check the values first: a refused init leaves nothing behind.
+    parse_config({"creditor": {"sender_id": sender_id, "org_no": org_no}}, target, "--sender-id/--org-no")
     target.mkdir(parents=True, exist_ok=True)
     cfg = target / CONFIG_NAME
     if cfg.exists() and not force:

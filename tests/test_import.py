@@ -1,0 +1,449 @@
+"""`reskontro import`: CSV and JSON Lines into the store, idempotent and all-or-nothing per file."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sqlite3
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from reskontro import schema as s
+from reskontro.adapters.ledger_import import read_ledger_file
+from reskontro.cli import main
+from reskontro.domain import Address, Customer, Entry, InputError, Match
+from reskontro.importer import import_files
+from reskontro.site import init_site
+from reskontro.store import Ledger, open_engine, row_entry
+
+# --- the ledger the tests import, as domain objects ------------------------------------------
+C1 = Customer("C1", "Kari Nordmann", "private", Address(("Storgata 1", "Oppgang B"), "0150", "OSLO", "NO"),
+              email="kari@example.no", phone="+47 41234567")
+C2 = Customer("C2", "Ås & Sønn AS", "business", Address(("Postboks 12", "Bryggen", "c/o Hansa"), "5003", "BERGEN", "NO"),
+              org_no="923609016", factoring_default=True)
+C3 = Customer("C3", "Sven Svensson", None, Address(("Drottninggatan 5",), "111 51", "STOCKHOLM", "SE"))
+I1 = Entry("I1", "C1", "invoice", "F1", date(2026, 9, 1), Decimal("1234.50"), due_date=date(2026, 9, 15),
+           kid="0000001000000013", status="invoiced", factoring=False, dunning_level=2, text="Faktura 1 – strøm")
+I2 = Entry("I2", "C2", "invoice", "F2", date(2026, 9, 2), Decimal("98765432.10"), currency="SEK",
+           due_date=date(2026, 10, 2), status="draft")
+P1 = Entry("P1", "C1", "payment", "P1", date(2026, 9, 10), Decimal("-1234.50"), kid="0000001000000013", source="Lowell")
+P2 = Entry("P2", "C2", "payment", "P2", date(2026, 9, 11), Decimal("-0.10"))
+V1 = Entry("V1", "C1", "manual_voucher", "V1", date(2026, 9, 12), Decimal("-0.05"), opt_out=True, text="Tap på fordring")
+R1 = Entry("R1", "C2", "reversal", "R1", date(2026, 9, 13), Decimal("0.10"), reverses="P2")
+K1 = Entry("K1", "C3", "credit_note", "K1", date(2026, 9, 14), Decimal("-100.00"))
+CUSTOMERS = [C1, C2, C3]
+ENTRIES = [I1, I2, P1, P2, V1, R1, K1]
+MATCHES = [Match("M1", ("I1", "P1", "V1"))]
+
+
+def _s(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Decimal):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def customer_record(c: Customer) -> dict:
+    lines = list(c.address.lines) + [None] * 3
+    rec = {"id": c.id, "name": c.name, "type": c.type, "org_no": c.org_no, "address1": lines[0],
+           "address2": lines[1], "address3": lines[2], "post_code": c.address.post_code,
+           "city": c.address.city, "country": c.address.country, "email": c.email, "phone": c.phone,
+           "factoring_default": c.factoring_default}
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def entry_record(e: Entry) -> dict:
+    rec = {"id": e.id, "customer_id": e.customer_id, "type": e.type, "document_no": e.document_no,
+           "document_date": e.document_date.isoformat(), "due_date": e.due_date and e.due_date.isoformat(),
+           "amount": f"{e.amount:.2f}", "currency": e.currency, "kid": e.kid, "status": e.status,
+           "factoring": e.factoring, "opt_out": e.opt_out or None, "reverses": e.reverses,
+           "source": e.source, "dunning_level": str(e.dunning_level) if e.dunning_level else None,
+           "text": e.text}
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def jsonl(customers=(), entries=(), matches=(), extra: list[str] = ()) -> str:
+    out = [json.dumps({"record": "customer", **customer_record(c)}, ensure_ascii=False) for c in customers]
+    out += [json.dumps({"record": "entry", **entry_record(e)}, ensure_ascii=False) for e in entries]
+    out += [json.dumps({"record": "match", "id": m.id, "entries": list(m.entry_ids)}) for m in matches]
+    return "\n".join(out + list(extra)) + "\n"
+
+
+CUSTOMER_HEADER = "id,name,type,org_no,address1,address2,address3,post_code,city,country,email,phone,factoring_default"
+ENTRY_HEADER = ("id,customer_id,type,document_no,document_date,due_date,amount,currency,kid,status,factoring,"
+                "opt_out,reverses,source,dunning_level,text")
+
+
+def csv_text(header: str, records: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header.split(","), lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: _s(v) or "" for k, v in r.items()})
+    return buf.getvalue()
+
+
+def matches_csv(matches) -> str:
+    return "match_id,entry_id\n" + "".join(f"{m.id},{e}\n" for m in matches for e in m.entry_ids)
+
+
+# --- store helpers -----------------------------------------------------------------------------
+@pytest.fixture
+def db(tmp_path: Path):
+    path = tmp_path / "ledger.db"
+    engine = open_engine(f"sqlite:///{path}")
+    engine.path = path
+    yield engine
+    engine.dispose()
+
+
+def dump(engine) -> str:
+    """Every table's content, as SQL text (sqlite3's own dump)."""
+    con = sqlite3.connect(engine.path)
+    try:
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def pending(engine, kind: str) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(s.pending.c.id).where(s.pending.c.kind == kind)).scalars())
+
+
+def clear_pending(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(s.pending.delete())
+
+
+def assert_store_holds_the_ledger(engine) -> None:
+    with engine.connect() as conn:
+        ledger = Ledger(conn)
+        for c in CUSTOMERS:
+            assert ledger.customer(c.id) == c
+        for e in ENTRIES:
+            got = ledger.entry(e.id)
+            assert got == e
+            assert str(got.amount) == f"{e.amount:.2f}"             # exact, two places
+            assert isinstance(got.amount, Decimal)
+        rows = {r.id: r for r in conn.execute(select(s.entries))}
+        assert {k: row_entry(r) for k, r in rows.items()} == {e.id: e for e in ENTRIES}
+        assert rows["I1"].amount_ore == 123450 and rows["P2"].amount_ore == -10
+        assert rows["I2"].amount_ore == 9876543210
+        assert {r.id for r in ledger.match_members("M1")} == {"I1", "P1", "V1"}
+        assert ledger.match_of("I2") is None
+        assert ledger.count(s.customers) == 3 and ledger.count(s.entries) == 7 and ledger.count(s.matches) == 1
+
+
+# --- round trips --------------------------------------------------------------------------------
+def test_jsonl_round_trip(db, tmp_path: Path) -> None:
+    path = write(tmp_path, "ledger.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))
+    batch = read_ledger_file(path)
+    assert batch.customers == CUSTOMERS and batch.entries == ENTRIES and batch.matches == MATCHES
+    [res] = import_files(db, [path])
+    assert (res.customers, res.entries, res.matches) == ((3, 0), (7, 0), (1, 0))
+    assert_store_holds_the_ledger(db)
+    assert pending(db, "customer") == {"C1", "C2", "C3"}
+    assert pending(db, "entry") == {e.id for e in ENTRIES}
+    assert pending(db, "match") == {"M1"}
+
+
+def test_csv_round_trip(db, tmp_path: Path) -> None:
+    files = [write(tmp_path, "kunder.csv", csv_text(CUSTOMER_HEADER, [customer_record(c) for c in CUSTOMERS])),
+             write(tmp_path, "poster.csv", csv_text(ENTRY_HEADER, [entry_record(e) for e in ENTRIES])),
+             write(tmp_path, "koblinger.csv", matches_csv(MATCHES))]
+    assert read_ledger_file(files[0]).customers == CUSTOMERS
+    assert read_ledger_file(files[1]).entries == ENTRIES
+    assert read_ledger_file(files[2]).matches == MATCHES
+    results = import_files(db, files)
+    assert [(r.customers, r.entries, r.matches) for r in results] == [
+        ((3, 0), (0, 0), (0, 0)), ((0, 0), (7, 0), (0, 0)), ((0, 0), (0, 0), (1, 0))]
+    assert_store_holds_the_ledger(db)
+
+
+def test_csv_header_decides_the_kind_whatever_the_column_order(tmp_path: Path) -> None:
+    text = "entry_id,match_id\nI1,M1\nP1,M1\n"
+    assert read_ledger_file(write(tmp_path, "x.csv", text)).matches == [Match("M1", ("I1", "P1"))]
+    text = "city,post_code,name,id\nOSLO,0150,Kari,C9\n"
+    [c] = read_ledger_file(write(tmp_path, "y.csv", text)).customers
+    assert (c.id, c.name, c.address.post_code, c.address.city, c.type) == ("C9", "Kari", "0150", "OSLO", None)
+    with pytest.raises(InputError, match=r"^z\.csv:1: header foo,bar is none of"):
+        read_ledger_file(write(tmp_path, "z.csv", "foo,bar\n1,2\n"))
+
+
+def test_csv_norwegian_spellings(tmp_path: Path) -> None:
+    """Decimal comma, blanks as thousands separator, ja/nei flags, BOM from Excel."""
+    text = ("\ufeff" + ENTRY_HEADER + "\n"
+            'I7,C1,invoice,F7,2026-09-01,2026-09-15,"1 234,50",nok,,invoiced,nei,,,,,\n'
+            "V7,C1,manual_voucher,V7,2026-09-01,,-5,NOK,,,,ja,,,,\n")
+    i7, v7 = read_ledger_file(write(tmp_path, "e.csv", text)).entries
+    assert (i7.amount, str(i7.amount), i7.currency, i7.factoring) == (Decimal("1234.50"), "1234.50", "NOK", False)
+    assert (str(v7.amount), v7.opt_out, v7.factoring) == ("-5.00", True, None)
+
+
+# --- idempotence ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_second_import_changes_nothing(db, tmp_path: Path, kind: str) -> None:
+    if kind == "jsonl":
+        files = [write(tmp_path, "ledger.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))]
+    else:
+        files = [write(tmp_path, "c.csv", csv_text(CUSTOMER_HEADER, [customer_record(c) for c in CUSTOMERS])),
+                 write(tmp_path, "e.csv", csv_text(ENTRY_HEADER, [entry_record(e) for e in ENTRIES])),
+                 write(tmp_path, "m.csv", matches_csv(MATCHES))]
+    import_files(db, files)
+    clear_pending(db)          # as after a delivered run: only what changes becomes pending again
+    before = dump(db)
+    again = import_files(db, files)
+    assert all(r.unchanged for r in again)
+    assert [(r.customers, r.entries, r.matches) for r in again] == [((0, 0), (0, 0), (0, 0))] * len(files)
+    assert dump(db) == before
+    assert "INSERT INTO \"entries\"" in before            # the dump does show the content
+
+
+# --- all or nothing --------------------------------------------------------------------------------
+BASE_C = Customer("C0", "Ola Nordmann", "private", Address(("Kirkeveien 2",), "5003", "BERGEN"))
+BASE_I = Entry("I0", "C0", "invoice", "F0", date(2026, 8, 1), Decimal("500.00"), due_date=date(2026, 8, 15),
+               status="invoiced")
+BASE_P = Entry("P0", "C0", "payment", "P0", date(2026, 8, 5), Decimal("-500.00"))
+BASE_M = Match("M0", ("I0", "P0"))
+
+
+def entry_line(**fields) -> str:
+    rec = {"record": "entry", "customer_id": "CN", "document_date": "2026-09-01", "amount": "10.00",
+           "document_no": "D", **fields}
+    return json.dumps({k: v for k, v in rec.items() if v is not None})
+
+
+# (bad line, the field the message must name, a phrase of the message)
+BAD_JSONL = {
+    "bad date": (entry_line(id="EB", type="payment", document_date="2026-02-30"), "document_date", "is not a date"),
+    "three decimals": (entry_line(id="EB", type="payment", amount="10.005"), "amount", "at most two decimals"),
+    "unknown type": (entry_line(id="EB", type="invoise"), "type", "'invoise' is not one of"),
+    "draft payment": (entry_line(id="EB", type="payment", status="draft"), "status", "only invoices have a status"),
+    "invoice without due date": (entry_line(id="EB", type="invoice", status="invoiced"), "due_date", "required for invoices"),
+    "unknown customer": (entry_line(id="EB", type="payment", customer_id="NOBODY"), "customer_id", "unknown customer 'NOBODY'"),
+    "match with unknown entry": ('{"record": "match", "id": "MB", "entries": ["EN9", "GHOST"]}', "entries", "unknown entry 'GHOST'"),
+    "entry in two matches in the file": ('{"record": "match", "id": "MB", "entries": ["EN1", "EN2"]}', "entries",
+                                         "'EN1' is already in match 'MN'"),
+    "entry in a stored match": ('{"record": "match", "id": "MB", "entries": ["EN9", "P0"]}', "entries", "'P0' is in match 'M0'"),
+    "JSON float amount": ('{"record": "entry", "id": "EB", "customer_id": "CN", "type": "payment", "document_no": "D",'
+                          ' "document_date": "2026-09-01", "amount": 10.50}', "amount", "must be a string"),
+    "reversal of nothing": (entry_line(id="EB", type="reversal", reverses="GHOST"), "reverses", "unknown entry 'GHOST'"),
+    "unknown field": (entry_line(id="EB", type="payment", colour="red"), "colour", "unknown field"),
+}
+
+
+def good_lines() -> list[str]:
+    cn = Customer("CN", "Nina Nilsen", "private", Address(("Skolegata 3",), "7010", "TRONDHEIM"))
+    en1 = Entry("EN1", "CN", "invoice", "FN1", date(2026, 9, 1), Decimal("300.00"), due_date=date(2026, 9, 15),
+                status="invoiced")
+    en2 = Entry("EN2", "CN", "payment", "PN2", date(2026, 9, 3), Decimal("-300.00"))
+    return jsonl([cn], [en1, en2], [Match("MN", ("EN1", "EN2"))]).splitlines()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JSONL))
+def test_a_bad_jsonl_row_refuses_the_whole_file(db, tmp_path: Path, case: str) -> None:
+    import_files(db, [write(tmp_path, "base.jsonl", jsonl([BASE_C], [BASE_I, BASE_P], [BASE_M]))])
+    before = dump(db)
+    bad, field, phrase = BAD_JSONL[case]
+    lines = good_lines()
+    at = 3 if '"match"' not in bad else len(lines)            # entries among entries, matches at the end
+    lines.insert(at, bad)
+    lines.append(entry_line(id="EN9", type="payout", amount="1.00"))   # good rows after the bad one too
+    path = write(tmp_path, "batch.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(InputError) as info:
+        import_files(db, [path])
+    msg = str(info.value)
+    assert msg.startswith("batch.jsonl: ") and "nothing imported" in msg
+    line = at + 1
+    assert re.search(rf"^batch\.jsonl:{line}: {field}: .*{re.escape(phrase)}", msg, re.M), msg
+    assert dump(db) == before                                  # nothing of the file is stored
+    with db.connect() as conn:
+        ledger = Ledger(conn)
+        assert ledger.existing_ids(s.entries, ["EN1", "EN2", "EN9", "EB"]) == set()
+        assert ledger.customer("CN") is None
+
+
+def test_the_good_file_imports_once_the_bad_row_is_gone(db, tmp_path: Path) -> None:
+    import_files(db, [write(tmp_path, "base.jsonl", jsonl([BASE_C], [BASE_I, BASE_P], [BASE_M]))])
+    [res] = import_files(db, [write(tmp_path, "batch.jsonl", "\n".join(good_lines()) + "\n")])
+    assert (res.customers, res.entries, res.matches) == ((1, 0), (2, 0), (1, 0))
+
+
+def test_every_bad_row_is_listed(tmp_path: Path) -> None:
+    lines = good_lines()
+    lines[1:1] = [entry_line(id="X1", type="payment", amount="1.001"), entry_line(id="X2", type="invoise")]
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "two.jsonl", "\n".join(lines) + "\n"))
+    msg = str(info.value)
+    assert msg.startswith("two.jsonl: 2 problem(s), nothing imported:")
+    assert "two.jsonl:2: amount:" in msg and "two.jsonl:3: type:" in msg
+
+
+def test_an_entry_already_in_a_stored_match_stays_refused_when_the_file_repeats_it(db, tmp_path: Path) -> None:
+    """Re-exporting P0 beside a new match that claims it must not silently empty match M0."""
+    import_files(db, [write(tmp_path, "base.jsonl", jsonl([BASE_C], [BASE_I, BASE_P], [BASE_M]))])
+    before = dump(db)
+    other = Entry("I5", "C0", "invoice", "F5", date(2026, 8, 2), Decimal("500.00"), due_date=date(2026, 8, 16),
+                  status="invoiced")
+    path = write(tmp_path, "steal.jsonl", jsonl([], [BASE_P, other], [Match("M5", ("I5", "P0"))]))
+    with pytest.raises(InputError, match=r"steal\.jsonl:3: entries: 'P0' is in match 'M0'"):
+        import_files(db, [path])
+    assert dump(db) == before
+
+
+# (file name, text, line, field, phrase)
+BAD_CSV = [
+    ("e.csv", ENTRY_HEADER + "\nEA,C0,payment,D1,2026-09-01,,-1.00,,,,,,,,,\nEB,C0,payment,D2,01.09.2026,,-1.00,,,,,,,,,\n",
+     3, "document_date", "is not a date"),
+    ("e.csv", ENTRY_HEADER + "\nEA,C0,payment,D1,2026-09-01,,\"-1,005\",,,,,,,,,\nEB,C0,payment,D2,2026-09-01,,-1.00,,,,,,,,,\n",
+     2, "amount", "at most two decimals"),
+    ("e.csv", ENTRY_HEADER + "\nEA,C0,payment,D1,2026-09-01,,-1.00,,,,,,,,,\nEB,NOBODY,payment,D2,2026-09-01,,-1.00,,,,,,,,,\n",
+     3, "customer_id", "unknown customer"),
+    ("e.csv", ENTRY_HEADER + "\nEA,C0,payment,D1,2026-09-01,,-1.00,,,,,,,,,\nEB,C0,payment,D2,2026-09-01,,-1.00,,,draft,,,,,,\n",
+     3, "status", "only invoices have a status"),
+    ("c.csv", CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\nCB,Bent,privat,,Vei 2,,,0150,OSLO,NO,,,\n",
+     3, "type", "'privat' is not one of"),
+    ("c.csv", CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,kanskje\n", 2, "factoring_default", "not true/false"),
+    ("m.csv", "match_id,entry_id\nMA,I0\nMA,GHOST\n", 2, "entries", "unknown entry 'GHOST'"),
+    ("m.csv", "match_id,entry_id\nMA,I0\nMA,XX\nMB,XX\nMB,P0\n", 4, "entries", "'XX' is already in match 'MA'"),
+    ("m.csv", "match_id,entry_id\nMA,I0\nMA,P0\nMA,I0\n", 4, "entry_id", "listed twice"),
+    ("m.csv", "match_id,entry_id\nMA,I0\n", 2, "match_id", "needs two or more"),
+]
+
+
+@pytest.mark.parametrize("name, text, line, field, phrase", BAD_CSV)
+def test_a_bad_csv_row_refuses_the_whole_file(db, tmp_path: Path, name, text, line, field, phrase) -> None:
+    import_files(db, [write(tmp_path, "base.jsonl", jsonl([BASE_C], [BASE_I, BASE_P]))])
+    before = dump(db)
+    with pytest.raises(InputError) as info:
+        import_files(db, [write(tmp_path, name, text)])
+    msg = str(info.value)
+    assert msg.startswith(f"{name}: ")
+    assert re.search(rf"^{re.escape(name)}:{line}: {field}: .*{re.escape(phrase)}", msg, re.M), msg
+    assert dump(db) == before
+
+
+def test_earlier_files_stay_when_a_later_one_is_bad(db, tmp_path: Path) -> None:
+    good = write(tmp_path, "good.jsonl", jsonl([BASE_C], [BASE_I]))
+    bad = write(tmp_path, "bad.jsonl", entry_line(id="EB", type="invoise", customer_id="C0") + "\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: type:"):
+        import_files(db, [good, bad])
+    with db.connect() as conn:
+        assert Ledger(conn).entry("I0") == BASE_I
+
+
+# --- changes ---------------------------------------------------------------------------------------
+def test_a_changed_entry_is_reported_and_pending_again(db, tmp_path: Path) -> None:
+    import_files(db, [write(tmp_path, "v1.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))])
+    clear_pending(db)
+    i1 = replace(I1, amount=Decimal("1300.00"), dunning_level=3)
+    [res] = import_files(db, [write(tmp_path, "v2.jsonl", jsonl(CUSTOMERS, [i1] + ENTRIES[1:], MATCHES))])
+    assert (res.customers, res.entries, res.matches) == ((0, 0), (0, 1), (0, 0))
+    with db.connect() as conn:
+        assert Ledger(conn).entry("I1") == i1
+    # the entry and, since an invoice decides its group, the rest of its match
+    assert pending(db, "entry") == {"I1", "P1", "V1"}
+    assert pending(db, "customer") == set()
+
+
+def test_a_changed_customer_is_reported_and_its_entries_pending(db, tmp_path: Path) -> None:
+    import_files(db, [write(tmp_path, "v1.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))])
+    clear_pending(db)
+    c2 = replace(C2, address=replace(C2.address, post_code="5004"))
+    [res] = import_files(db, [write(tmp_path, "v2.jsonl", jsonl([c2]))])
+    assert (res.customers, res.entries, res.matches) == ((0, 1), (0, 0), (0, 0))
+    assert pending(db, "customer") == {"C2"}
+    assert pending(db, "entry") == {e.id for e in ENTRIES if e.customer_id == "C2"}
+    with db.connect() as conn:
+        assert Ledger(conn).customer("C2") == c2
+
+
+def test_a_match_whose_membership_changes_replaces_the_old_one(db, tmp_path: Path) -> None:
+    import_files(db, [write(tmp_path, "v1.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))])
+    clear_pending(db)
+    k2 = Entry("K2", "C1", "credit_note", "K2", date(2026, 9, 20), Decimal("-1234.50"))
+    [res] = import_files(db, [write(tmp_path, "v2.jsonl", jsonl([], [k2], [Match("M1", ("I1", "K2"))]))])
+    assert (res.entries, res.matches) == ((1, 0), (0, 1))
+    with db.connect() as conn:
+        ledger = Ledger(conn)
+        assert [e.id for e in ledger.match_members("M1")] == ["I1", "K2"]
+        assert ledger.match_of("P1") is None and ledger.match_of("V1") is None
+    assert {"I1", "K2", "P1", "V1"} <= pending(db, "entry")
+    assert pending(db, "match") == {"M1"}
+    # members swapped between two matches in one file
+    m2 = Match("M2", ("I2", "P2"))
+    import_files(db, [write(tmp_path, "v3.jsonl", jsonl([], [], [m2]))])
+    import_files(db, [write(tmp_path, "v4.jsonl", jsonl([], [], [Match("M1", ("I1", "P2")), Match("M2", ("I2", "K2"))]))])
+    with db.connect() as conn:
+        ledger = Ledger(conn)
+        assert [e.id for e in ledger.match_members("M1")] == ["I1", "P2"]
+        assert [e.id for e in ledger.match_members("M2")] == ["I2", "K2"]
+
+
+def test_member_order_is_no_change(db, tmp_path: Path) -> None:
+    import_files(db, [write(tmp_path, "v1.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))])
+    [res] = import_files(db, [write(tmp_path, "v2.jsonl", jsonl([], [], [Match("M1", ("V1", "I1", "P1"))]))])
+    assert res.unchanged
+
+
+# --- the CLI -----------------------------------------------------------------------------------------
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    target = tmp_path / "site"
+    init_site(target)
+    return target
+
+
+def test_cli_import_prints_the_counts(site: Path, tmp_path: Path) -> None:
+    path = write(tmp_path, "ledger.jsonl", jsonl(CUSTOMERS, ENTRIES, MATCHES))
+    runner = CliRunner()
+    result = runner.invoke(main, ["--site", str(site), "import", str(path)])
+    assert result.exit_code == 0, result.output
+    row = next(l for l in result.stdout.splitlines() if "ledger.jsonl" in l)
+    assert re.findall(r"\d+ / \d+", row) == ["3 / 0", "7 / 0", "1 / 0"]
+    result = runner.invoke(main, ["--site", str(site), "import", str(path)])
+    row = next(l for l in result.stdout.splitlines() if "ledger.jsonl" in l)
+    assert re.findall(r"\d+ / \d+", row) == ["0 / 0", "0 / 0", "0 / 0"]
+
+
+def test_cli_import_refuses_bad_input(site: Path, tmp_path: Path) -> None:
+    lines = jsonl(CUSTOMERS, ENTRIES).splitlines()
+    lines.insert(4, entry_line(id="EB", type="payment", customer_id="C1", amount="12.345"))
+    path = write(tmp_path, "bad.jsonl", "\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["--site", str(site), "import", str(path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "error: bad.jsonl: 1 problem(s), nothing imported:" in result.stderr
+    assert "bad.jsonl:5: amount: '12.345' is not an amount with at most two decimals" in result.stderr
+    engine = open_engine(f"sqlite:///{site / 'reskontro.db'}")
+    with engine.connect() as conn:
+        assert Ledger(conn).count(s.entries) == 0 and Ledger(conn).count(s.customers) == 0
+    engine.dispose()
+
+
+def test_cli_error_shows_outside_data_literally(site: Path, tmp_path: Path) -> None:
+    """Ids that look like rich markup are printed as they are, not interpreted (nor crash)."""
+    lines = [entry_line(id="E1", type="payment", customer_id="[/b]"), entry_line(id="E2", type="payment", customer_id="[red]X")]
+    path = write(tmp_path, "odd.jsonl", "\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["--site", str(site), "import", str(path)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "odd.jsonl:1: customer_id: unknown customer '[/b]'" in result.stderr
+    assert "odd.jsonl:2: customer_id: unknown customer '[red]X'" in result.stderr
