@@ -183,22 +183,23 @@ def fields() -> None:
 # --- what the rules make of the ledger -------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--all", "whole", is_flag=True, help="Decide the whole ledger, not only what is not yet delivered.")
+@click.option("--all", "whole", is_flag=True, help="Every entry, also those delivered or in flight.")
 @click.pass_context
 def plan(ctx: click.Context, as_json: bool, whole: bool) -> None:
-    """What tonight's run would send, exclude and hold: counts, amounts and reasons."""
+    """What tonight's run would send, exclude and hold: counts, amounts and reasons, of every
+    entry not yet delivered or in flight."""
     from .reports import make_plan
 
     site = _site(ctx)
     engine = _engine(site)
     with site.db.connect() as conn:
         with console.status("Deciding entries…") as status:
-            p = make_plan(conn, engine, site.config.mode, only_pending=not whole,
+            p = make_plan(conn, engine, site.config.mode, unsent=not whole,
                           progress=lambda n: status.update(f"Deciding entries… {n:,}"))
     if as_json:
         click.echo(json.dumps(p.as_json(), indent=2, ensure_ascii=False))
         return
-    t = Table(title=f"Tonight's plan ({p.entries:,} entries{'' if whole else ' not yet delivered'})")
+    t = Table(title=f"Tonight's plan ({p.entries:,} entries{'' if whole else ' not yet delivered or in flight'})")
     for col in ("decision", "rule", "entries", "amount", "reason"):
         t.add_column(col, justify="right" if col in ("entries", "amount") else "left",
                      overflow="fold", max_width=None if col != "reason" else 70)
@@ -352,7 +353,7 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     with site.db.connect() as conn:
         files = journal.files(conn)
         counts = journal.counts(conn)
-        plan = make_plan(conn, _engine(site), site.config.mode, only_pending=True)
+        plan = make_plan(conn, _engine(site), site.config.mode)
     totals = plan.totals()
     summary = {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
                "pending": counts.get("pending", 0), "held": totals.get("hold", 0),

@@ -90,7 +90,7 @@ def main(site_dir: Path = ROOT) -> int:
         import_files(site.db, [ledger])
         console.print(f"Imported a sample ledger: {n} records (reskontro sample --customers 200 --seed 2026).")
         with site.db.connect() as conn:
-            plan = make_plan(conn, engine, config.mode, only_pending=True)
+            plan = make_plan(conn, engine, config.mode)
         t = Table("decision", "entries", title="Tonight's plan (reskontro plan)")
         for k, v in sorted(plan.totals().items()):
             t.add_row(k, str(v))

@@ -102,13 +102,21 @@ class _Batch:
 
 
 def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: list[tuple[str, str]]) -> None:
+    """Choose what of one match group (or one unmatched entry) goes tonight; note in `handled`
+    what needs no decision until it changes (what stays pending is decided again tomorrow)."""
+    mid = group[0].entry["match_id"]
     sendable = [d for d in group if d.outcome.decision == "transfer" and d.entry["type"] != "reversal"]
+    # What the rules keep back leaves pending: only a ledger change (which marks it pending
+    # again) or another rule file or mode (which re-decides the whole ledger) can change that.
+    handled.extend(("entry", d.entry["id"]) for d in group if d not in sendable)
     if not sendable:
+        if mid:
+            handled.append(("match", mid))
         return
-    if backlog and sum(d.entry["amount_ore"] for d in group) == 0 and group[0].entry["match_id"]:
+    if backlog and mid and sum(d.entry["amount_ore"] for d in group) == 0:
         # A group settled before the service started is not Lowell's business.
-        handled.extend(("entry", d.entry["id"]) for d in group)
-        handled.append(("match", group[0].entry["match_id"]))
+        handled.extend(("entry", d.entry["id"]) for d in sendable)
+        handled.append(("match", mid))
         return
     for d in sendable:
         e = d.entry
@@ -122,18 +130,19 @@ def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: l
         if cid not in batch.customers and e["sent_c_version"] != e["c_version"] and e["sent_c_state"] != "in_flight":
             batch.customers.add(cid)
             batch.add("customer", cid, e["c_version"])
-    mid = group[0].entry["match_id"]
     if mid is None:
         return
     members = sorted(d.entry["id"] for d in sendable)
-    if len(members) < 2 or not any(d.entry["type"] == "invoice" for d in sendable):
-        return
     sent = group[0].entry["sent_members"]
     sent_set = set(sent.split()) if sent else set()
-    if sent_set == set(members):
-        handled.append(("match", mid))
-    elif group[0].entry["sent_match_state"] != "in_flight" and sent_set <= set(members):
+    if len(members) < 2 or not any(d.entry["type"] == "invoice" for d in sendable) or sent_set == set(members):
+        handled.append(("match", mid))                 # nothing (more) to send for this match
+    elif group[0].entry["sent_match_state"] == "in_flight":
+        return                                         # grows once the receipt of its last version is read
+    elif sent_set <= set(members):
         batch.add("match", mid, _digest(*members), " ".join(members))
+    else:
+        handled.append(("match", mid))                 # lost a member: the rules hold it
 
 
 def _customer_held(engine: RuleEngine, mode: str, row) -> bool:
@@ -203,7 +212,11 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         journal.reserve_file(conn, file_id, seq, kind, name, now, now)
         batch = _Batch(conn, file_id)
         handled: list[tuple[str, str]] = []
-        decided = decide_ledger(conn, engine, config.mode, only_pending=not backlog)
+        # Another rule file or mode may decide anything differently: then decide everything once.
+        basis = _digest(engine.rule_file.path.read_text(encoding="utf-8"), config.mode)
+        ledger = Ledger(conn)
+        full = backlog or ledger.get_meta("decision_basis") != basis
+        decided = decide_ledger(conn, engine, config.mode, only_pending=not full)
         n = 0
         for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
             group = list(group)
@@ -216,6 +229,7 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         _changed_customers(conn, batch, engine, config.mode)
         batch.flush()
         _clear(conn, handled)
+        ledger.set_meta("decision_basis", basis)
     faults.point("after-reserve")
 
     part = outbox / (name + ".part")
@@ -237,7 +251,8 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         rejected = outbox / "rejected"
         rejected.mkdir(exist_ok=True)
         os.replace(part, rejected / name)
-        text = "\n".join(str(p) for p in problems)
+        # The errors name the .part file they were found in; it is now `name` in rejected/.
+        text = "\n".join(str(p).replace(name + ".part", name) for p in problems)
         (rejected / (name + ".reason.txt")).write_text(
             f"{name} failed the pre-send check and was not sent; its content stays pending.\n{text}\n",
             encoding="utf-8")

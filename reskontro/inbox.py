@@ -67,13 +67,15 @@ def apply_receipt(db: Engine, data: bytes, name: str) -> str:
         if rec is None:
             raise InputError(f"{name}: receipt for {receipt.file_id}, a file this site never wrote")
         if rec.state in ("accepted", "rejected"):
-            if rec.state == receipt.status or (rec.state == "accepted"):
-                return f"{receipt.file_id}: already {rec.state}"
+            # Settled once: a rejected file's content has gone again, so a later receipt
+            # (a duplicate, or a contradicting one) changes nothing.
+            return f"{receipt.file_id}: already {rec.state}; this receipt ({receipt.status}) changes nothing"
         if receipt.status == "accepted":
             journal.accept(conn, receipt.file_id)
             return f"{receipt.file_id}: accepted"
         errors = "; ".join(f"[{e.code}]{' ' + e.ref if e.ref else ''} {e.text}" for e in receipt.errors)
-        n = journal.reject(conn, receipt.file_id, errors or "rejected without errors")
+        errors = errors or "the receipt gives no reason"
+        n = journal.reject(conn, receipt.file_id, errors)
         return f"{receipt.file_id}: REJECTED by the receiver ({errors}); {n} items go again in the next file"
 
 

@@ -58,11 +58,13 @@ class Plan:
 
 
 def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
-              progress: Callable[[int], None] | None = None) -> Plan:
+              unsent: bool = True, progress: Callable[[int], None] | None = None) -> Plan:
+    """Decisions summed up: of the entries not yet delivered or in flight (`unsent`), from the
+    whole ledger or only the groups with pending changes."""
     plan = Plan()
     for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending), 1):
-        if only_pending and d.entry["sent_version"] == d.entry["version"]:
-            continue          # in a group with pending members, but itself delivered or in flight
+        if unsent and d.entry["sent_version"] == d.entry["version"]:
+            continue          # delivered or in flight: not tonight's business
         plan.add(d)
         if progress and i % 10000 == 0:
             progress(i)
