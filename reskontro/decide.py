@@ -155,7 +155,8 @@ def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pendi
             yield Decided(m, f, engine.decide(f))
     # Matched entries: one group at a time (ordered by match id).
     rows = _raw(conn, _query(only_pending, True, entry_ids), chunk)
-    for _mid, members in groupby((r._mapping for r in rows), key=lambda m: m["match_id"]):
+    flat = (r._mapping for part in rows.partitions() for r in part)     # fetchmany, not fetchone
+    for _mid, members in groupby(flat, key=lambda m: m["match_id"]):
         members = list(members)
         sent = members[0]["sent_members"]
         # A match Lowell has must only grow: a member gone from it is a removal.

@@ -108,7 +108,9 @@ def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: l
     sendable = [d for d in group if d.outcome.decision == "transfer" and d.entry["type"] != "reversal"]
     # What the rules keep back leaves pending: only a ledger change (which marks it pending
     # again) or another rule file or mode (which re-decides the whole ledger) can change that.
-    handled.extend(("entry", d.entry["id"]) for d in group if d not in sendable)
+    if len(sendable) < len(group):
+        keep = {id(d) for d in sendable}
+        handled.extend(("entry", d.entry["id"]) for d in group if id(d) not in keep)
     if not sendable:
         if mid:
             handled.append(("match", mid))
