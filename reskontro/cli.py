@@ -61,6 +61,12 @@ def main(ctx: click.Context, site: Path) -> None:
     tonight's run would send with `reskontro plan`."""
     ctx.obj = {"site": site, "site_obj": None}
 
+    def close() -> None:   # return pooled database connections before the process (or test) ends
+        s = ctx.obj.get("site_obj")
+        if s is not None and "db" in s.__dict__:
+            s.db.dispose()
+    ctx.call_on_close(close)
+
 
 # --- set-up ---------------------------------------------------------------------------------
 @main.command()

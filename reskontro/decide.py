@@ -140,7 +140,9 @@ def _raw(conn: Connection, query, chunk: int):
     params = compiled.params
     if compiled.positional:
         params = tuple(params[k] for k in compiled.positiontup)
-    return conn.execution_options(yield_per=chunk).exec_driver_sql(str(compiled), params)
+    # Per statement: Connection.execution_options() would change the connection itself, and
+    # on PostgreSQL every later statement would then go through a server-side cursor.
+    return conn.exec_driver_sql(str(compiled), params, execution_options={"yield_per": chunk})
 
 
 def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,

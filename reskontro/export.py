@@ -194,7 +194,7 @@ def _stream(conn: Connection, file_id: str, kind: str):
     table, conv = (s.customers, _customer_to_send) if kind == "customer" else (s.entries, row_entry)
     q = (select(table).join(fi, and_(fi.c.id == table.c.id, fi.c.kind == kind, fi.c.file_id == file_id))
          .order_by(table.c.id))
-    return (conv(r) for r in conn.execution_options(yield_per=5000).execute(q))
+    return (conv(r) for r in conn.execute(q, execution_options={"yield_per": 5000}))
 
 
 def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,

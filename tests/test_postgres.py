@@ -1,0 +1,75 @@
+"""The same store on PostgreSQL: import, decide, export, receipts and booking.
+
+Runs when RESKONTRO_TEST_PG_URL names an empty, disposable database, e.g.
+postgresql+psycopg://postgres@127.0.0.1:55432/rk_test (needs `pip install '.[postgres]'`);
+skipped otherwise, since CI has no PostgreSQL server.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reskontro.cli import main
+from reskontro.site import init_site
+
+URL = os.environ.get("RESKONTRO_TEST_PG_URL")
+pytestmark = pytest.mark.skipif(not URL, reason="RESKONTRO_TEST_PG_URL is not set: no PostgreSQL to test on")
+
+
+def run(site: Path, *args: str) -> str:
+    r = CliRunner().invoke(main, ["--site", str(site), *args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_the_nightly_loop_on_postgresql(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from reskontro import schema as s
+    from reskontro.adapters.cremul import render_cremul
+    from reskontro.domain import BankPayment
+    from reskontro.receiver_model import ReceiverModel
+
+    engine = create_engine(URL)
+    s.metadata.drop_all(engine)
+    site = tmp_path / "site"
+    init_site(site)
+    cfg = site / "reskontro.toml"
+    cfg.write_text(cfg.read_text().replace('database = "sqlite:///reskontro.db"', f'database = "{URL}"'))
+    run(site, "sample", "--customers", "60", "--seed", "3", "--out", str(tmp_path / "l.jsonl"))
+    assert "60 / 0" in run(site, "import", str(tmp_path / "l.jsonl"))
+    assert "0 / 0" in run(site, "import", str(tmp_path / "l.jsonl"))   # idempotent on PostgreSQL too
+    run(site, "export")
+    receiver = ReceiverModel()
+    inbound, outbound = tmp_path / "in", tmp_path / "out"
+    inbound.mkdir()
+    outbound.mkdir()
+    for f in (site / "outbox").glob("*.xml"):
+        shutil.copy(f, inbound / f.name)
+    (receipt,) = receiver.serve_folder(inbound, outbound)
+    assert receipt.status == "accepted", receipt.errors
+    for f in outbound.iterdir():
+        shutil.copy(f, site / "inbox" / f.name)
+    open_invoice, balance = next((i, b) for i, b in sorted(receiver.open_balances().items()) if b > 0)
+    with engine.connect() as conn:
+        kid = conn.execute(s.entries.select().where(s.entries.c.id == open_invoice)).first().kid
+    (site / "inbox" / "CREMUL1.DAT").write_text(render_cremul([BankPayment(
+        format="cremul", archive_ref="*1", amount=balance, currency="NOK", payment_date=date.today(),
+        booking_date=date.today(), kid=kid)], reference="PG1"), encoding="latin-1")
+    run(site, "watch", "--once")
+    assert "1 invoices closed" in run(site, "post")
+    run(site, "export")
+    for f in sorted((site / "outbox").glob("*.xml")):
+        if not (inbound / "processed" / f.name).exists():
+            shutil.copy(f, inbound / f.name)
+    (receipt2,) = receiver.serve_folder(inbound, outbound)
+    assert receipt2.status == "accepted", receipt2.errors
+    assert receiver.open_balances()[open_invoice] == Decimal("0.00")
+    s.metadata.drop_all(engine)
+    engine.dispose()
