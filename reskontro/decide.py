@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, func, select
 
 from . import schema as s
 from .engine import Outcome, RuleEngine
@@ -36,7 +36,15 @@ class Decided:
         return _Prefixed(self.entry)
 
 
-def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None):
+def settled_groups():
+    """Matches whose amounts add up to 0.00: settled in the ledger."""
+    e = s.entries
+    return (select(e.c.match_id).where(e.c.match_id.is_not(None)).group_by(e.c.match_id)
+            .having(func.sum(e.c.amount_ore) == 0))
+
+
+def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None,
+           open_only: bool = False):
     e, c = s.entries, s.customers
     rev = s.entries.alias("rev")
     sent_rev = s.sent.alias("sent_rev")
@@ -65,6 +73,8 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
         return q.where(e.c.id.in_(ids_q), e.c.match_id.is_(None)).order_by(e.c.id)
     if matched:
         q = q.where(e.c.match_id.is_not(None))
+        if open_only:
+            q = q.where(e.c.match_id.not_in(settled_groups()))
         if only_pending:
             touched = (select(e.c.match_id).where(e.c.id.in_(pend), e.c.match_id.is_not(None))
                        .union(select(s.pending.c.id).where(s.pending.c.kind == "match")))
@@ -146,8 +156,10 @@ def _raw(conn: Connection, query, chunk: int):
 
 
 def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
-                  entry_ids: list[str] | None = None, chunk: int = 2000) -> Iterator[Decided]:
-    """Every entry (or only the groups with pending entries, or those of `entry_ids`) decided."""
+                  entry_ids: list[str] | None = None, open_only: bool = False,
+                  chunk: int = 2000) -> Iterator[Decided]:
+    """Every entry (or only the groups with pending entries, or those of `entry_ids`) decided;
+    `open_only` leaves out settled matches (the backlog's concern is what is open)."""
     d = _Decider(conn, engine, mode)
     # Unmatched entries: each its own group.
     for part in _raw(conn, _query(only_pending, False, entry_ids), chunk).partitions():
@@ -156,7 +168,7 @@ def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pendi
             f = d.fact(m)
             yield Decided(m, f, engine.decide(f))
     # Matched entries: one group at a time (ordered by match id).
-    rows = _raw(conn, _query(only_pending, True, entry_ids), chunk)
+    rows = _raw(conn, _query(only_pending, True, entry_ids, open_only), chunk)
     flat = (r._mapping for part in rows.partitions() for r in part)     # fetchmany, not fetchone
     for _mid, members in groupby(flat, key=lambda m: m["match_id"]):
         members = list(members)

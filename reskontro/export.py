@@ -22,13 +22,13 @@ from itertools import groupby
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, delete, select
 
 from . import faults, journal
 from . import schema as s
 from .config import Config
 from .contract import check_transfer_file
-from .decide import Decided, decide_ledger
+from .decide import Decided, decide_ledger, settled_groups
 from .facts import DEFAULT_FACT, customer_checks
 from .domain import Customer, Match
 from .engine import RuleEngine
@@ -218,7 +218,14 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         basis = _digest(engine.rule_file.path.read_text(encoding="utf-8"), config.mode)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
-        decided = decide_ledger(conn, engine, config.mode, only_pending=not full)
+        decided = decide_ledger(conn, engine, config.mode, only_pending=not full, open_only=backlog)
+        if backlog:
+            # A group settled before the service started is not Lowell's business: it is not
+            # decided, and leaves pending (one statement, not a million ids through Python).
+            settled = settled_groups().subquery()
+            conn.execute(delete(s.pending).where(s.pending.c.kind == "match", s.pending.c.id.in_(select(settled.c.match_id))))
+            conn.execute(delete(s.pending).where(s.pending.c.kind == "entry", s.pending.c.id.in_(
+                select(s.entries.c.id).where(s.entries.c.match_id.in_(select(settled.c.match_id))))))
         n = 0
         for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
             group = list(group)
