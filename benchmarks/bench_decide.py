@@ -81,7 +81,7 @@ def main() -> int:
 
     print(f"decided {args.entries:,} entries in {t_fast:.2f} s: {fast:,.0f} entries/s "
           f"({engine.engine_calls:,} durable_rules calls for distinct fact shapes)")
-    print(f"decisions: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+    print("decisions: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
     print(f"naive path (every fact asserted to durable_rules): {naive:,.0f} entries/s "
           f"on {args.naive:,} entries; agreement {agree}/{args.naive}")
     print(f"ratio cached/naive: {fast / naive:.1f}x")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 

@@ -17,7 +17,7 @@ from reskontro.adapters.payment_files import read_payment_bytes
 
 from . import schema as s
 from .domain import Entry, InputError, Match, from_ore, to_ore
-from .store import Ledger, match_version
+from .store import Ledger
 
 SOURCE = "Lowell"
 
