@@ -30,13 +30,11 @@ from zoneinfo import ZoneInfo
 
 import paramiko.sftp_client
 import pytest
-from click.testing import CliRunner, Result
 from stdnum import luhn
 
 from reskontro import journal
 from reskontro.adapters import sftp as sftp_module
 from reskontro.adapters.cremul import render_cremul
-from reskontro.cli import main
 from reskontro.config import load_config
 from reskontro.cycle import Step, serve
 from reskontro.domain import Address, BankPayment, Customer, Entry
@@ -47,6 +45,7 @@ from reskontro.receipts import Receipt, render_receipt
 from reskontro.receiver_model import ReceiverModel
 from reskontro.site import Site, init_site
 from reskontro.transfer_file import FileHeader, make_environment, render_transfer
+from clirun import cli, flat  # noqa: E402  (tests/ is on sys.path)
 
 pytestmark = pytest.mark.sshd
 
@@ -100,18 +99,6 @@ def make_site(tmp_path: Path, sshd: LoopbackSshd | None = None, *,
         path.write_text("\n".join(json.dumps(r) for r in ledger) + "\n", encoding="utf-8")
         assert cli(site, "import", str(path)).exit_code == 0
     return site
-
-
-def cli(site: Path, *args: str) -> Result:
-    result = CliRunner().invoke(main, ["--site", str(site), *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def flat(text: str) -> str:
-    """Output with rich's line wrapping undone."""
-    return " ".join(text.split())
 
 
 def remote_files(folder: Path) -> dict[str, bytes]:

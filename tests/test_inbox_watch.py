@@ -21,20 +21,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 from stdnum import luhn
 
 from reskontro import journal
 from reskontro import schema as s
 from reskontro.adapters.cremul import render_cremul
-from reskontro.cli import main
 from reskontro.domain import BankPayment
 from reskontro.inbox import Processed, process_inbox
 from reskontro.payments import list_payment_file
 from reskontro.receipts import Receipt, render_receipt
 from reskontro.site import Site, init_site
 from reskontro.watcher import STALE_AFTER, watch
+from clirun import cli  # noqa: E402  (tests/ is on sys.path)
 
 DAY = date(2026, 11, 20)
 
@@ -71,13 +70,6 @@ def make_site(tmp_path: Path) -> Path:
     ledger.write_text("\n".join(json.dumps(r) for r in LEDGER) + "\n", encoding="utf-8")
     assert cli(site, "import", str(ledger)).exit_code == 0
     return site
-
-
-def cli(site: Path, *args: str) -> Result:
-    result = CliRunner().invoke(main, ["--site", str(site), *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def listed(site: Path) -> list[dict]:

@@ -26,20 +26,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from lxml import etree
 from sqlalchemy import select
 from stdnum import luhn
 
 from reskontro import schema as s
 from reskontro.adapters.cremul import render_cremul
-from reskontro.cli import main
 from reskontro.domain import BankPayment
 from reskontro.inbox import process_inbox
 from reskontro.payments import list_payment_file, payment_id
 from reskontro.receipts import render_receipt
 from reskontro.receiver_model import ReceiverModel
 from reskontro.site import Site, init_site
+from clirun import cli, flat  # noqa: E402  (tests/ is on sys.path)
 
 NS = {"lt": "urn:reskontro:ledger-transfer:1"}
 PAID_ON, BOOKED_ON = date(2026, 11, 19), date(2026, 11, 20)
@@ -91,17 +90,6 @@ PAYMENTS = {   # archive ref -> what the bank reports
     "*1099": bank("*1099", "50.00", kid10(99)),
 }
 BP = {ref: payment_id(ref) for ref in [*PAYMENTS, "*1008", "*2002"]}
-
-
-def cli(site: Path, *args: str) -> Result:
-    result = CliRunner().invoke(main, ["--site", str(site), *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 @dataclass
