@@ -143,7 +143,7 @@ class _Prefixed(Mapping):
         return sum(1 for _ in self)
 
 
-def _raw(conn: Connection, query, chunk: int):
+def fetch_raw(conn: Connection, query, chunk: int):
     """Run `query` without SQLAlchemy's per-value result conversion (it more than halves the
     rows per second; the decision reads only strings, integers and truth values)."""
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
@@ -162,14 +162,14 @@ def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pendi
     `open_only` leaves out settled matches (the backlog's concern is what is open)."""
     d = _Decider(conn, engine, mode)
     # Unmatched entries: each its own group.
-    for part in _raw(conn, _query(only_pending, False, entry_ids), chunk).partitions():
+    for part in fetch_raw(conn, _query(only_pending, False, entry_ids), chunk).partitions(chunk):
         for row in part:
             m = row._mapping
             f = d.fact(m)
             yield Decided(m, f, engine.decide(f))
     # Matched entries: one group at a time (ordered by match id).
-    rows = _raw(conn, _query(only_pending, True, entry_ids, open_only), chunk)
-    flat = (r._mapping for part in rows.partitions() for r in part)     # fetchmany, not fetchone
+    rows = fetch_raw(conn, _query(only_pending, True, entry_ids, open_only), chunk)
+    flat = (r._mapping for part in rows.partitions(chunk) for r in part)   # fetchmany, not fetchone
     for _mid, members in groupby(flat, key=lambda m: m["match_id"]):
         members = list(members)
         sent = members[0]["sent_members"]

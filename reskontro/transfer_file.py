@@ -35,7 +35,7 @@ _SENDER_ID = re.compile(r"[A-Za-z0-9]{1,35}")
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # a value with none of these can go into the pre-escaped rows as it is (the common case)
 _NEEDS_CARE = re.compile("[&<>\"'\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_CHUNK = 8192   # template pieces per write: about 100-200 KB
+_CHUNK = 1024   # template pieces per write (a record is one piece): about 100-300 KB
 
 
 @dataclass(frozen=True)
