@@ -6,6 +6,7 @@ catch. Coverage is checked rule against rule (not against a union of earlier rul
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +17,7 @@ from .engine import RuleEngine
 from .facts import DEFAULT_FACT, FIELDS
 from .rulefile import Problem, Rule, RuleFile, Test, parse_rule_text
 
-_INF = float("inf")   # interval bounds only (rule thresholds), never money
+_INF = math.inf   # interval bounds of rule thresholds (integers in fact units), never money
 
 
 @dataclass(frozen=True)

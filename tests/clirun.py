@@ -1,7 +1,11 @@
-"""Running the CLI in tests: one place for the helpers several test files share."""
+"""Helpers several test files share: running the CLI, reading its output, polling."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from click.testing import CliRunner, Result
 
@@ -19,3 +23,15 @@ def cli(site: Path, *args: str) -> Result:
 def flat(text: str) -> str:
     """CLI output with rich's line wrapping undone."""
     return " ".join(text.split())
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll `predicate` until it is true (returning its value) or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)   # polling interval, not a wait for the result

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -45,7 +45,7 @@ from reskontro.receipts import Receipt, render_receipt
 from reskontro.receiver_model import ReceiverModel
 from reskontro.site import Site, init_site
 from reskontro.transfer_file import FileHeader, make_environment, render_transfer
-from clirun import cli, flat  # noqa: E402  (tests/ is on sys.path)
+from clirun import cli, flat, wait_for  # noqa: E402  (tests/ is on sys.path)
 
 pytestmark = pytest.mark.sshd
 
@@ -142,17 +142,6 @@ def manual_file(site: Path, seq: int, *, day: date | None = None, customer: str 
 def host_fingerprint(sshd: LoopbackSshd) -> str:
     blob = base64.b64decode(sshd.host_public_key())
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)   # polling interval, not a wait for the result
 
 
 @pytest.fixture(autouse=True)

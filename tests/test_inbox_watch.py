@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +33,7 @@ from reskontro.payments import list_payment_file
 from reskontro.receipts import Receipt, render_receipt
 from reskontro.site import Site, init_site
 from reskontro.watcher import STALE_AFTER, watch
-from clirun import cli  # noqa: E402  (tests/ is on sys.path)
+from clirun import cli, wait_for  # noqa: E402  (tests/ is on sys.path)
 
 DAY = date(2026, 11, 20)
 
@@ -90,17 +90,6 @@ def age(path: Path, seconds: float = STALE_AFTER + 60) -> None:
     """The file has sat unchanged for longer than the watcher waits for an incomplete file."""
     old = time.time() - seconds
     os.utime(path, (old, old))
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)   # polling interval, not a wait for the result
 
 
 def inbox_rows(site: Path) -> int:
