@@ -240,7 +240,8 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         batch = _Batch(conn, file_id)
         handled: list[tuple[str, str]] = []
         # Another rule file or mode may decide anything differently: then decide everything once.
-        basis = _digest(engine.rule_file.path.read_text(encoding="utf-8"), config.mode)
+        rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
+        basis = _digest(repr(rf.rules), rf.default_decision, config.mode)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
         decided = decide_ledger(conn, engine, config.mode, only_pending=not full, open_only=backlog)
