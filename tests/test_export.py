@@ -564,3 +564,25 @@ def test_file_failing_the_pre_send_check_moves_to_rejected_and_its_content_goes_
     assert {k: sorted(v) for k, v in f.matches.items()} == DAY_ONE_MATCHES
     assert set(f.customers) == {"C1", "C2"}
     assert Lowell().take(site, f).accepted
+
+
+def test_held_entries_leave_pending_but_a_new_rule_file_or_mode_decides_them_again(tmp_path):
+    """What the rules keep back is not decided again every night (the nightly cost follows the
+    day's changes), yet an edited rule file, or another mode, re-decides the whole ledger once."""
+    site = make_site(tmp_path, mode="factoring")
+    rules = site / "rules" / "transfer.yaml"
+    original = rules.read_text(encoding="utf-8")
+    extra = ("  - id: hold-large\n    when: {entry_type: invoice, amount: {gt: 150}}\n"
+             "    decision: hold\n    reason: Large invoices wait for the credit manager.\n\n")
+    rules.write_text(original.replace("rules:\n", "rules:\n" + extra, 1), encoding="utf-8")
+    import_records(site, [customer("C1"), invoice("I1", "C1", "100.00"), invoice("I2", "C1", "200.00"),
+                          invoice("I3", "C1", "50.00", factoring=True)])
+    assert set(export(site).entries) == {"I1"}               # I2 held, I3 followed up in-house
+    assert status_json(site)["items"]["pending"] == 0        # nothing left to decide tonight
+    assert export(site).entries == {}
+    rules.write_text(original, encoding="utf-8")             # the rule author drops the rule
+    assert set(export(site).entries) == {"I2"}
+    cfg = site / "reskontro.toml"
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('mode = "factoring"', 'mode = "full_ledger"'),
+                   encoding="utf-8")
+    assert set(export(site).entries) == {"I3"}               # full ledger: every invoice goes
