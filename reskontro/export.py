@@ -262,6 +262,10 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
             if len(handled) >= _FLUSH:
                 _clear(conn, handled)
         _changed_customers(conn, batch, engine, config.mode)
+        # A customer Lowell has never had travels with its first entry (read from the ledger,
+        # not from pending); pending only keeps changes of customers Lowell has.
+        conn.execute(delete(s.pending).where(s.pending.c.kind == "customer", s.pending.c.id.not_in(
+            select(s.sent.c.id).where(s.sent.c.kind == "customer"))))
         batch.flush()
         _clear(conn, handled)
         ledger.set_meta("decision_basis", basis)
