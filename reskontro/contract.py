@@ -3,7 +3,7 @@
 One streaming pass with lxml ``iterparse``: the XSD is validated while parsing (libxml2's
 streaming validator) and the rules XSD 1.0 cannot express are checked on each record as it
 ends; finished records are then dropped, so memory grows only with the ids kept for the
-uniqueness and reference checks (~75 bytes per entry: 126 MB peak at a million entries).
+uniqueness and reference checks (~9 bytes per entry, customer and match).
 
 libxml2's streaming validator gives no line numbers and stops at its first bad chunk, so a
 file that fails is read a second time without it: each record (Header, Customer, Entry,
@@ -19,13 +19,14 @@ the file's content, so each rule lives here only.
 from __future__ import annotations
 
 import io
+import os
 import re
 from array import array
+from bisect import bisect_left
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -53,8 +54,8 @@ T_HEADER, T_CUSTOMER, T_ENTRY, T_MATCH, T_TRAILER = map(
     _q, ("Header", "Customer", "Entry", "Match", "Trailer"))
 T_CREF, T_DOCNO, T_DOCDATE, T_DUE, T_AMOUNT, T_KID, T_TEXT = map(
     _q, ("CustomerRef", "DocumentNo", "DocumentDate", "DueDate", "Amount", "KID", "Text"))
-T_ADDRESS, T_LINE, T_ENTRYREF, T_CONTROLSUM = map(
-    _q, ("Address", "Line", "EntryRef", "ControlSum"))
+T_ADDRESS, T_LINE, T_ENTRYREF, T_CONTROLSUM, T_ORGNO = map(
+    _q, ("Address", "Line", "EntryRef", "ControlSum", "OrgNo"))
 _RECORD_KIND = {T_HEADER: "Header", T_CUSTOMER: "Customer", T_ENTRY: "Entry",
                 T_MATCH: "Match", T_TRAILER: "Trailer"}
 
@@ -64,11 +65,26 @@ _NS_PREFIX = re.compile(r"\{" + re.escape(NS) + r"\}")
 _POSITION = re.compile(r"\s*\([^()]*, line 0\)$")
 _PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.S)
 
-# Ids are kept as their 64-bit str hash (a 32-byte int, not a ~60-byte str; a million-entry
-# file must stay under ~150 MB). Equal hashes are confirmed against the real ids by reading
-# the file again (_confirm_repeats); a collision of two different ids (odds ~1e-7 in a
-# million-entry file) can at worst lend one entry's type to another in the match checks.
+# Ids are kept as their 64-bit str hash, 8 bytes each in sorted array('q') buckets (no Python
+# object per id: memory stays nearly flat in file size). Equal hashes are confirmed against
+# the real ids by reading the file again (_confirm_repeats); a collision of two different ids
+# (odds ~1e-7 in a million-entry file) can at worst lend one entry's type to another in the
+# match checks, or let a CustomerRef pass for a Customer of the file.
+# An Entry is kept as (hash & _KEY) | kind: its kind and _MATCHED flag in the 3 low bits.
 _INVOICE, _OTHER, _MATCHED = 1, 2, 4
+_KEY = ~7
+_MAX_BUCKET_BITS = 12     # at most 4096 buckets per set
+_BYTES_PER_BUCKET = 32768  # ~70 entries: a short sorted bucket, and few buckets for a small file
+
+
+def _bucket_bits(size: int) -> int:
+    """log2 of the number of buckets for a file of ``size`` bytes."""
+    return min(_MAX_BUCKET_BITS, (size // _BYTES_PER_BUCKET).bit_length())
+
+
+def _buckets(bits: int) -> list[array]:
+    """2**bits sorted arrays; hash >> (64 - bits) picks one (a negative index is fine)."""
+    return [array("q") for _ in range(1 << bits)]
 
 
 # ---------------------------------------------------------------- errors and records
@@ -219,7 +235,7 @@ class _Scan:
 
     def __init__(self, name: str, known_customer: Callable[[str], bool],
                  known_entry_type: Callable[[str], str | None], base_currency: str | None,
-                 collect: bool, max_errors: int) -> None:
+                 collect: bool, max_errors: int, size: int = 0) -> None:
         self.name = name
         self.known_customer = known_customer
         self.known_entry_type = known_entry_type
@@ -227,12 +243,17 @@ class _Scan:
         self.max_errors = max_errors
         self.collect = collect
         self.result = CheckResult([])
-        self.customers: set[str] = set()          # ids in this file
+        bits = _bucket_bits(size)
+        self.shift = 64 - bits
+        self.customers = _buckets(bits)             # hash(id) of this file's customers
+        self.customer_repeats: list[tuple[int, ContractError]] = []   # confirmed after the pass
         self.known_customers: set[str] = set()    # cache of known_customer(id) == True
-        self.entry_kind: dict[int, int] = {}      # hash(id) -> _INVOICE|_OTHER, +_MATCHED
-        self.entry_repeats: set[int] = set()      # hashes of Entry ids seen twice
+        self.entries = _buckets(bits)               # (hash(id) & _KEY) | _INVOICE|_OTHER, +_MATCHED
+        self.entries_sorted = False               # appended unsorted until the first Match
+        self.entry_repeats: set[int] = set()      # hash(id) & _KEY of Entry ids seen twice
         self.foreign_matched: set[str] = set()    # earlier files' entries matched in this one
-        self.match_hashes = array("q")            # hash(id) of every Match: 8 bytes each
+        self.matches = _buckets(bits)               # hash(id) of every Match
+        self.match_repeats: set[int] = set()      # hashes of Match ids seen twice
         self.sums: dict[str, Decimal] = {}
         self.n_customers = self.n_entries = self.n_matches = 0
 
@@ -249,10 +270,11 @@ class _Scan:
         as comments and PIs are removed by the parser; a file the XSD rejects is read again
         with ``records``, which reads children by tag and validates each record alone."""
         fast = records is None
-        kinds, customers, known = self.entry_kind, self.customers, self.known_customers
+        entries, customers, known = self.entries, self.customers, self.known_customers
         known_customer, sums, add, error = self.known_customer, self.sums, EXACT.add, self.error
         collect, entries_out = self.collect, self.result.entries
         luhn = luhn_is_valid
+        appending, shift = not self.entries_sorted, self.shift
         n_entries = n = 0
         for _, el in events:
             tag = el.tag
@@ -287,10 +309,16 @@ class _Scan:
                 else:
                     cref, docno, docdate, due, atext, cur, kid, text = _entry_by_tag(el)
                 h = hash(eid)
-                if h in kinds:
-                    self.entry_repeats.add(h)     # confirmed and reported after the pass
+                k = (h & _KEY) | (_INVOICE if etype == "invoice" else _OTHER)
+                if appending:    # before any Match (always, in an XSD-valid file)
+                    entries[h >> shift].append(k)
                 else:
-                    kinds[h] = _INVOICE if etype == "invoice" else _OTHER
+                    eb = entries[h >> shift]
+                    j = bisect_left(eb, k & _KEY)
+                    if j < len(eb) and eb[j] & _KEY == k & _KEY:
+                        self.entry_repeats.add(k & _KEY)   # confirmed after the pass
+                    else:
+                        eb.insert(j, k)
                 if etype == "invoice":
                     if due is None:
                         error(el.sourceline, "Entry", eid, "due_date",
@@ -301,13 +329,17 @@ class _Scan:
                 if kid is not None and not (fast and kid[-1] != "-" and luhn(kid)) \
                         and not kid_is_valid(kid):
                     error(el.sourceline, "Entry", eid, "kid", f"KID {kid} fails MOD10 and MOD11")
-                if cref is not None and cref not in customers and cref not in known:
-                    if known_customer(cref):
-                        known.add(cref)
-                    else:
-                        error(el.sourceline, "Entry", eid, "unknown_customer",
-                              f"CustomerRef {cref} names no Customer in this file "
-                              "or an earlier one", cref)
+                if cref is not None:
+                    hc = hash(cref)
+                    cb = customers[hc >> shift]
+                    j = bisect_left(cb, hc)
+                    if not (j < len(cb) and cb[j] == hc) and cref not in known:
+                        if known_customer(cref):
+                            known.add(cref)
+                        else:
+                            error(el.sourceline, "Entry", eid, "unknown_customer",
+                                  f"CustomerRef {cref} names no Customer in this file "
+                                  "or an earlier one", cref)
                 # fast: the XSD pattern holds (or the pass is redone); else None = unreadable
                 amount = Decimal(atext) if fast else _decimal(atext)
                 if amount is not None and cur is not None:
@@ -318,9 +350,12 @@ class _Scan:
                         amount if amount is not None else ZERO, cur or "", kid, text,
                         el.sourceline))
             elif tag == T_MATCH:
+                if appending:
+                    self.sort_entries()
+                    appending = False
                 self.match(el, fast)
             elif tag == T_CUSTOMER:
-                self.customer(el)
+                self.customer(el, fast)
             elif tag == T_HEADER:
                 self.header(el)
             else:
@@ -336,6 +371,8 @@ class _Scan:
             if n % _BATCH == 0:
                 _drop_finished(el)
         self.n_entries = n_entries
+        if appending:
+            self.sort_entries()     # finds the repeated ids
         root = events.root
         if root is not None:
             info = root.getroottree().docinfo
@@ -343,6 +380,26 @@ class _Scan:
                 error(None, None, None, "doctype", "the file has a DOCTYPE")
             if (info.encoding or "UTF-8").upper() not in ("UTF-8", "UTF8"):
                 error(1, None, None, "encoding", f"the file is encoded {info.encoding}, not UTF-8")
+
+    def sort_entries(self) -> None:
+        """Sort each bucket of the Entries appended so far; of ids seen twice (equal hashes)
+        keep the first, as the checks would have, and note them for _confirm_repeats."""
+        self.entries_sorted = True
+        entries, repeats = self.entries, self.entry_repeats
+        for n, b in enumerate(entries):
+            if len(b) < 2:
+                continue
+            ordered = sorted(b)
+            keys = [x & _KEY for x in ordered]
+            if len(set(keys)) != len(keys):
+                first: dict[int, int] = {}
+                for x in b:          # file order
+                    if (kx := x & _KEY) in first:
+                        repeats.add(kx)
+                    else:
+                        first[kx] = x
+                ordered = sorted(first.values())
+            entries[n] = array("q", ordered)
 
     # -- Header
     def header(self, el: etree._Element) -> None:
@@ -364,27 +421,41 @@ class _Scan:
                                           created, cut_off)
 
     # -- Customer
-    def customer(self, el: etree._Element) -> None:
+    def customer(self, el: etree._Element, fast: bool) -> None:
         self.n_customers += 1
         line, cid = el.sourceline, el.get("id") or ""
         v: dict[str, str | None] = {}
         lines: list[str] = []
-        for c in el:
-            t = c.tag
-            if t == T_ADDRESS:
-                for a in c:
-                    if a.tag == T_LINE:
-                        lines.append(a.text or "")
-                    elif a.tag in _ADDRESS_FIELDS:
-                        v[_ADDRESS_FIELDS[a.tag]] = a.text or ""
-            elif t in _CUSTOMER_FIELDS:
-                v[_CUSTOMER_FIELDS[t]] = c.text or ""
-        ctype, org = v.get("Type"), v.get("OrgNo")
-        post, country = v.get("PostCode") or "", v.get("Country") or ""
-        if cid in self.customers:
+        if fast and not self.collect:   # XSD-valid: children by position, as for entries
+            ctype = el[0].text or ""
+            c = el[2]
+            if c.tag == T_ORGNO:
+                org, c = c.text or "", el[3]
+            else:
+                org = None
+            post, country = c[-3].text or "", c[-1].text or ""
+        else:
+            for c in el:
+                t = c.tag
+                if t == T_ADDRESS:
+                    for a in c:
+                        if a.tag == T_LINE:
+                            lines.append(a.text or "")
+                        elif a.tag in _ADDRESS_FIELDS:
+                            v[_ADDRESS_FIELDS[a.tag]] = a.text or ""
+                elif t in _CUSTOMER_FIELDS:
+                    v[_CUSTOMER_FIELDS[t]] = c.text or ""
+            ctype, org = v.get("Type"), v.get("OrgNo")
+            post, country = v.get("PostCode") or "", v.get("Country") or ""
+        h = hash(cid)
+        b = self.customers[h >> self.shift]
+        i = bisect_left(b, h)
+        if i < len(b) and b[i] == h:      # the real ids are compared after the pass
             self.error(line, "Customer", cid, "duplicate_id",
                        "Customer id appears more than once in the file")
-        self.customers.add(cid)
+            self.customer_repeats.append((h, self.result.errors[-1]))
+        else:
+            b.insert(i, h)
         if org is not None:
             if ctype != "business":
                 self.error(line, "Customer", cid, "org_no",
@@ -408,20 +479,28 @@ class _Scan:
             refs = [c.text or "" for c in el]
         else:
             refs = [c.text or "" for c in el if c.tag == T_ENTRYREF]
-        self.match_hashes.append(hash(mid))
+        h = hash(mid)
+        b = self.matches[h >> self.shift]
+        i = bisect_left(b, h)
+        if i < len(b) and b[i] == h:
+            self.match_repeats.add(h)       # confirmed and reported after the pass
+        else:
+            b.insert(i, h)
         members = dict.fromkeys(refs)
         if len(members) != len(refs):
             self.error(line, "Match", mid, "match_overlap", "an EntryRef is listed twice")
         invoices = others = unknown = 0
-        kinds = self.entry_kind
+        entries, shift = self.entries, self.shift
         for ref in members:
             h = hash(ref)
-            kind = kinds.get(h)
-            if kind is not None:          # an entry of this file
+            k = h & _KEY
+            b = entries[h >> shift]
+            i = bisect_left(b, k)
+            if i < len(b) and (kind := b[i]) & _KEY == k:    # an entry of this file
                 if kind & _MATCHED:
                     self.error(line, "Match", mid, "match_overlap",
                                f"Entry {ref} is already in another Match of this file")
-                kinds[h] = kind | _MATCHED
+                b[i] = kind | _MATCHED
                 is_invoice = kind & _INVOICE
             else:                         # an entry of an earlier file, or nothing
                 etype = self.known_entry_type(ref)
@@ -568,21 +647,34 @@ def _prolog_problem(head: bytes) -> str | None:
 
 
 def _confirm_repeats(scan: _Scan, open_source: Callable[[], BinaryIO | str]) -> None:
-    """Report Entry and Match ids that occur more than once in the file. The pass kept only
-    hashes; when two are equal, the file is read again to compare the ids themselves."""
-    scan.entry_kind.clear()       # done with; frees its memory before the sort below
-    ordered = sorted(scan.match_hashes)
-    repeated = {T_ENTRY: scan.entry_repeats,
-                T_MATCH: {a for a, b in pairwise(ordered) if a == b}}
-    del ordered
-    if not (repeated[T_ENTRY] or repeated[T_MATCH]):
+    """Report Entry and Match ids that occur more than once in the file, and withdraw the
+    duplicate_id errors of Customers whose ids only share a hash. The pass kept only hashes;
+    when two are equal, the file is read again to compare the ids themselves."""
+    scan.customers = scan.entries = scan.matches = []     # done with: free them
+    repeated = {T_ENTRY: (scan.entry_repeats, _KEY), T_MATCH: (scan.match_repeats, -1)}
+    customer_errors: dict[int, list[ContractError]] = {}  # hash -> its duplicate_id errors
+    for h, err in scan.customer_repeats:
+        customer_errors.setdefault(h, []).append(err)
+    if not (scan.entry_repeats or scan.match_repeats or customer_errors):
         return
+    customer_ids: dict[int, list[str]] = {}   # hash -> the ids seen with it, in file order
     seen: dict[tuple[str, str], int | None] = {}
     n = 0
     try:
         for _, el in _iterparse(open_source(), None):
-            hashes = repeated.get(el.tag)
-            if hashes and hash(rid := el.get("id") or "") in hashes:
+            if el.tag == T_CUSTOMER and customer_errors \
+                    and (h := hash(rid := el.get("id") or "")) in customer_errors:
+                ids = customer_ids.setdefault(h, [])
+                if ids and rid not in ids and len(ids) <= len(customer_errors[h]):
+                    err = customer_errors[h][len(ids) - 1]   # a collision, not a repeat
+                    errors = scan.result.errors
+                    for j, e in enumerate(errors):
+                        if e is err:
+                            del errors[j]
+                            break
+                ids.append(rid)
+            hashes, mask = repeated.get(el.tag, (None, 0))
+            if hashes and (hash(rid := el.get("id") or "") & mask) in hashes:
                 kind = _RECORD_KIND[el.tag]
                 if (kind, rid) in seen:
                     scan.error(el.sourceline, kind, rid, "duplicate_id",
@@ -647,12 +739,14 @@ class TransferChecker:
         if isinstance(source, bytes):
             name = name or "transfer file"
             head = source[:_PROLOG_LIMIT]
+            size = len(source)
             open_source: Callable[[], BinaryIO | str] = lambda: io.BytesIO(source)
         else:
             path = Path(source)
             name = name or path.name
             with path.open("rb") as f:
                 head = f.read(_PROLOG_LIMIT)
+                size = os.fstat(f.fileno()).st_size
             open_source = lambda: str(path)
         problem = _prolog_problem(head)
         if problem:
@@ -661,7 +755,7 @@ class TransferChecker:
 
         def new_scan() -> _Scan:
             return _Scan(name, known_customer, known_entry_type, self.base_currency,
-                         collect, self.max_errors)
+                         collect, self.max_errors, size)
 
         scan = new_scan()
         xsd_message: str | None = None
