@@ -82,7 +82,10 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
         return q.order_by(e.c.match_id, e.c.id)
     q = q.where(e.c.match_id.is_(None))
     if only_pending:
-        q = q.where(e.c.id.in_(pend))
+        # Driven from pending (a join, not IN): the night's cost follows the day's changes,
+        # not the number of unmatched entries in the ledger.
+        p = s.pending.alias("p")
+        q = q.join(p, and_(p.c.kind == "entry", p.c.id == e.c.id))
     return q.order_by(e.c.id)
 
 

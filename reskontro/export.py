@@ -22,7 +22,7 @@ from itertools import groupby
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, delete, select
+from sqlalchemy import Connection, and_, delete, exists, func, select
 
 from . import faults, journal
 from . import schema as s
@@ -32,7 +32,7 @@ from .decide import Decided, fetch_raw, decide_ledger, settled_groups
 from .facts import DEFAULT_FACT, customer_checks
 from .domain import Customer, Entry, Match, from_ore
 from .engine import RuleEngine
-from .store import Ledger, _digest, row_customer
+from .store import Ledger, digest, row_customer
 from .transfer_file import FileHeader, make_environment, render_transfer
 
 OSLO = ZoneInfo("Europe/Oslo")
@@ -69,9 +69,9 @@ def recover(conn_factory, outbox: Path) -> list[str]:
         part = outbox / (f.name + ".part")
         with conn_factory() as conn:
             if final.exists():
-                n = conn.execute(select(s.file_items.c.id).where(
-                    s.file_items.c.file_id == f.file_id, s.file_items.c.kind == "entry")).all()
-                journal.mark_written(conn, f.file_id, len(n))
+                n = conn.execute(select(func.count()).select_from(s.file_items).where(
+                    s.file_items.c.file_id == f.file_id, s.file_items.c.kind == "entry")).scalar_one()
+                journal.mark_written(conn, f.file_id, n)
                 done.append(f"{f.file_id}: completed (the file was whole in the outbox)")
             else:
                 if part.exists():
@@ -142,7 +142,7 @@ def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: l
     elif group[0].entry["sent_match_state"] == "in_flight":
         return                                         # grows once the receipt of its last version is read
     elif sent_set <= set(members):
-        batch.add("match", mid, _digest(*members), " ".join(members))
+        batch.add("match", mid, digest(*members), " ".join(members))
     else:
         handled.append(("match", mid))                 # lost a member: the rules hold it
 
@@ -241,7 +241,7 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         handled: list[tuple[str, str]] = []
         # Another rule file or mode may decide anything differently: then decide everything once.
         rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
-        basis = _digest(repr(rf.rules), rf.default_decision, config.mode)
+        basis = digest(repr(rf.rules), rf.default_decision, config.mode)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
         decided = decide_ledger(conn, engine, config.mode, only_pending=not full, open_only=backlog)
@@ -264,8 +264,8 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         _changed_customers(conn, batch, engine, config.mode)
         # A customer Lowell has never had travels with its first entry (read from the ledger,
         # not from pending); pending only keeps changes of customers Lowell has.
-        conn.execute(delete(s.pending).where(s.pending.c.kind == "customer", s.pending.c.id.not_in(
-            select(s.sent.c.id).where(s.sent.c.kind == "customer"))))
+        conn.execute(delete(s.pending).where(s.pending.c.kind == "customer", ~exists().where(
+            s.sent.c.kind == "customer", s.sent.c.id == s.pending.c.id)))
         batch.flush()
         _clear(conn, handled)
         ledger.set_meta("decision_basis", basis)

@@ -33,7 +33,8 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
+    """A short, stable version stamp of some content (not a security hash)."""
     h = hashlib.blake2b(digest_size=8)
     h.update("\x1f".join("" if p is None else str(p) for p in parts).encode())
     return h.hexdigest()
@@ -41,19 +42,19 @@ def _digest(*parts: object) -> str:
 
 def customer_version(c: Customer) -> str:
     a = c.address
-    return _digest(c.name, c.type, c.org_no, *a.lines, a.post_code, a.city, a.country, c.email,
+    return digest(c.name, c.type, c.org_no, *a.lines, a.post_code, a.city, a.country, c.email,
                    c.phone, c.factoring_default)
 
 
 def entry_version(e: Entry) -> str:
     """The content the receiver sees (and the rules' inputs): a change here is a change."""
-    return _digest(e.customer_id, e.type, e.document_no, e.document_date, e.due_date, e.amount,
+    return digest(e.customer_id, e.type, e.document_no, e.document_date, e.due_date, e.amount,
                    e.currency, e.kid, e.status, e.factoring, e.opt_out, e.reverses, e.source,
                    e.dunning_level, e.text)
 
 
 def match_version(m: Match) -> str:
-    return _digest(*sorted(m.entry_ids))
+    return digest(*sorted(m.entry_ids))
 
 
 def customer_row(c: Customer) -> dict:
