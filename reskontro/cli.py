@@ -596,9 +596,5 @@ def serve(ctx: click.Context, no_sftp: bool) -> None:
     console.print("Stopped.")
 
 
-def run() -> None:  # pragma: no cover
-    main(prog_name="reskontro")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m reskontro.cli`
+    sys.exit(main(prog_name="reskontro"))
