@@ -44,7 +44,7 @@ def settled_groups():
 
 
 def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None,
-           open_only: bool = False):
+           skip_matches=None):
     e, c = s.entries, s.customers
     rev = s.entries.alias("rev")
     sent_rev = s.sent.alias("sent_rev")
@@ -73,8 +73,8 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
         return q.where(e.c.id.in_(ids_q), e.c.match_id.is_(None)).order_by(e.c.id)
     if matched:
         q = q.where(e.c.match_id.is_not(None))
-        if open_only:
-            q = q.where(e.c.match_id.not_in(settled_groups()))
+        if skip_matches is not None:
+            q = q.where(e.c.match_id.not_in(skip_matches))
         if only_pending:
             touched = (select(e.c.match_id).where(e.c.id.in_(pend), e.c.match_id.is_not(None))
                        .union(select(s.pending.c.id).where(s.pending.c.kind == "match")))
@@ -159,10 +159,10 @@ def fetch_raw(conn: Connection, query, chunk: int):
 
 
 def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
-                  entry_ids: list[str] | None = None, open_only: bool = False,
+                  entry_ids: list[str] | None = None, skip_matches=None,
                   chunk: int = 2000) -> Iterator[Decided]:
     """Every entry (or only the groups with pending entries, or those of `entry_ids`) decided;
-    `open_only` leaves out settled matches (the backlog's concern is what is open)."""
+    `skip_matches` (a SELECT of match ids) leaves those groups out, e.g. the settled ones."""
     d = _Decider(conn, engine, mode)
     # Unmatched entries: each its own group.
     for part in fetch_raw(conn, _query(only_pending, False, entry_ids), chunk).partitions(chunk):
@@ -171,7 +171,7 @@ def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pendi
             f = d.fact(m)
             yield Decided(m, f, engine.decide(f))
     # Matched entries: one group at a time (ordered by match id).
-    rows = fetch_raw(conn, _query(only_pending, True, entry_ids, open_only), chunk)
+    rows = fetch_raw(conn, _query(only_pending, True, entry_ids, skip_matches), chunk)
     flat = (r._mapping for part in rows.partitions(chunk) for r in part)   # fetchmany, not fetchone
     for _mid, members in groupby(flat, key=lambda m: m["match_id"]):
         members = list(members)

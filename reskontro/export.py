@@ -22,7 +22,8 @@ from itertools import groupby
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, delete, exists, func, select
+from sqlalchemy import (Column, Connection, MetaData, String, Table, and_, delete, exists, func, insert,
+                        select)
 
 from . import faults, journal
 from . import schema as s
@@ -244,14 +245,21 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         basis = digest(repr(rf.rules), rf.default_decision, config.mode)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
-        decided = decide_ledger(conn, engine, config.mode, only_pending=not full, open_only=backlog)
+        settled = None
         if backlog:
             # A group settled before the service started is not Lowell's business: it is not
-            # decided, and leaves pending (one statement, not a million ids through Python).
-            settled = settled_groups().subquery()
-            conn.execute(delete(s.pending).where(s.pending.c.kind == "match", s.pending.c.id.in_(select(settled.c.match_id))))
+            # decided, and leaves pending. Found once (a GROUP BY over the ledger) into a
+            # temporary table, then used in SQL only: a million ids never pass through Python.
+            settled = Table("settled_groups_tmp", MetaData(), Column("match_id", String(35), primary_key=True),
+                            prefixes=["TEMPORARY"])
+            settled.create(conn)
+            conn.execute(insert(settled).from_select(["match_id"], settled_groups()))
+            ids = select(settled.c.match_id)
+            conn.execute(delete(s.pending).where(s.pending.c.kind == "match", s.pending.c.id.in_(ids)))
             conn.execute(delete(s.pending).where(s.pending.c.kind == "entry", s.pending.c.id.in_(
-                select(s.entries.c.id).where(s.entries.c.match_id.in_(select(settled.c.match_id))))))
+                select(s.entries.c.id).where(s.entries.c.match_id.in_(ids)))))
+        decided = decide_ledger(conn, engine, config.mode, only_pending=not full,
+                                skip_matches=None if settled is None else select(settled.c.match_id))
         n = 0
         for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
             group = list(group)
@@ -269,6 +277,8 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         batch.flush()
         _clear(conn, handled)
         ledger.set_meta("decision_basis", basis)
+        if settled is not None:
+            settled.drop(conn)
     faults.point("after-reserve")
 
     part = outbox / (name + ".part")
