@@ -24,10 +24,10 @@ from . import journal
 from .config import Config, ConfigError
 from .contract import check_transfer_file
 from .export import _known_customer, _known_entry_type
+from .folders import is_temporary, set_aside
 
 log = logging.getLogger("reskontro.exchange")
 _FILE = re.compile(r"LT_[A-Za-z0-9]{1,35}_\d{8}_(\d{6})\.xml")
-_TEMP = re.compile(r"(^\.|\.part$|\.tmp$|~$)")
 NS = "{urn:reskontro:ledger-transfer:1}"
 
 
@@ -66,16 +66,13 @@ def outbox_files(outbox: Path) -> list[Path]:
     """Complete transfer files waiting in the outbox, in sequence order."""
     found = []
     for p in outbox.iterdir() if outbox.is_dir() else []:
-        if p.is_file() and not p.is_symlink() and not _TEMP.search(p.name) and p.suffix == ".xml":
+        if p.is_file() and not p.is_symlink() and not is_temporary(p.name) and p.suffix == ".xml":
             found.append(p)
     return sorted(found, key=lambda p: (int(m.group(1)) if (m := _FILE.fullmatch(p.name)) else 0, p.name))
 
 
 def _refuse(path: Path, outbox: Path, why: str) -> None:
-    rejected = outbox / "rejected"
-    rejected.mkdir(exist_ok=True)
-    os.replace(path, rejected / path.name)
-    (rejected / (path.name + ".reason.txt")).write_text(f"{path.name} was not sent: {why}\n", encoding="utf-8")
+    set_aside(path, outbox / "rejected", f"{path.name} was not sent: {why}")
 
 
 def send(config: Config, db: Engine, client_factory=None) -> SendResult:

@@ -31,6 +31,7 @@ from .config import Config
 from .contract import check_transfer_file
 from .decide import Decided, fetch_raw, decide_ledger, settled_groups
 from .facts import DEFAULT_FACT, customer_checks
+from .folders import set_aside
 from .domain import Customer, Entry, Match, from_ore
 from .engine import RuleEngine
 from .store import Ledger, digest, row_customer
@@ -297,14 +298,10 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
                                        known_entry_type=_known_entry_type(conn))
     faults.point("after-check")
     if problems:
-        rejected = outbox / "rejected"
-        rejected.mkdir(exist_ok=True)
-        os.replace(part, rejected / name)
         # The errors name the .part file they were found in; it is now `name` in rejected/.
         text = "\n".join(str(p).replace(name + ".part", name) for p in problems)
-        (rejected / (name + ".reason.txt")).write_text(
-            f"{name} failed the pre-send check and was not sent; its content stays pending.\n{text}\n",
-            encoding="utf-8")
+        set_aside(part, outbox / "rejected",
+                  f"{name} failed the pre-send check and was not sent; its content stays pending.\n{text}", name)
         with db.begin() as conn:
             journal.drop_file(conn, file_id, "invalid", text[:4000])
         return ExportResult(file_id, None, kind, totals.customer_count, totals.entry_count,

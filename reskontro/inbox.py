@@ -21,10 +21,10 @@ from sqlalchemy import Engine, insert, select
 from . import faults, journal
 from . import schema as s
 from .domain import InputError
+from .folders import is_temporary, set_aside, unique
 from .receipts import read_receipt
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,200}")
-_TEMP = re.compile(r"(^\.|\.part$|\.tmp$|~$)")
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _unique(folder: Path, name: str) -> Path:
-    target = folder / name
-    n = 1
-    while target.exists():
-        target = folder / f"{name}.{n}"
-        n += 1
-    return target
-
-
 def candidates(inbox: Path) -> list[Path]:
     """Complete-looking files waiting in the inbox (temporary names are left alone)."""
     out = []
     for p in sorted(inbox.iterdir()) if inbox.is_dir() else []:
-        if p.is_file() and not p.is_symlink() and not _TEMP.search(p.name):
+        if p.is_file() and not p.is_symlink() and not is_temporary(p.name):
             out.append(p)
     return out
 
@@ -93,16 +84,13 @@ def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes,
         if (only_receipts and not is_receipt) or (path.parent == inbox and path.name in skip):
             continue
         if not _SAFE_NAME.fullmatch(path.name):
-            claimed = _unique(failed, "unsafe-name")
-            os.replace(path, claimed)
-            claimed.with_name(claimed.name + ".reason.txt").write_text(
-                f"refused: the file name {path.name!r} is not a safe name\n", encoding="utf-8")
+            set_aside(path, failed, f"refused: the file name {path.name!r} is not a safe name", "unsafe-name")
             results.append(Processed(path.name, "failed", "unsafe file name"))
             continue
         claimed = path if path.parent == processing else processing / path.name
         if claimed != path:
             if claimed.exists():
-                claimed = _unique(processing, path.name)
+                claimed = unique(processing, path.name)
             try:
                 os.replace(path, claimed)   # the claim: atomic on one filesystem
             except FileNotFoundError:
@@ -113,7 +101,7 @@ def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes,
             with db.connect() as conn:
                 seen = conn.execute(select(s.inbox_files.c.name).where(s.inbox_files.c.sha256 == digest)).scalar()
             if seen is not None:
-                os.replace(claimed, _unique(done, claimed.name))
+                os.replace(claimed, unique(done, claimed.name))
                 results.append(Processed(path.name, "duplicate", f"same content as {seen}, processed before"))
                 continue
             if claimed.stat().st_size > max_bytes:
@@ -134,11 +122,9 @@ def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes,
                         sha256=digest, name=path.name, format=kind,
                         processed_at=datetime.now(timezone.utc), payment_count=0))
             faults.point("inbox-recorded")
-            os.replace(claimed, _unique(done, claimed.name))
+            os.replace(claimed, unique(done, claimed.name))
             results.append(Processed(path.name, kind, detail))
         except InputError as exc:
-            target = _unique(failed, claimed.name)
-            os.replace(claimed, target)
-            target.with_name(target.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
+            set_aside(claimed, failed, str(exc))
             results.append(Processed(path.name, "failed", str(exc)))
     return results
