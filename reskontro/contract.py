@@ -720,6 +720,22 @@ def _streaming_xsd_message(source: BinaryIO | str, schema: etree.XMLSchema) -> s
     return None
 
 
+class _Joined:
+    """The first bytes of a stream (already read) followed by the rest of it."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head, self._rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return self._rest.read(n)
+        if n < 0:
+            out, self._head = self._head + self._rest.read(), b""
+            return out
+        out, self._head = self._head[:n], self._head[n:]
+        return out
+
+
 class TransferChecker:
     """The XSD compiled once; ``check`` any number of files with it."""
 
@@ -748,8 +764,34 @@ class TransferChecker:
                 head = f.read(_PROLOG_LIMIT)
                 size = os.fstat(f.fileno()).st_size
             open_source = lambda: str(path)
+        return self._check(head, open_source(), open_source, size, name, lambda: None,
+                           known_customer, known_entry_type, collect)
+
+    def check_stream(self, stream: BinaryIO, path: Path, *, size: int, name: str | None = None,
+                     known_customer: Callable[[str], bool] = lambda _: False,
+                     known_entry_type: Callable[[str], str | None] = lambda _: None,
+                     ) -> CheckResult:
+        """Check the bytes of ``path`` read from ``stream`` while they are being written (a
+        pipe from the writer), so checking overlaps writing. ``size`` is the expected size
+        (it only sizes the id tables). A second reading (the diagnosis of a failing file,
+        confirming a repeated id) reads ``path`` itself, complete once the stream has ended;
+        the stream is read to its end first, so the writer never waits on this reader."""
+        path = Path(path)
+        head = stream.read(_PROLOG_LIMIT)
+
+        def drain() -> None:
+            while stream.read(1 << 20):
+                pass
+        return self._check(head, _Joined(head, stream), lambda: str(path), size, name or path.name,
+                           drain, known_customer, known_entry_type, False)
+
+    def _check(self, head: bytes, first: BinaryIO | str, open_source: Callable[[], BinaryIO | str],
+               size: int, name: str, drain: Callable[[], None],
+               known_customer: Callable[[str], bool],
+               known_entry_type: Callable[[str], str | None], collect: bool) -> CheckResult:
         problem = _prolog_problem(head)
         if problem:
+            drain()
             code = "doctype" if "DOCTYPE" in problem else "not_well_formed"
             return CheckResult([ContractError(1, None, problem, None, code, name)])
 
@@ -760,7 +802,10 @@ class TransferChecker:
         scan = new_scan()
         xsd_message: str | None = None
         try:
-            scan.run(_iterparse(open_source(), self._streaming), None)
+            try:
+                scan.run(_iterparse(first, self._streaming), None)
+            finally:
+                drain()
             _confirm_repeats(scan, open_source)
             return scan.result
         except etree.XMLSyntaxError as streamed:

@@ -23,7 +23,6 @@ from reskontro.adapters.sftp import SftpClient, SftpError, SftpSettings
 from . import journal
 from .config import Config, ConfigError
 from .contract import check_transfer_file
-from .export import _known_customer, _known_entry_type
 from .folders import is_temporary, set_aside
 
 log = logging.getLogger("reskontro.exchange")
@@ -97,8 +96,8 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                 res.refused.append(f"{path.name}: not a Ledger Transfer file whose FileId matches its name")
                 continue
             with db.connect() as conn:
-                problems = check_transfer_file(path, config.xsd, known_customer=_known_customer(conn),
-                                               known_entry_type=_known_entry_type(conn))
+                problems = check_transfer_file(path, config.xsd, known_customer=journal.known_customer(conn),
+                                               known_entry_type=journal.known_entry_type(conn))
             if problems:
                 why = "; ".join(str(p) for p in problems[:20])
                 _refuse(path, outbox, why)

@@ -8,11 +8,13 @@ carries its current version is written or uploaded, *delivered* once that file i
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import (Column, Connection, MetaData, String, Table, Text, and_, case, delete, func, insert,
+                        literal, select, update)
 
 from . import schema as s
 from .store import Ledger
@@ -50,20 +52,36 @@ def reserve_file(conn: Connection, file_id: str, sequence: int, kind: str, name:
                                         entry_count=0))
 
 
-def add_items(conn: Connection, file_id: str, rows: list[dict]) -> None:
-    """rows: dicts with kind, id, version and (matches) members."""
-    if not rows:
-        return
-    # The DBAPI's executemany of plain tuples: SQLAlchemy's per-row parameter processing cost
-    # more than the insert itself (a backlog file journals a million items).
-    d = conn.dialect
-    q = d.identifier_preparer.quote
-    cols = ("file_id", "kind", "id", "version", "members")
-    mark = "?" if d.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {q(s.file_items.name)} ({', '.join(q(c) for c in cols)}) "
-           f"VALUES ({', '.join([mark] * len(cols))})")
-    conn.exec_driver_sql(sql, [(file_id, r["kind"], r["id"], r["version"], r.get("members"))
-                               for r in rows])
+class ItemWriter:
+    """Adds a file's items (kind, id, version, members) to the journal, in chunks (memory
+    flat). They are staged in a temporary table without indexes and go into ``file_items``
+    sorted at the end: a million random-order inserts into its indexes cost several times
+    more than appending the same rows in key order."""
+
+    def __init__(self, conn: Connection, file_id: str) -> None:
+        self.conn, self.file_id = conn, file_id
+        self._stage = Table("file_items_stage", MetaData(), Column("kind", String(8)),
+                            Column("id", String(35)), Column("version", String(16)),
+                            Column("members", Text), prefixes=["TEMPORARY"])
+        self._stage.create(conn)
+        d = conn.dialect
+        q = d.identifier_preparer.quote
+        mark = "?" if d.paramstyle == "qmark" else "%s"
+        self._sql = f"INSERT INTO {q(self._stage.name)} VALUES ({', '.join([mark] * 4)})"
+
+    def add(self, rows: list[tuple[str, str, str, str | None]]) -> None:
+        # The DBAPI's executemany of plain tuples: SQLAlchemy's per-row parameter processing
+        # cost more than the insert itself.
+        if rows:
+            self.conn.exec_driver_sql(self._sql, rows)
+
+    def close(self) -> None:
+        st = self._stage.c
+        self.conn.execute(insert(s.file_items).from_select(
+            ["file_id", "kind", "id", "version", "members"],
+            select(literal(self.file_id), st.kind, st.id, st.version, st.members)
+            .order_by(st.kind, st.id)))
+        self._stage.drop(self.conn)
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -100,7 +118,8 @@ def set_state(conn: Connection, file_id: str, state: str, detail: str | None = N
 def mark_written(conn: Connection, file_id: str, entry_count: int) -> None:
     """The file is complete in the outbox: its items are in flight, no longer pending."""
     set_state(conn, file_id, "written", entry_count=entry_count)
-    _rebuild_sent(conn, file_id)
+    if not _upsert_sent(conn, file_id):
+        _rebuild_sent(conn, file_id)
     for kind in KINDS:
         conn.execute(delete(s.pending).where(s.pending.c.kind == kind, s.pending.c.id.in_(
             select(s.file_items.c.id).where(s.file_items.c.file_id == file_id, s.file_items.c.kind == kind))))
@@ -135,6 +154,31 @@ def reject(conn: Connection, file_id: str, detail: str) -> int:
     return n
 
 
+def _upsert_sent(conn: Connection, file_id: str) -> bool:
+    """When `file_id` is the newest live file, its version of each of its items is the one
+    the receiver will hold: write them to `sent` in one upsert (no search for the newest).
+    False when that does not hold (or the database has no upsert): rebuild instead."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        return False
+    f, fi = s.files, s.file_items
+    seq = select(f.c.sequence).where(f.c.file_id == file_id).scalar_subquery()
+    if conn.execute(select(f.c.file_id).where(f.c.state.in_(LIVE), f.c.sequence > seq).limit(1)).first():
+        return False
+    mod = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
+    state = "delivered" if conn.execute(select(f.c.state).where(f.c.file_id == file_id)).scalar() == "accepted" \
+        else "in_flight"
+    stmt = mod.insert(s.sent).from_select(
+        ["kind", "id", "version", "file_id", "members", "state"],
+        select(fi.c.kind, fi.c.id, fi.c.version, fi.c.file_id, fi.c.members, literal(state))
+        .where(fi.c.file_id == file_id))
+    ex = stmt.excluded
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[s.sent.c.kind, s.sent.c.id],
+        set_={"version": ex.version, "file_id": ex.file_id, "members": ex.members, "state": ex.state}))
+    return True
+
+
 def _rebuild_sent(conn: Connection, file_id: str) -> None:
     """Recompute `sent` for the items of `file_id` from the live files that carry them: the
     newest version in a written, uploaded or accepted file is what the receiver will hold."""
@@ -154,6 +198,25 @@ def _rebuild_sent(conn: Connection, file_id: str) -> None:
             .join(f, f.c.file_id == fi.c.file_id)
             .join(newest, and_(newest.c.id == fi.c.id, newest.c.seq == f.c.sequence))
             .where(fi.c.kind == kind)))
+
+
+def known_customer(conn: Connection) -> Callable[[str], bool]:
+    """Is a customer id delivered or in flight (so an entry of a later file may name it)?"""
+    @lru_cache(maxsize=100_000)
+    def known(cid: str) -> bool:
+        return conn.execute(select(s.sent.c.id).where(s.sent.c.kind == "customer",
+                                                      s.sent.c.id == cid)).first() is not None
+    return known
+
+
+def known_entry_type(conn: Connection) -> Callable[[str], str | None]:
+    """The type of an entry delivered or in flight (a later file's match may name it)."""
+    @lru_cache(maxsize=100_000)
+    def known(eid: str) -> str | None:
+        return conn.execute(select(s.entries.c.type).join(
+            s.sent, and_(s.sent.c.kind == "entry", s.sent.c.id == s.entries.c.id)).where(
+            s.entries.c.id == eid)).scalar()
+    return known
 
 
 def counts(conn: Connection) -> dict[str, int]:

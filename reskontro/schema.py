@@ -5,7 +5,7 @@ Amounts are kept as integer øre (exact on SQLite and PostgreSQL alike); the dom
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Index, Integer, MetaData,
-                        String, Table, Text, UniqueConstraint)
+                        String, Table, Text)
 
 metadata = MetaData()
 
@@ -60,6 +60,7 @@ pending = Table(
     "pending", metadata,
     Column("kind", String(8), primary_key=True),
     Column("id", String(35), primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 # --- transfer journal ---------------------------------------------------------------------------
@@ -80,12 +81,12 @@ files = Table(
 # in flight = a row whose file is written or uploaded.
 file_items = Table(
     "file_items", metadata,
-    Column("file_id", String(64), nullable=False, index=True),
-    Column("kind", String(8), nullable=False),
-    Column("id", String(35), nullable=False),
+    Column("file_id", String(64), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("id", String(35), primary_key=True),
     Column("version", String(16), nullable=False),
     Column("members", Text),                              # matches: the member ids sent, space-separated
-    UniqueConstraint("file_id", "kind", "id"),
+    sqlite_with_rowid=False,
 )
 Index("ix_file_items_item", file_items.c.kind, file_items.c.id)
 
@@ -98,6 +99,7 @@ sent = Table(
     Column("file_id", String(64), nullable=False),
     Column("state", String(12), nullable=False),          # in_flight | delivered
     Column("members", Text),
+    sqlite_with_rowid=False,
 )
 
 meta = Table(

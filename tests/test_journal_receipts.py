@@ -273,3 +273,41 @@ def test_member_moved_to_another_match_after_it_was_sent_is_not_sent_in_the_new_
     assert "M2" not in f.matches, f"M2 sent although P2 is in M1 at Lowell: {f.matches}"
     receipt = lowell.take(site, f)
     assert receipt.accepted, receipt.errors
+
+
+def test_sent_holds_the_newest_live_version_whichever_file_is_marked_written_last(tmp_path):
+    """mark_written upserts when its file is the newest live one, else rebuilds: either way
+    `sent` holds the version of the newest live file (an older file completed by recovery
+    must not overwrite a newer one)."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from reskontro import journal
+    from reskontro import schema as s
+    from reskontro.store import open_engine
+
+    def sent_rows(conn):
+        return {(r.kind, r.id): (r.version, r.file_id, r.state) for r in conn.execute(select(s.sent))}
+
+    for order in (("F1", "F2"), ("F2", "F1")):
+        db = open_engine(f"sqlite:///{tmp_path / ('-'.join(order) + '.db')}")
+        now = datetime(2026, 11, 29, 17, tzinfo=timezone.utc)
+        with db.begin() as conn:
+            for seq, fid, version in ((1, "F1", "v1"), (2, "F2", "v2")):
+                journal.reserve_file(conn, fid, seq, "daily", fid + ".xml", now, now)
+                w = journal.ItemWriter(conn, fid)
+                w.add([("entry", "E1", version, None), ("match", "M1", version, "E1 E2")])
+                if fid == "F1":
+                    w.add([("entry", "E0", "v1", None)])
+                w.close()
+            for fid in order:
+                journal.mark_written(conn, fid, 1)
+            assert sent_rows(conn) == {("entry", "E1"): ("v2", "F2", "in_flight"),
+                                       ("match", "M1"): ("v2", "F2", "in_flight"),
+                                       ("entry", "E0"): ("v1", "F1", "in_flight")}, order
+            journal.accept(conn, "F2")
+            journal.reject(conn, "F1", "test")
+            assert sent_rows(conn) == {("entry", "E1"): ("v2", "F2", "delivered"),
+                                       ("match", "M1"): ("v2", "F2", "delivered")}, order
+        db.dispose()

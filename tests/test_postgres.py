@@ -45,7 +45,7 @@ def test_the_nightly_loop_on_postgresql(tmp_path: Path) -> None:
     run(site, "sample", "--customers", "60", "--seed", "3", "--out", str(tmp_path / "l.jsonl"))
     assert "60 / 0" in run(site, "import", str(tmp_path / "l.jsonl"))
     assert "0 / 0" in run(site, "import", str(tmp_path / "l.jsonl"))   # idempotent on PostgreSQL too
-    run(site, "export")
+    run(site, "export", "--backlog")      # checked in a second process reading PostgreSQL
     receiver = ReceiverModel()
     inbound, outbound = tmp_path / "in", tmp_path / "out"
     inbound.mkdir()
