@@ -206,7 +206,7 @@ def _stream(conn: Connection, file_id: str, kind: str):
     else:
         table, cols = s.entries, [s.entries.c[k] for k in _ENTRY_COLS]
     q = (select(*cols).join(fi, and_(fi.c.id == table.c.id, fi.c.kind == kind, fi.c.file_id == file_id))
-         .order_by(table.c.id))
+         .order_by(fi.c.id))   # file_items is kept in id order: no sort
     # Raw DBAPI rows (decide.fetch_raw): SQLAlchemy's per-value result processing cost more than
     # the rest of the stream; the few conversions the file needs are done here.
     rows = (r for part in fetch_raw(conn, q, 5000).partitions(5000) for r in part)

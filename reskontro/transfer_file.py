@@ -149,17 +149,25 @@ def _text(owner: str, values: str) -> None:
 
 
 def _escaped(owner: str, values: tuple[str, ...]) -> tuple[str, ...]:
-    """The slow path for pre-escaped rows: refuse what XML cannot carry, escape the rest."""
+    """The slow path for pre-escaped rows: refuse what XML cannot carry, escape the rest.
+    Escaped values are Markup, so a template that still autoescapes them leaves them as
+    they are: rows are right with autoescape on or off."""
     _text(owner, "".join(values))
-    return tuple(str(escape(v)) for v in values)
+    return tuple(escape(v) for v in values)
 
 
 def _customer_rows(customers: Iterable[Customer], totals: _RunningTotals) -> Iterator[tuple]:
+    needs_care = _NEEDS_CARE.search
     for c in customers:
         a = c.address
-        row = (c.id, c.type or "", c.name, c.org_no or "", a.lines, a.post_code, a.city,
+        lines = a.lines
+        row = (c.id, c.type or "", c.name, c.org_no or "", lines, a.post_code, a.city,
                a.country, c.email or "", c.phone or "")
-        _text(f"Customer {c.id!r}", "".join((*row[:4], *a.lines, *row[5:])))
+        # pre-escaped like entry rows: a plain string needs no escaping (autoescape or not)
+        if needs_care("".join((*row[:4], *lines, *row[5:]))):
+            owner = f"Customer {c.id!r}"
+            flat = _escaped(owner, (*row[:4], *row[5:]))
+            row = (*flat[:4], _escaped(owner, lines), *flat[4:])
         totals.customer_count += 1
         yield row
 

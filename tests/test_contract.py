@@ -157,6 +157,28 @@ def test_hostile_names_are_escaped_and_read_back(tmp_path):
     assert root.find(f".//{{{NS}}}Entry[@id='I3']/{{{NS}}}Text").text == HOSTILE
 
 
+def test_a_template_that_autoescapes_the_pre_escaped_rows_writes_the_same_file(tmp_path):
+    """Rows are pre-escaped (Markup where escaping was needed): a site template from before
+    the loops turned autoescape off must not escape them twice."""
+    old = tmp_path / "old-templates"
+    old.mkdir()
+    text = (TEMPLATES / "ledger-transfer-1.xml.j2").read_text("utf-8")
+    autoescaping = text.replace("{% autoescape false %}{# rows are pre-escaped #}\n", "").replace(
+        "{% endautoescape %}\n", "")
+    assert autoescaping.count("autoescape") < text.count("autoescape")
+    (old / "ledger-transfer-1.xml.j2").write_text(autoescaping, "utf-8")
+    entries = day_entries()
+    entries[0] = replace(entries[0], text=HOSTILE, document_no="A&B")
+    parts = {"customers": day_customers(), "entries": entries, "matches": day_matches()}
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    new_path = render(tmp_path / "new", **parts)[0]
+    with (tmp_path / "old" / new_path.name).open("wb") as out:
+        render_transfer(out, header(), env=make_environment(old), **parts)
+    assert (tmp_path / "old" / new_path.name).read_bytes() == new_path.read_bytes()
+    assert "Ås &amp; Sønn &lt;AS&gt;" in new_path.read_text("utf-8")
+
+
 def test_hostile_ids_and_texts_in_pre_escaped_rows(tmp_path):
     entries = [invoice('I"1', "1.00", cust="C&1", text="<b>'x'</b> & more"),
                counter("P<1>", "-1.00", cust="C&1")]
