@@ -160,16 +160,22 @@ def fetch_raw(conn: Connection, query, chunk: int):
 
 def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
                   entry_ids: list[str] | None = None, skip_matches=None,
+                  unmatched: bool = True, matched: bool = True,
                   chunk: int = 2000) -> Iterator[Decided]:
     """Every entry (or only the groups with pending entries, or those of `entry_ids`) decided;
-    `skip_matches` (a SELECT of match ids) leaves those groups out, e.g. the settled ones."""
+    `skip_matches` (a SELECT of match ids) leaves those groups out, e.g. the settled ones.
+    `unmatched` / `matched` choose the half: entries in no match, and match groups (the two
+    are independent, so two processes may decide one each)."""
     d = _Decider(conn, engine, mode)
     # Unmatched entries: each its own group.
-    for part in fetch_raw(conn, _query(only_pending, False, entry_ids), chunk).partitions(chunk):
-        for row in part:
-            m = row._mapping
-            f = d.fact(m)
-            yield Decided(m, f, engine.decide(f))
+    if unmatched:
+        for part in fetch_raw(conn, _query(only_pending, False, entry_ids), chunk).partitions(chunk):
+            for row in part:
+                m = row._mapping
+                f = d.fact(m)
+                yield Decided(m, f, engine.decide(f))
+    if not matched:
+        return
     # Matched entries: one group at a time (ordered by match id).
     rows = fetch_raw(conn, _query(only_pending, True, entry_ids, skip_matches), chunk)
     flat = (r._mapping for part in rows.partitions(chunk) for r in part)   # fetchmany, not fetchone

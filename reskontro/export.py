@@ -29,6 +29,7 @@ from . import faults, journal
 from . import schema as s
 from .config import Config
 from .check_worker import CheckWorker, Tee
+from .decide_worker import DecideWorker
 from .contract import check_transfer_file
 from .decide import Decided, fetch_raw, decide_ledger, settled_groups
 from .facts import DEFAULT_FACT, customer_checks
@@ -39,7 +40,9 @@ from .store import Ledger, digest, row_customer
 from .transfer_file import FileHeader, make_environment, render_transfer
 
 OSLO = ZoneInfo("Europe/Oslo")
-_FLUSH = 5000
+FLUSH = 5000
+# From this many unmatched entries a ledger decided whole decides them in a second process.
+PARALLEL_DECIDE_FROM = 50_000
 # From this many entries the check runs in a second process while the file is written (its
 # start-up, ~0.3 s of one core, is then small beside the work it takes over).
 _PARALLEL_CHECK_FROM = 20_000
@@ -87,11 +90,12 @@ def recover(conn_factory, outbox: Path) -> list[str]:
     return done
 
 
-class _Batch:
-    """Items chosen for the file, written to the journal in chunks (memory flat)."""
+class Batch:
+    """Items chosen for the file (kind, id, version, members), handed to `sink` in chunks
+    (memory flat): the journal, or the pipe of a decide process."""
 
-    def __init__(self, conn: Connection, file_id: str):
-        self.writer = journal.ItemWriter(conn, file_id)
+    def __init__(self, sink: Callable[[list[tuple[str, str, str, str | None]]], None]):
+        self.sink = sink
         self.rows: list[tuple[str, str, str, str | None]] = []
         self.customers: set[str] = set()
         self.counts = {"customer": 0, "entry": 0, "match": 0}
@@ -99,19 +103,15 @@ class _Batch:
     def add(self, kind: str, id_: str, version: str, members: str | None = None) -> None:
         self.rows.append((kind, id_, version, members))
         self.counts[kind] += 1
-        if len(self.rows) >= _FLUSH:
+        if len(self.rows) >= FLUSH:
             self.flush()
 
     def flush(self) -> None:
-        self.writer.add(self.rows)
+        self.sink(self.rows)
         self.rows = []
 
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
 
-
-def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: list[tuple[str, str]]) -> None:
+def select_group(batch: Batch, group: list[Decided], backlog: bool, handled: list[tuple[str, str]]) -> None:
     """Choose what of one match group (or one unmatched entry) goes tonight; note in `handled`
     what needs no decision until it changes (what stays pending is decided again tomorrow)."""
     mid = group[0].entry["match_id"]
@@ -157,6 +157,27 @@ def _select_group(batch: _Batch, group: list[Decided], backlog: bool, handled: l
         handled.append(("match", mid))                 # lost a member: the rules hold it
 
 
+def _take_in(conn: Connection, batch: Batch, handled: list[tuple[str, str]], records) -> None:
+    """What the decide process chose, added as if chosen here (a customer goes once)."""
+    for what, rows in records:
+        if what == "handled":
+            handled.extend(rows)
+            if len(handled) >= FLUSH:
+                _clear(conn, handled)
+            continue
+        for kind, id_, version, members in rows:
+            if kind == "customer":
+                if id_ in batch.customers:
+                    continue
+                batch.customers.add(id_)
+            batch.add(kind, id_, version, members)
+
+
+def _unmatched_count(conn: Connection) -> int:
+    e = s.entries
+    return conn.execute(select(func.count()).select_from(e).where(e.c.match_id.is_(None))).scalar_one()
+
+
 def _customer_held(engine: RuleEngine, mode: str, row) -> bool:
     """Would the rules hold an invoice of this customer for its data? Then its update waits
     too (it would fail the receiver's checks); the rules decide, not a list kept here."""
@@ -167,7 +188,7 @@ def _customer_held(engine: RuleEngine, mode: str, row) -> bool:
     return engine.decide(fact).decision == "hold"
 
 
-def _changed_customers(conn: Connection, batch: _Batch, engine: RuleEngine, mode: str) -> None:
+def _changed_customers(conn: Connection, batch: Batch, engine: RuleEngine, mode: str) -> None:
     """Customers changed after delivery with no new entry of theirs tonight: send the update."""
     c, p, st = s.customers, s.pending, s.sent
     rows = conn.execute(
@@ -264,13 +285,20 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
         file_id = header.file_id
         name = f"{file_id}.xml"
         journal.reserve_file(conn, file_id, seq, kind, name, now, now)
-        batch = _Batch(conn, file_id)
+        writer = journal.ItemWriter(conn, file_id)
+        batch = Batch(writer.add)
         handled: list[tuple[str, str]] = []
         # Another rule file or mode may decide anything differently: then decide everything once.
         rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
         basis = digest(repr(rf.rules), rf.default_decision, config.mode)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
+        # A big ledger decided whole: its unmatched entries in a second process (started now,
+        # while this one holds the write lock: see decide_worker).
+        helper = None
+        if full and conn.dialect.name == "sqlite" and _worker_can_read(config.database) and \
+                _unmatched_count(conn) >= PARALLEL_DECIDE_FROM:
+            helper = stack.enter_context(DecideWorker(rf, config.mode, config.database, backlog))
         settled = None
         if backlog:
             # A group settled before the service started is not Lowell's business: it is not
@@ -285,22 +313,33 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
             conn.execute(delete(s.pending).where(s.pending.c.kind == "entry", s.pending.c.id.in_(
                 select(s.entries.c.id).where(s.entries.c.match_id.in_(ids)))))
         decided = decide_ledger(conn, engine, config.mode, only_pending=not full,
-                                skip_matches=None if settled is None else select(settled.c.match_id))
+                                skip_matches=None if settled is None else select(settled.c.match_id),
+                                unmatched=helper is None)
         n = 0
         for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
             group = list(group)
-            _select_group(batch, group, backlog, handled)
+            select_group(batch, group, backlog, handled)
             n += len(group)
             if progress and n % 20000 < len(group):
                 progress("decided", n)
-            if len(handled) >= _FLUSH:
+            if len(handled) >= FLUSH:
                 _clear(conn, handled)
+        if helper is not None:
+            records = helper.results()
+            if records is None:           # the child failed: decide its half here
+                for d in decide_ledger(conn, engine, config.mode, matched=False):
+                    select_group(batch, [d], backlog, handled)
+                    if len(handled) >= FLUSH:
+                        _clear(conn, handled)
+            else:
+                _take_in(conn, batch, handled, records)
         _changed_customers(conn, batch, engine, config.mode)
         # A customer Lowell has never had travels with its first entry (read from the ledger,
         # not from pending); pending only keeps changes of customers Lowell has.
         conn.execute(delete(s.pending).where(s.pending.c.kind == "customer", ~exists().where(
             s.sent.c.kind == "customer", s.sent.c.id == s.pending.c.id)))
-        batch.close()
+        batch.flush()
+        writer.close()
         _clear(conn, handled)
         ledger.set_meta("decision_basis", basis)
         if settled is not None:

@@ -1,0 +1,125 @@
+"""Deciding a big ledger's unmatched entries in a second process.
+
+Deciding the whole ledger (a backlog, or the first night after the rules changed) is the
+export's longest step, and it falls in two independent halves: the entries in no match (each
+its own group) and the match groups. This process decides and selects the first half while
+the export does the second; the export then takes in what this one chose.
+
+Only on SQLite, and only once the export holds the write lock: no other writer can commit
+until the export does, so both processes read the same committed ledger. (A PostgreSQL
+transaction has no such guarantee without sharing its snapshot: there the export decides
+alone.) The child only reads; the export writes everything.
+
+Protocol: ``python -m reskontro.decide_worker FD``; the job comes pickled on stdin (the rule
+file as the export loaded it, the mode, the database URL, backlog or not) and the answer goes
+to FD, an unlinked temporary file of the parent: pickled ("items", rows) and
+("handled", ids) records, then ("done", count). The parent reads it only after the child
+exited 0 with "done" at the end; anything else and the parent decides that half itself.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class DecideWorker:
+    """The child deciding the unmatched entries; `results()` once the export wants them."""
+
+    def __init__(self, rule_file: object, mode: str, db_url: str, backlog: bool) -> None:
+        self._out = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        fd = self._out.fileno()
+        self._proc: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-m", "reskontro.decide_worker", str(fd)], pass_fds=(fd,),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
+        try:
+            # the URL goes on stdin, not the command line: a password never shows in `ps`
+            pickle.dump((rule_file, mode, db_url, backlog), self._proc.stdin)
+            self._proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass        # the child died at start-up: results() says so
+
+    def results(self) -> Iterator[tuple] | None:
+        """The child's records; None when it failed (the caller then decides the half)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        code = proc.wait()
+        if code != 0:
+            self._stderr.seek(0)
+            why = self._stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
+            log.warning("the decide process failed (%s); deciding here instead", why[0])
+            return None
+        self._out.seek(0)
+        return self._records()
+
+    def _records(self) -> Iterator[tuple]:
+        # Exit status 0 means the child wrote "done" last; a file without it is a bug, and
+        # raising rolls the export's transaction back (nothing half-done).
+        while True:
+            try:
+                rec = pickle.load(self._out)
+            except EOFError:
+                raise RuntimeError("the decide process's answer ends early") from None
+            if rec[0] == "done":
+                return
+            yield rec
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        self._out.close()
+        self._stderr.close()
+
+    def __enter__(self) -> DecideWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _main(argv: list[str]) -> int:
+    from sqlalchemy import create_engine
+
+    from .decide import decide_ledger
+    from .engine import RuleEngine
+    from .export import FLUSH, Batch, select_group
+
+    rule_file, mode, db_url, backlog = pickle.load(sys.stdin.buffer)
+    engine = RuleEngine(rule_file)
+    with os.fdopen(int(argv[1]), "wb") as out:
+        batch = Batch(lambda rows: pickle.dump(("items", rows), out, pickle.HIGHEST_PROTOCOL))
+        handled: list[tuple[str, str]] = []
+        db = create_engine(db_url, connect_args={"timeout": 30})
+        n = 0
+        try:
+            with db.connect() as conn:
+                for d in decide_ledger(conn, engine, mode, matched=False):
+                    select_group(batch, [d], backlog, handled)
+                    n += 1
+                    if len(handled) >= FLUSH:
+                        pickle.dump(("handled", handled), out, pickle.HIGHEST_PROTOCOL)
+                        handled = []
+        finally:
+            db.dispose()
+        batch.flush()
+        pickle.dump(("handled", handled), out, pickle.HIGHEST_PROTOCOL)
+        pickle.dump(("done", n), out, pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv))
