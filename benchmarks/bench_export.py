@@ -5,8 +5,9 @@
    import it, then time `export --backlog` end to end (decide + journal + render + XSD and
    contract check + rename) in a subprocess of its own, and read that subprocess's peak RSS
    (its VmHWM; os.wait4's ru_maxrss where /proc is missing: on Linux that one also counts the
-   parent's memory the child had before exec). Targets: >= 60,000 ledger entries/s, peak RSS
-   <= 256 MiB, and memory flat in ledger size.
+   parent's memory the child had before exec), and the peak of its RSS and its helper
+   processes' (the check and decide processes) summed, sampled every 20 ms. Targets: >= 60,000
+   ledger entries/s, peak RSS (with the helpers) <= 256 MiB, and memory flat in ledger size.
 2. Daily ratio: on the largest ledger and on a 10,000-entry ledger, both exported and accepted
    (backlog, then one daily file, receipts read), import 5,000 new entries (new invoices, each
    paid by a new payment, matched) and time the daily `export`. Target: ratio <= 1.5.
@@ -53,8 +54,29 @@ CHUNK_RECORDS = 250_000      # records per import file (the importer holds one f
 
 # The child: one export, timed inside the process; prints a JSON line.
 CHILD = """
-import json, sys, time
+import glob, json, sys, threading, time
 from pathlib import Path
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+tree_peak = [0]
+def sample():   # this process and its helpers (check, decide), summed: their peak together
+    while True:
+        kids = set()
+        for path in glob.glob("/proc/self/task/*/children"):
+            try:
+                kids.update(open(path).read().split())
+            except OSError:
+                pass
+        tree_peak[0] = max(tree_peak[0], rss_kib("self") + sum(rss_kib(k) for k in kids))
+        time.sleep(0.02)   # a sampling interval, not a wait for anything
+threading.Thread(target=sample, daemon=True).start()
+
 t0 = time.perf_counter()
 from reskontro.export import export
 from reskontro.lock import run_lock
@@ -68,7 +90,8 @@ try:   # this process's own peak RSS (the high-water mark of its memory since ex
     hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 except (OSError, StopIteration):
     hwm = None
-print(json.dumps({"seconds": t2 - t1, "hwm_kib": hwm, "imports": t1 - t0, "file_id": r.file_id,
+print(json.dumps({"seconds": t2 - t1, "hwm_kib": hwm, "tree_kib": tree_peak[0] or None,
+                  "imports": t1 - t0, "file_id": r.file_id,
                   "path": str(r.path) if r.path else None, "entries": r.entries,
                   "customers": r.customers, "matches": r.matches, "problems": list(r.problems[:5])}))
 """
@@ -141,6 +164,8 @@ def run_export(site_dir: Path, kind: str) -> dict:
     # ru_maxrss of a child on Linux also counts the memory it had before exec: the copy of this
     # (big) parent made by fork. VmHWM is the child's own, when /proc has it.
     result["rss_mib"] = (result["hwm_kib"] or usage.ru_maxrss) / 1024
+    # with its helper processes (sampled every 20 ms): what the machine must have free
+    result["tree_mib"] = (result["tree_kib"] or 0) / 1024 or result["rss_mib"]
     return result
 
 
@@ -230,7 +255,8 @@ def main() -> int:
             say(f"  export --backlog: {r['seconds']:.2f} s in export() ({r['wall']:.2f} s wall with "
                 f"start-up); {count / r['seconds']:,.0f} ledger entries/s; file: {r['entries']:,} "
                 f"entries, {r['customers']:,} customers, {r['matches']:,} matches "
-                f"({r['entries'] / r['seconds']:,.0f} file entries/s); peak RSS {r['rss_mib']:.0f} MiB")
+                f"({r['entries'] / r['seconds']:,.0f} file entries/s); peak RSS {r['rss_mib']:.0f} MiB, "
+                f"{r['tree_mib']:.0f} MiB with its helper processes")
 
         say("\n== daily file after 5,000 new entries")
         daily: dict[int, dict] = {}
@@ -260,13 +286,14 @@ def main() -> int:
 
         big = max(sizes)
         rate = backlog[big]["rate"]
-        rss = max(r["rss_mib"] for r in backlog.values())
+        # the export and its helper processes (check, decide) together
+        rss = max(r["tree_mib"] for r in backlog.values())
         ratio_daily = daily[args.entries]["seconds"] / daily[args.daily_small]["seconds"]
-        rss_small, rss_big = backlog[min(small, big)]["rss_mib"], backlog[big]["rss_mib"]
+        rss_small, rss_big = backlog[min(small, big)]["tree_mib"], backlog[big]["tree_mib"]
         checks = [
             (f"backlog throughput at {big:,} entries: {rate:,.0f} ledger entries/s (target >= {TARGET_RATE:,})",
              rate >= TARGET_RATE),
-            (f"backlog peak RSS: {rss:.0f} MiB (target <= {TARGET_RSS_MIB}); {rss_small:.0f} MiB at "
+            (f"backlog peak RSS with helper processes: {rss:.0f} MiB (target <= {TARGET_RSS_MIB}); {rss_small:.0f} MiB at "
              f"{min(small, big):,} vs {rss_big:.0f} MiB at {big:,} entries", rss <= TARGET_RSS_MIB),
             (f"daily ratio {args.entries:,} / {args.daily_small:,} entries: "
              f"{daily[args.entries]['seconds']:.3f} s / {daily[args.daily_small]['seconds']:.3f} s = "

@@ -96,23 +96,22 @@ def _main(argv: list[str]) -> int:
 
     from .decide import decide_ledger
     from .engine import RuleEngine
-    from .export import FLUSH, Batch, select_group
+    from .export import Batch, select_all
 
     rule_file, mode, db_url, backlog = pickle.load(sys.stdin.buffer)
     engine = RuleEngine(rule_file)
     with os.fdopen(int(argv[1]), "wb") as out:
         batch = Batch(lambda rows: pickle.dump(("items", rows), out, pickle.HIGHEST_PROTOCOL))
         handled: list[tuple[str, str]] = []
+
+        def flush() -> None:
+            pickle.dump(("handled", handled), out, pickle.HIGHEST_PROTOCOL)
+            handled.clear()
         db = create_engine(db_url, connect_args={"timeout": 30})
-        n = 0
         try:
             with db.connect() as conn:
-                for d in decide_ledger(conn, engine, mode, matched=False):
-                    select_group(batch, [d], backlog, handled)
-                    n += 1
-                    if len(handled) >= FLUSH:
-                        pickle.dump(("handled", handled), out, pickle.HIGHEST_PROTOCOL)
-                        handled = []
+                n = select_all(decide_ledger(conn, engine, mode, matched=False), batch, backlog,
+                               handled, flush)
         finally:
             db.dispose()
         batch.flush()

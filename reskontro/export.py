@@ -157,20 +157,41 @@ def select_group(batch: Batch, group: list[Decided], backlog: bool, handled: lis
         handled.append(("match", mid))                 # lost a member: the rules hold it
 
 
-def _take_in(conn: Connection, batch: Batch, handled: list[tuple[str, str]], records) -> None:
-    """What the decide process chose, added as if chosen here (a customer goes once)."""
+def select_all(decided: Iterator[Decided], batch: Batch, backlog: bool, handled: list[tuple[str, str]],
+               flush: Callable[[], None], progress: Callable[[str, int], None] | None = None,
+               n: int = 0) -> int:
+    """select_group for each group of `decided`; `flush` empties `handled` when it is big."""
+    for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
+        group = list(group)
+        select_group(batch, group, backlog, handled)
+        n += len(group)
+        if progress and n % 20000 < len(group):
+            progress("decided", n)
+        if len(handled) >= FLUSH:
+            flush()
+    return n
+
+
+def _take_in(batch: Batch, handled: list[tuple[str, str]], records, flush: Callable[[], None]) -> None:
+    """What the decide process chose, added as if chosen here: its chunks go to the journal
+    as they are, but a customer goes once (both processes may have chosen it)."""
+    seen = batch.customers
+    batch.flush()
     for what, rows in records:
         if what == "handled":
             handled.extend(rows)
             if len(handled) >= FLUSH:
-                _clear(conn, handled)
+                flush()
             continue
-        for kind, id_, version, members in rows:
-            if kind == "customer":
-                if id_ in batch.customers:
+        take = []
+        for row in rows:
+            if row[0] == "customer":
+                if row[1] in seen:
                     continue
-                batch.customers.add(id_)
-            batch.add(kind, id_, version, members)
+                seen.add(row[1])
+            take.append(row)
+            batch.counts[row[0]] += 1
+        batch.sink(take)
 
 
 def _unmatched_count(conn: Connection) -> int:
@@ -260,11 +281,8 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
     outbox.mkdir(parents=True, exist_ok=True)
     recovered = recover(db.begin, outbox)
     now = (now or datetime.now(OSLO)).astimezone(OSLO)
-    # A backlog file is big: start the check process now, its start-up overlaps deciding.
-    with ExitStack() as stack:
-        worker = (stack.enter_context(CheckWorker(config.xsd))
-                  if backlog and _worker_can_read(config.database) else None)
-        return _export(config, db, engine, backlog, now, progress, recovered, worker, stack)
+    with ExitStack() as stack:       # closes the helper processes, whatever happens
+        return _export(config, db, engine, backlog, now, progress, recovered, stack)
 
 
 def _worker_can_read(url: str) -> bool:
@@ -275,7 +293,7 @@ def _worker_can_read(url: str) -> bool:
 
 def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime,
             progress: Callable[[str, int], None] | None, recovered: list[str],
-            worker: CheckWorker | None, stack: ExitStack) -> ExportResult:
+            stack: ExitStack) -> ExportResult:
     outbox = config.outbox
     kind = "backlog" if backlog else "daily"
 
@@ -315,24 +333,20 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
         decided = decide_ledger(conn, engine, config.mode, only_pending=not full,
                                 skip_matches=None if settled is None else select(settled.c.match_id),
                                 unmatched=helper is None)
-        n = 0
-        for _key, group in groupby(decided, key=lambda d: d.entry["match_id"] or ("\0" + d.entry["id"])):
-            group = list(group)
-            select_group(batch, group, backlog, handled)
-            n += len(group)
-            if progress and n % 20000 < len(group):
-                progress("decided", n)
-            if len(handled) >= FLUSH:
-                _clear(conn, handled)
+        flush = lambda: _clear(conn, handled)   # noqa: E731
+        n = select_all(decided, batch, backlog, handled, flush, progress)
         if helper is not None:
             records = helper.results()
             if records is None:           # the child failed: decide its half here
-                for d in decide_ledger(conn, engine, config.mode, matched=False):
-                    select_group(batch, [d], backlog, handled)
-                    if len(handled) >= FLUSH:
-                        _clear(conn, handled)
+                select_all(decide_ledger(conn, engine, config.mode, matched=False),
+                           batch, backlog, handled, flush, progress, n)
             else:
-                _take_in(conn, batch, handled, records)
+                _take_in(batch, handled, records, flush)
+        # A big file is checked in a second process while it is written; started now, its
+        # start-up overlaps the rest of this step (and the decide process has ended).
+        worker = None
+        if (backlog or batch.counts["entry"] >= _PARALLEL_CHECK_FROM) and _worker_can_read(config.database):
+            worker = stack.enter_context(CheckWorker(config.xsd))
         _changed_customers(conn, batch, engine, config.mode)
         # A customer Lowell has never had travels with its first entry (read from the ledger,
         # not from pending); pending only keeps changes of customers Lowell has.
@@ -348,8 +362,6 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
 
     part = outbox / (name + ".part")
     env = make_environment(config.templates_dir)
-    if worker is None and batch.counts["entry"] >= _PARALLEL_CHECK_FROM and _worker_can_read(config.database):
-        worker = stack.enter_context(CheckWorker(config.xsd))
     with db.connect() as conn, part.open("wb") as f:
         out = f
         if worker is not None:
