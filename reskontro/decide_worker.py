@@ -10,7 +10,7 @@ until the export does, so both processes read the same committed ledger. (A Post
 transaction has no such guarantee without sharing its snapshot: there the export decides
 alone.) The child only reads; the export writes everything.
 
-Protocol: ``python -m reskontro.decide_worker FD``; the job comes pickled on stdin (the rule
+Protocol: ``python -m reskontro.decide_worker FD PARENT_PID``; the job comes pickled on stdin (the rule
 file as the export loaded it, the mode, the database URL, backlog or not) and the answer goes
 to FD, an unlinked temporary file of the parent: pickled ("items", rows) and
 ("handled", ids) records, then ("done", count). The parent reads it only after the child
@@ -41,7 +41,7 @@ class DecideWorker:
             p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
         fd = self._out.fileno()
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "reskontro.decide_worker", str(fd)], pass_fds=(fd,),
+            [sys.executable, "-m", "reskontro.decide_worker", str(fd), str(os.getpid())], pass_fds=(fd,),
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
         try:
             # the URL goes on stdin, not the command line: a password never shows in `ps`
@@ -91,6 +91,15 @@ class DecideWorker:
         self.close()
 
 
+def _while_parent_lives(items: Iterator, parent: int, every: int = 5000) -> Iterator:
+    """Stop (exit status 3) once the export that started us is gone: killed, it will never
+    read the answer, and the next run decides again."""
+    for i, x in enumerate(items):
+        if i % every == 0 and os.getppid() != parent:
+            raise SystemExit(3)
+        yield x
+
+
 def _main(argv: list[str]) -> int:
     from sqlalchemy import create_engine
 
@@ -110,8 +119,9 @@ def _main(argv: list[str]) -> int:
         db = create_engine(db_url, connect_args={"timeout": 30})
         try:
             with db.connect() as conn:
-                n = select_all(decide_ledger(conn, engine, mode, matched=False), batch, backlog,
-                               handled, flush)
+                decided = _while_parent_lives(decide_ledger(conn, engine, mode, matched=False),
+                                              int(argv[2]))
+                n = select_all(decided, batch, backlog, handled, flush)
         finally:
             db.dispose()
         batch.flush()

@@ -335,6 +335,7 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
                                 unmatched=helper is None)
         flush = lambda: _clear(conn, handled)   # noqa: E731
         n = select_all(decided, batch, backlog, handled, flush, progress)
+        faults.point("mid-decide")        # (the decide process, if any, may still be working)
         if helper is not None:
             records = helper.results()
             if records is None:           # the child failed: decide its half here

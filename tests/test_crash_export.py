@@ -149,3 +149,44 @@ def test_backlog_export_killed_then_run_again(tmp_path):
     # M6 (I6, P6 and the opted-out write-off V6) sums to zero: settled, not in a backlog
     assert set(f.entries) == set(DAY_ONE_ENTRIES) - {"I6", "P6"}
     assert Lowell().model.receive(f.path.read_bytes(), f.path.name).accepted
+
+
+def _helpers_of(pid: int, site: Path) -> list[str]:
+    """Helper processes (check, decide) still running for the export `pid` on `site`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue          # ended while we looked
+        if ("reskontro.check_worker" in cmd and str(site) in cmd) or \
+                ("reskontro.decide_worker" in cmd and cmd.split()[-1] == str(pid)):
+            found.append(cmd)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to see the helper processes")
+@pytest.mark.parametrize("fault", ("mid-decide", "after-reserve", "mid-render", "after-check"))
+def test_backlog_with_helper_processes_killed_then_run_again(tmp_path, fault):
+    """Both helper processes forced on (a tiny ledger): the export killed while they live
+    leaves none running, and the next run sends everything exactly once."""
+    from clirun import wait_for
+    site = make_site(tmp_path)
+    import_records(site, day_one())
+    force = ("import reskontro.export as e; e.PARALLEL_DECIDE_FROM = 0; "
+             "from reskontro.cli import main; main()")
+    argv = [sys.executable, "-c", force, "--site", str(site), "export", "--backlog"]
+    env = {k: v for k, v in os.environ.items() if k != "RESKONTRO_FAULT"}
+    proc = subprocess.Popen(argv, env={**env, "RESKONTRO_FAULT": fault},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    wait_for(lambda: not _helpers_of(proc.pid, site), 30, "the helper processes to end")
+    assert subprocess.run(argv, env=env, capture_output=True, timeout=120).returncode == 0
+    files = outbox_xml(site)
+    assert len(files) == 1 and list((site / "outbox").glob("*.part")) == []
+    f = parse_file(files[0])
+    assert set(f.entries) == set(DAY_ONE_ENTRIES) - {"I6", "P6"}
+    assert Lowell().model.receive(f.path.read_bytes(), f.path.name).accepted
