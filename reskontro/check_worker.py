@@ -18,32 +18,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
 from .contract import ContractError
+from .helper_process import HelperProcess
 
 log = logging.getLogger(__name__)
 _PIPE_SIZE = 1 << 20      # a bigger pipe: the writer blocks less on a reader a chunk behind
 _F_SETPIPE_SZ = 1031      # Linux fcntl
 
 
-class CheckWorker:
+class CheckWorker(HelperProcess):
     """A child process checking one file; start it early (its start-up then overlaps)."""
 
     def __init__(self, xsd: Path) -> None:
-        self._stderr = tempfile.TemporaryFile()
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-        self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "reskontro.check_worker", str(xsd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        super().__init__("reskontro.check_worker", str(xsd), stdout=subprocess.PIPE)
         self._broken = False
         try:
             import fcntl
@@ -76,38 +69,13 @@ class CheckWorker:
             out = proc.stdout.read()
         code = proc.wait()
         if code != 0 or self._broken:
-            self._stderr.seek(0)
-            why = self._stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
-            log.warning("the check process failed (%s); checking in this process instead", why[0])
+            log.warning("the check process failed (%s); checking in this process instead", self._why(code))
             return None
         try:
             return [ContractError(**e) for e in json.loads(out)]
         except (ValueError, TypeError) as e:
             log.warning("the check process answered %r (%s); checking in this process instead", out[:200], e)
             return None
-
-    def close(self) -> None:
-        """Stop the child (nothing to check, or the export failed)."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            try:
-                proc.stdin.close()      # no job line: the child exits
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        self._stderr.close()
-
-    def __enter__(self) -> CheckWorker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class Tee:
     """Writes to the file and to the check process."""

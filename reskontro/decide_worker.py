@@ -21,28 +21,22 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+
+from .helper_process import HelperProcess
 
 log = logging.getLogger(__name__)
 
 
-class DecideWorker:
-    """The child deciding the unmatched entries; `results()` once the export wants them."""
+class DecideWorker(HelperProcess):
+    """The child deciding its share; `results()` once the export wants it."""
 
     def __init__(self, rule_file: object, mode: str, db_url: str, backlog: bool) -> None:
         self._out = tempfile.TemporaryFile()
-        self._stderr = tempfile.TemporaryFile()
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
         fd = self._out.fileno()
-        self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "reskontro.decide_worker", str(fd), str(os.getpid())], pass_fds=(fd,),
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
+        super().__init__("reskontro.decide_worker", str(fd), str(os.getpid()), pass_fds=(fd,))
         try:
             # the URL goes on stdin, not the command line: a password never shows in `ps`
             pickle.dump((rule_file, mode, db_url, backlog), self._proc.stdin)
@@ -57,9 +51,7 @@ class DecideWorker:
             return None
         code = proc.wait()
         if code != 0:
-            self._stderr.seek(0)
-            why = self._stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
-            log.warning("the decide process failed (%s); deciding here instead", why[0])
+            log.warning("the decide process failed (%s); deciding here instead", self._why(code))
             return None
         self._out.seek(0)
         return self._records()
@@ -77,18 +69,8 @@ class DecideWorker:
             yield rec
 
     def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        super().close()
         self._out.close()
-        self._stderr.close()
-
-    def __enter__(self) -> DecideWorker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _while_parent_lives(items: Iterator, parent: int, every: int = 5000) -> Iterator:

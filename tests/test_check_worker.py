@@ -74,11 +74,13 @@ def test_a_child_that_fails_answers_none_and_never_blocks_the_writer(tmp_path):
     assert part.stat().st_size == len(big)         # every byte reached the file
 
 
-def test_a_worker_never_given_a_file_stops_cleanly():
-    worker = CheckWorker(XSD)
-    proc = worker._proc
-    worker.close()
-    assert proc.returncode == 0
+def test_a_worker_never_given_a_file_ends_on_its_own():
+    """The export died (or had nothing to check) before the job line: stdin ends, the child
+    exits cleanly instead of waiting forever."""
+    with CheckWorker(XSD) as worker:
+        proc = worker._proc
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
 
 
 def test_a_backlog_export_checks_in_the_child(tmp_path, monkeypatch):
