@@ -771,13 +771,16 @@ class TransferChecker:
                      known_customer: Callable[[str], bool] = lambda _: False,
                      known_entry_type: Callable[[str], str | None] = lambda _: None,
                      ) -> CheckResult:
-        """Check the bytes of ``path`` read from ``stream`` while they are being written (a
-        pipe from the writer), so checking overlaps writing. ``size`` is the expected size
+        """Check the bytes of ``path`` read from ``stream`` while they are being written, so
+        checking overlaps writing. ``size`` is the expected size
         (it only sizes the id tables). A second reading (the diagnosis of a failing file,
         confirming a repeated id) reads ``path`` itself, complete once the stream has ended;
-        the stream is read to its end first, so the writer never waits on this reader."""
+        the stream is read to its end first (when it is a pipe, the writer never waits on
+        this reader)."""
         path = Path(path)
-        head = stream.read(_PROLOG_LIMIT)
+        head = b""        # a stream may give fewer bytes than asked before its end
+        while len(head) < _PROLOG_LIMIT and (more := stream.read(_PROLOG_LIMIT - len(head))):
+            head += more
 
         def drain() -> None:
             while stream.read(1 << 20):

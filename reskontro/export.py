@@ -28,7 +28,7 @@ from sqlalchemy import (Column, Connection, MetaData, String, Table, and_, delet
 from . import faults, journal
 from . import schema as s
 from .config import Config
-from .check_worker import CheckWorker, Tee
+from .check_worker import Announcing, CheckWorker
 from .decide_worker import DecideWorker
 from .contract import check_transfer_file
 from .decide import Decided, fetch_raw, decide_ledger, settled_groups
@@ -212,8 +212,8 @@ def _customer_held(engine: RuleEngine, mode: str, row) -> bool:
 def _changed_customers(conn: Connection, batch: Batch, engine: RuleEngine, mode: str) -> None:
     """Customers changed after delivery with no new entry of theirs tonight: send the update."""
     c, p, st = s.customers, s.pending, s.sent
-    # Driven from pending (the day's changes), in two steps: in one join SQLite's planner,
-    # without statistics, walks every customer Lowell has instead.
+    # Driven from pending (by now only changes of customers Lowell has), in two steps: in one
+    # join SQLite's planner, without statistics, walks every customer Lowell has instead.
     ids = conn.execute(select(p.c.id).where(p.c.kind == "customer")).scalars().all()
     for i in range(0, len(ids), BATCH):
         rows = conn.execute(
@@ -352,11 +352,11 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
         worker = None
         if (backlog or batch.counts["entry"] >= _PARALLEL_CHECK_FROM) and _worker_can_read(config.database):
             worker = stack.enter_context(CheckWorker(config.xsd))
-        _changed_customers(conn, batch, engine, config.mode)
         # A customer Lowell has never had travels with its first entry (read from the ledger,
         # not from pending); pending only keeps changes of customers Lowell has.
         conn.execute(delete(s.pending).where(s.pending.c.kind == "customer", ~exists().where(
             s.sent.c.kind == "customer", s.sent.c.id == s.pending.c.id)))
+        _changed_customers(conn, batch, engine, config.mode)
         batch.flush()
         writer.close()
         _clear(conn, handled)
@@ -372,21 +372,37 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
         if worker is not None:
             # ~300 bytes per record: it only sizes the checker's id tables
             worker.begin(part, 300 * sum(batch.counts.values()), config.database)
-            out = Tee(f, worker)
+            out = Announcing(f, worker)
         totals = render_transfer(out, header, _stream(conn, file_id, "customer"),
                                  _progress(_stream(conn, file_id, "entry"), progress),
                                  _stream(conn, file_id, "match"), env)
         faults.point("mid-render")
         f.flush()
         os.fsync(f.fileno())
+        if worker is not None:
+            worker.done(f.tell())
     faults.point("after-render")
 
-    problems = worker.finish() if worker is not None else None
-    if problems is None:       # no check process, or it failed: check here
-        with db.connect() as conn:
-            problems = check_transfer_file(part, config.xsd, known_customer=journal.known_customer(conn),
-                                           known_entry_type=journal.known_entry_type(conn))
-    faults.point("after-check")
+    # Step 5's journal work is done while the check process finishes (it reads behind the
+    # writer), in a transaction committed only after the rename, else rolled back: what is
+    # durable happens in the order above.
+    with db.connect() as conn:
+        tx = conn.begin()
+        try:
+            if worker is not None:
+                journal.mark_written(conn, file_id, totals.entry_count)
+            problems = _check(config, db, part, worker)
+            faults.point("after-check")
+            if not problems:
+                if worker is None:
+                    journal.mark_written(conn, file_id, totals.entry_count)
+                os.replace(part, outbox / name)
+                _fsync_dir(outbox)
+                faults.point("after-rename")
+                tx.commit()
+        finally:
+            if tx.is_active:
+                tx.rollback()
     if problems:
         # The errors name the .part file they were found in; it is now `name` in rejected/.
         text = "\n".join(str(p).replace(name + ".part", name) for p in problems)
@@ -396,15 +412,22 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
             journal.drop_file(conn, file_id, "invalid", text[:4000])
         return ExportResult(file_id, None, kind, totals.customer_count, totals.entry_count,
                             totals.match_count, tuple(str(p) for p in problems), tuple(recovered))
-
-    os.replace(part, outbox / name)
-    _fsync_dir(outbox)
-    faults.point("after-rename")
-    with db.begin() as conn:
-        journal.mark_written(conn, file_id, totals.entry_count)
     faults.point("after-commit")
     return ExportResult(file_id, outbox / name, kind, totals.customer_count, totals.entry_count,
                         totals.match_count, (), tuple(recovered))
+
+
+def _check(config: Config, db, part: Path, worker: CheckWorker | None) -> list:
+    """The pre-send check's errors: the check process's answer, else checked here (no
+    process, or it failed). Earlier files are looked up on a connection of their own: the
+    check must see what was delivered or in flight before this file, not this file's own
+    journal work."""
+    problems = worker.finish() if worker is not None else None
+    if problems is None:
+        with db.connect() as conn:
+            problems = check_transfer_file(part, config.xsd, known_customer=journal.known_customer(conn),
+                                           known_entry_type=journal.known_entry_type(conn))
+    return problems
 
 
 def _progress(it: Iterator, progress) -> Iterator:

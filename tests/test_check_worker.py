@@ -1,6 +1,7 @@
-"""The pre-send check in a second process (reskontro.check_worker): fed the bytes while they
-are written, it must find exactly what the check in this process finds, including the errors
-that need the file read a second time, and a child that fails must never cost the check."""
+"""The pre-send check in a second process (reskontro.check_worker): reading the file while it
+is written, it must find exactly what the check in this process finds, including the errors
+that need the file read a second time; a child that fails must never cost the check, and one
+whose export is gone must stop."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,21 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from reskontro.check_worker import CheckWorker, Tee
+from reskontro.check_worker import Announcing, CheckWorker
 from reskontro.contract import check_transfer_file
 from test_contract import XSD, customer, day_customers, day_entries, edit, invoice, render_day
 
 
 def _through_worker(path: Path, db_url: str, xsd: Path = XSD, chunk: int = 4096):
-    """Write `path`'s bytes as the export does: to a new file and, through Tee, to the child."""
+    """Write `path`'s bytes as the export does: to a new file, announcing each chunk."""
     data = path.read_bytes()
     part = path.with_name(path.name + ".part")
     with CheckWorker(xsd) as worker, part.open("wb") as f:
         worker.begin(part, len(data), db_url)
-        out = Tee(f, worker)
+        out = Announcing(f, worker)
         for i in range(0, len(data), chunk):
             out.write(data[i:i + chunk])
         f.flush()
+        worker.done(f.tell())
         return worker.finish(), part
 
 
@@ -65,13 +67,31 @@ def test_the_child_finds_what_the_check_here_finds(tmp_path, case):
 def test_a_child_that_fails_answers_none_and_never_blocks_the_writer(tmp_path):
     missing = tmp_path / "no-such.xsd"             # the child dies at start-up
     path = render_day(tmp_path)
-    big = path.read_bytes() * 200                  # far more than a pipe holds
+    big = path.read_bytes() * 200
     part = tmp_path / "big.xml.part"
     with CheckWorker(missing) as worker, part.open("wb") as f:
         worker.begin(part, len(big), _db(tmp_path))
-        Tee(f, worker).write(big)
+        out = Announcing(f, worker)
+        for i in range(0, len(big), 1 << 16):
+            out.write(big[i:i + (1 << 16)])
+        worker.done(len(big))
         assert worker.finish() is None
     assert part.stat().st_size == len(big)         # every byte reached the file
+
+
+def test_a_child_whose_export_is_gone_stops(tmp_path):
+    """Stdin ends before the file does (the export was killed): the child exits at once
+    (status 3) instead of checking half a file."""
+    path = render_day(tmp_path)
+    data = path.read_bytes()
+    part = tmp_path / "half.xml.part"
+    part.write_bytes(data[:len(data) // 2])
+    with CheckWorker(XSD) as worker:
+        worker.begin(part, len(data), _db(tmp_path))
+        worker.written(len(data) // 2)
+        proc = worker._proc
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 3
 
 
 def test_a_worker_never_given_a_file_ends_on_its_own():
