@@ -84,6 +84,7 @@ class CheckWorker(HelperProcess):
             log.warning("the check process answered %r (%s); checking in this process instead", out[:200], e)
             return None
 
+
 class Announcing:
     """Writes to the file and tells the check process how far the file is written."""
 

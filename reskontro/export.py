@@ -92,7 +92,7 @@ def recover(conn_factory, outbox: Path) -> list[str]:
 
 class Batch:
     """Items chosen for the file (kind, id, version, members), handed to `sink` in chunks
-    (memory flat): the journal, or the pipe of a decide process."""
+    (memory flat): the journal, or the answer of a decide process."""
 
     def __init__(self, sink: Callable[[list[tuple[str, str, str, str | None]]], None]):
         self.sink = sink

@@ -17,7 +17,7 @@ from sqlalchemy import (Column, Connection, MetaData, String, Table, Text, and_,
                         literal, select, update)
 
 from . import schema as s
-from .store import Ledger
+from .store import Ledger, upsert_insert
 
 LIVE = ("written", "uploaded", "accepted")      # files whose content the receiver has or will have
 IN_FLIGHT = ("written", "uploaded")
@@ -158,17 +158,16 @@ def _upsert_sent(conn: Connection, file_id: str) -> bool:
     """When `file_id` is the newest live file, its version of each of its items is the one
     the receiver will hold: write them to `sent` in one upsert (no search for the newest).
     False when that does not hold (or the database has no upsert): rebuild instead."""
-    dialect = conn.dialect.name
-    if dialect not in ("sqlite", "postgresql"):
+    upsert = upsert_insert(conn, s.sent)
+    if upsert is None:
         return False
     f, fi = s.files, s.file_items
     seq = select(f.c.sequence).where(f.c.file_id == file_id).scalar_subquery()
     if conn.execute(select(f.c.file_id).where(f.c.state.in_(LIVE), f.c.sequence > seq).limit(1)).first():
         return False
-    mod = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
     state = "delivered" if conn.execute(select(f.c.state).where(f.c.file_id == file_id)).scalar() == "accepted" \
         else "in_flight"
-    stmt = mod.insert(s.sent).from_select(
+    stmt = upsert.from_select(
         ["kind", "id", "version", "file_id", "members", "state"],
         select(fi.c.kind, fi.c.id, fi.c.version, fi.c.file_id, fi.c.members, literal(state))
         .where(fi.c.file_id == file_id))

@@ -33,6 +33,15 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+def upsert_insert(conn: Connection, table):
+    """An INSERT with ON CONFLICT for the databases that have it (SQLite, PostgreSQL), else
+    None (the caller then does it in two steps)."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    return __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"]).insert(table)
+
+
 def digest(*parts: object) -> str:
     """A short, stable version stamp of some content (not a security hash)."""
     h = hashlib.blake2b(digest_size=8)
@@ -124,10 +133,9 @@ class Ledger:
         rows = [{"kind": kind, "id": i} for i in dict.fromkeys(ids)]
         if not rows:
             return
-        dialect = self.conn.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            mod = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
-            self.conn.execute(mod.insert(s.pending).on_conflict_do_nothing(), rows)
+        upsert = upsert_insert(self.conn, s.pending)
+        if upsert is not None:
+            self.conn.execute(upsert.on_conflict_do_nothing(), rows)
             return
         have = set()
         for i in range(0, len(rows), BATCH):
