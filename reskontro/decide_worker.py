@@ -37,6 +37,8 @@ class DecideWorker(HelperProcess):
         self._out = tempfile.TemporaryFile()
         fd = self._out.fileno()
         super().__init__("reskontro.decide_worker", str(fd), str(os.getpid()), pass_fds=(fd,))
+        if self._proc is None:
+            return      # could not start: results() says so
         try:
             # the URL goes on stdin, not the command line: a password never shows in `ps`
             pickle.dump((rule_file, mode, db_url, backlog), self._proc.stdin)

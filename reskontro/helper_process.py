@@ -6,11 +6,14 @@ failure can say why in one line.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class HelperProcess:
@@ -20,9 +23,15 @@ class HelperProcess:
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-        self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=stdout,
-            stderr=self._stderr, env=env, pass_fds=pass_fds)
+        self._proc: subprocess.Popen | None = None
+        self.failed_to_start: str | None = None
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=stdout,
+                stderr=self._stderr, env=env, pass_fds=pass_fds)
+        except OSError as e:     # no interpreter to start: the caller does the work itself
+            self.failed_to_start = str(e)
+            log.warning("could not start %s (%s); working without it", module, e)
 
     def _why(self, code: int) -> str:
         """The last line the child wrote to stderr (its exception), else its exit status."""

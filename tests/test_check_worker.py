@@ -79,6 +79,14 @@ def test_a_child_that_fails_answers_none_and_never_blocks_the_writer(tmp_path):
     assert part.stat().st_size == len(big)         # every byte reached the file
 
 
+def test_a_child_that_cannot_start_answers_none(tmp_path, monkeypatch):
+    import reskontro.helper_process as helper_process
+    monkeypatch.setattr(helper_process.sys, "executable", "/nonexistent/python")
+    path = render_day(tmp_path)
+    errors, part = _through_worker(path, _db(tmp_path))
+    assert errors is None and part.read_bytes() == path.read_bytes()
+
+
 def test_a_child_whose_export_is_gone_stops(tmp_path):
     """Stdin ends before the file does (the export was killed): the child exits at once
     (status 3) instead of checking half a file."""

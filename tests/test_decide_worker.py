@@ -61,13 +61,18 @@ def test_two_processes_make_the_same_file_and_journal_as_one(tmp_path, monkeypat
     assert split == alone
 
 
-def test_a_child_that_fails_leaves_the_work_to_the_export(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("python, says", [
+    ("false", "the decide process failed"),                 # starts, exits 1 at once
+    ("/nonexistent/python", "could not start reskontro.decide_worker"),   # cannot start
+])
+def test_a_child_that_fails_leaves_the_work_to_the_export(tmp_path, monkeypatch, caplog, python, says):
+    import reskontro.helper_process as helper_process
     monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 10**9)
     alone = _outcome(_site_with_sample(tmp_path, "alone"), True)
     monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 0)
-    monkeypatch.setattr(decide_worker.sys, "executable", "false")    # exits 1 at once
+    monkeypatch.setattr(helper_process.sys, "executable", python)
     failed = _outcome(_site_with_sample(tmp_path, "failed"), True)
-    assert "the decide process failed" in caplog.text
+    assert says in caplog.text
     assert failed == alone
 
 
