@@ -749,9 +749,12 @@ class TransferChecker:
     def check(self, source: Path | bytes, name: str | None = None, *,
               known_customer: Callable[[str], bool] = lambda _: False,
               known_entry_type: Callable[[str], str | None] = lambda _: None,
-              collect: bool = False) -> CheckResult:
+              collect: bool = False, into: CheckResult | None = None) -> CheckResult:
         """Every contract error of the file (none: it may be sent). With ``collect`` the
-        result also carries the file's content (for the receiver model)."""
+        result also carries the file's content (for the receiver model); ``into`` is a result
+        whose customers, entries and matches are anything with ``append`` (records then
+        stream there, e.g. into the journal, instead of piling up). With errors, what went
+        there is incomplete: drop it."""
         if isinstance(source, bytes):
             name = name or "transfer file"
             head = source[:_PROLOG_LIMIT]
@@ -765,7 +768,7 @@ class TransferChecker:
                 size = os.fstat(f.fileno()).st_size
             open_source = lambda: str(path)
         return self._check(head, open_source(), open_source, size, name, lambda: None,
-                           known_customer, known_entry_type, collect)
+                           known_customer, known_entry_type, collect or into is not None, into)
 
     def check_stream(self, stream: BinaryIO, path: Path, *, size: int, name: str | None = None,
                      known_customer: Callable[[str], bool] = lambda _: False,
@@ -791,7 +794,8 @@ class TransferChecker:
     def _check(self, head: bytes, first: BinaryIO | str, open_source: Callable[[], BinaryIO | str],
                size: int, name: str, drain: Callable[[], None],
                known_customer: Callable[[str], bool],
-               known_entry_type: Callable[[str], str | None], collect: bool) -> CheckResult:
+               known_entry_type: Callable[[str], str | None], collect: bool,
+               into: CheckResult | None = None) -> CheckResult:
         problem = _prolog_problem(head)
         if problem:
             drain()
@@ -803,6 +807,8 @@ class TransferChecker:
                          collect, self.max_errors, size)
 
         scan = new_scan()
+        if into is not None:
+            scan.result = into
         xsd_message: str | None = None
         try:
             try:

@@ -22,8 +22,8 @@ from reskontro.adapters.sftp import SftpClient, SftpError, SftpSettings
 
 from . import journal
 from .config import Config, ConfigError
-from .contract import check_transfer_file
 from .folders import is_temporary, set_aside
+from .manual_files import journal_manual_file
 
 log = logging.getLogger("reskontro.exchange")
 _FILE = re.compile(r"LT_[A-Za-z0-9]{1,35}_\d{8}_(\d{6})\.xml")
@@ -95,23 +95,23 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                 _refuse(path, outbox, "not a Ledger Transfer file whose FileId matches its name")
                 res.refused.append(f"{path.name}: not a Ledger Transfer file whose FileId matches its name")
                 continue
-            with db.connect() as conn:
-                problems = check_transfer_file(path, config.xsd, known_customer=journal.known_customer(conn),
-                                               known_entry_type=journal.known_entry_type(conn))
-            if problems:
-                why = "; ".join(str(p) for p in problems[:20])
-                _refuse(path, outbox, why)
-                res.refused.append(f"{path.name}: {why}")
-                continue
-            with db.begin() as conn:
+            # The same check as our own files, and its items journalled like ours (in one
+            # pass, one transaction: all of it or, when the check fails, nothing).
+            with db.connect() as conn, conn.begin() as tx:
+                why = None
                 if journal.sequence_taken(conn, head[1]):
                     why = f"sequence {head[1]} is taken by another file; give it a sequence above {journal.next_sequence(conn) - 1}"
+                else:
+                    journal.reserve_file(conn, head[0], head[1], "manual", path.name,
+                                         datetime.now(ZoneInfo("Europe/Oslo")), None)
+                    problems = journal_manual_file(conn, path, config.xsd, head[0])
+                    if problems:
+                        why = "; ".join(str(p) for p in problems[:20])
+                if why is not None:
+                    tx.rollback()
                     _refuse(path, outbox, why)
                     res.refused.append(f"{path.name}: {why}")
                     continue
-                journal.reserve_file(conn, head[0], head[1], "manual", path.name,
-                                     datetime.now(ZoneInfo("Europe/Oslo")), None)
-                journal.set_state(conn, head[0], "written")
         elif rec.state not in ("written", "uploaded", "accepted", "rejected"):
             res.skipped.append(f"{path.name}: journal state {rec.state}")
             continue

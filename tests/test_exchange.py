@@ -268,6 +268,54 @@ def test_hand_dropped_file_failing_the_check_is_rejected_not_sent(
     assert name not in {p.name for p in (site / "outbox").iterdir()}
 
 
+def test_hand_dropped_file_is_journalled_item_by_item(tmp_path: Path, sshd: LoopbackSshd) -> None:
+    """What support's file carries is in flight like our own items: our next file does not
+    send it again; an entry the ledger has with other content is held, not resent."""
+    kid = kid10("000090001")
+    ledger = LEDGER + [
+        {"record": "customer", "id": "C90", "name": "Ola Nordmann", "type": "private",
+         "address1": "Kirkeveien 2", "post_code": "5003", "city": "BERGEN", "country": "NO"},
+        {"record": "entry", "id": "I90", "customer_id": "C90", "type": "invoice", "document_no": "F-I90",
+         "document_date": "2026-10-01", "due_date": "2026-10-15", "amount": "499.00",
+         "currency": "NOK", "kid": kid, "status": "invoiced"},
+        {"record": "entry", "id": "I91", "customer_id": "C90", "type": "invoice", "document_no": "F-I91",
+         "document_date": "2026-10-01", "due_date": "2026-10-15", "amount": "500.00",
+         "currency": "NOK", "status": "invoiced"},
+    ]
+    site = make_site(tmp_path, sshd, ledger=ledger)
+    cut = datetime.now(OSLO).replace(microsecond=0)
+    header = FileHeader(SENDER, ORG, 50, "backlog", cut, cut)
+    cust = Customer("C90", "Ola Nordmann", "private", Address(("Kirkeveien 2",), "5003", "BERGEN", "NO"))
+    same = Entry("I90", "C90", "invoice", "F-I90", date(2026, 10, 1), Decimal("499.00"),
+                 due_date=date(2026, 10, 15), kid=kid, status="invoiced")
+    other = Entry("I91", "C90", "invoice", "F-I91", date(2026, 10, 1), Decimal("450.00"),   # ledger: 500.00
+                  due_date=date(2026, 10, 15), status="invoiced")
+    out = io.BytesIO()
+    render_transfer(out, header, [cust], [same, other], [], make_environment(site / "templates"))
+    (site / "outbox" / f"{header.file_id}.xml").write_bytes(out.getvalue())
+
+    r = cli(site, "send")
+    assert r.exit_code == 0, r.output
+    items = json.loads(cli(site, "status", "--json").stdout)["items"]
+    assert items["in_flight"] == 3                      # C90, I90, I91
+    ours = export(site)
+    text = ours.read_text(encoding="utf-8")
+    assert 'id="I1"' in text and 'id="I2"' in text
+    assert 'id="I90"' not in text and 'id="I91"' not in text and 'id="C90"' not in text
+    why = flat(cli(site, "explain", "I91").output)
+    assert "changed-after-sent" in why, why
+
+    # The receiver rejects support's file: what it carried was never delivered, and goes in
+    # our next file, with the ledger's content.
+    receipt = render_receipt(Receipt(header.file_id, "rejected", datetime(2026, 11, 29, 18, 5, tzinfo=timezone.utc)))
+    (site / "inbox" / f"{header.file_id}.receipt.xml").write_bytes(receipt)
+    r = cli(site, "receipts")
+    assert r.exit_code == 1 and "REJECTED" in r.output      # a rejection is news: status 1
+    text = export(site).read_text(encoding="utf-8")
+    assert 'id="I90"' in text and 'id="C90"' in text
+    assert 'id="I91"' in text and ">500.00<" in text
+
+
 def test_hand_dropped_file_is_closed_after_the_check(tmp_path: Path, sshd: LoopbackSshd) -> None:
     """Reading a hand-dropped file's header must not leave the file open (one descriptor per
     file per run until the garbage collector finds it; a ResourceWarning)."""
