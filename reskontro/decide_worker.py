@@ -47,7 +47,7 @@ class DecideWorker(HelperProcess):
             pass        # the child died at start-up: results() says so
 
     def results(self) -> Iterator[tuple] | None:
-        """The child's records; None when it failed (the caller then decides the half)."""
+        """The child's records; None when it failed (the caller then decides its share)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return None
@@ -109,7 +109,7 @@ def _main(argv: list[str]) -> int:
         finally:
             db.dispose()
         batch.flush()
-        pickle.dump(("handled", handled), out, pickle.HIGHEST_PROTOCOL)
+        flush()
         pickle.dump(("done", n), out, pickle.HIGHEST_PROTOCOL)
     return 0
 

@@ -110,4 +110,4 @@ def _customer_view(row) -> tuple:
 
 
 def _iso(d) -> str | None:
-    return None if d is None else (d if isinstance(d, str) else d.isoformat())
+    return None if d is None else d.isoformat()
