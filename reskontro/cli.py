@@ -189,17 +189,19 @@ def fields() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "whole", is_flag=True, help="Every entry, also those delivered or in flight.")
+@click.option("--backlog", is_flag=True,
+              help="What `export --backlog` would write (matches settled now are history and stay home).")
 @click.pass_context
-def plan(ctx: click.Context, as_json: bool, whole: bool) -> None:
+def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
     """What tonight's run would send, exclude and hold: counts, amounts and reasons, of every
-    entry not yet delivered or in flight."""
+    entry not yet delivered or in flight. Its transfer count is what the next `export` writes."""
     from .reports import make_plan
 
     site = _site(ctx)
     engine = _engine(site)
     with site.db.connect() as conn:
         with console.status("Deciding entries…") as status:
-            p = make_plan(conn, engine, site.config.mode, unsent=not whole,
+            p = make_plan(conn, engine, site.config.mode, unsent=not whole, backlog=backlog,
                           progress=lambda n: status.update(f"Deciding entries… {n:,}"))
     if as_json:
         click.echo(json.dumps(p.as_json(), indent=2, ensure_ascii=False))

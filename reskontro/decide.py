@@ -7,10 +7,10 @@ decided first, so that the other members can read their invoices' decision
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, exists, func, select
 
 from . import schema as s
 from .engine import Outcome, RuleEngine
@@ -18,7 +18,8 @@ from .facts import CustomerChecks, customer_checks, entry_fact, match_shape
 
 _RANK = {"transfer": 4, "hold": 3, "wait": 2, "exclude": 1}
 _ENTRY_COLS = ("id", "customer_id", "type", "status", "factoring", "opt_out", "amount_ore", "currency",
-               "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match")
+               "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match",
+               "reverses")
 _CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "post_code", "city", "country",
                   "factoring_default", "version")
 # Customer checks kept (a few µs each to redo): entries of one customer mostly come together;
@@ -38,11 +39,21 @@ class Decided:
         return _Prefixed(self.entry)
 
 
+def goes_tonight(d: Decided) -> bool:
+    """The export writes this entry tonight: decided transfer, a type the receiver knows, and
+    Lowell has no version of it. Plan, status and export all ask this one question."""
+    e = d.entry
+    return d.outcome.decision == "transfer" and e["type"] != "reversal" and e["sent_version"] is None
+
+
 def settled_groups():
-    """Matches whose amounts add up to 0.00: settled in the ledger."""
-    e = s.entries
-    return (select(e.c.match_id).where(e.c.match_id.is_not(None)).group_by(e.c.match_id)
-            .having(func.sum(e.c.amount_ore) == 0))
+    """Matches whose amounts add up to 0.00 and of which Lowell has nothing: settled in the
+    ledger before the service started."""
+    e, st = s.entries, s.sent
+    return (select(e.c.match_id)
+            .outerjoin(st, and_(st.c.kind == "entry", st.c.id == e.c.id))
+            .where(e.c.match_id.is_not(None)).group_by(e.c.match_id)
+            .having(and_(func.sum(e.c.amount_ore) == 0, func.count(st.c.id) == 0)))
 
 
 def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None,
@@ -53,19 +64,28 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
     sent_e = s.sent.alias("sent_e")
     sent_m = s.sent.alias("sent_m")
     sent_c = s.sent.alias("sent_c")
+    by = s.entries.alias("by")
+    po = s.entries.alias("po")
+    hist = s.settled_history
+    # the payout that corrects a reversed payment: booked into the reversed payment's match
+    payout = (select(func.min(po.c.id)).where(po.c.match_id == rev.c.match_id, po.c.type == "payout")
+              .correlate(rev).scalar_subquery())
     # Only what the rules and the export read: every column costs a conversion per row.
     cols = [*(e.c[k] for k in _ENTRY_COLS), *(c.c[k].label(f"c_{k}") for k in _CUSTOMER_COLS),
             rev.c.type.label("rev_type"), sent_rev.c.version.label("rev_sent"),
             sent_e.c.version.label("sent_version"), sent_e.c.state.label("sent_state"),
             sent_m.c.members.label("sent_members"), sent_m.c.state.label("sent_match_state"),
-            sent_c.c.version.label("sent_c_version"), sent_c.c.state.label("sent_c_state")]
+            sent_c.c.version.label("sent_c_version"), sent_c.c.state.label("sent_c_state"),
+            exists().where(by.c.reverses == e.c.id, by.c.type == "reversal").label("reversed"),
+            payout.label("correcting_payout"), hist.c.match_id.label("settled_hist")]
     q = (select(*cols)
          .join(c, c.c.id == e.c.customer_id)
          .outerjoin(rev, rev.c.id == e.c.reverses)
          .outerjoin(sent_rev, and_(sent_rev.c.kind == "entry", sent_rev.c.id == e.c.reverses))
          .outerjoin(sent_e, and_(sent_e.c.kind == "entry", sent_e.c.id == e.c.id))
          .outerjoin(sent_m, and_(sent_m.c.kind == "match", sent_m.c.id == e.c.match_id))
-         .outerjoin(sent_c, and_(sent_c.c.kind == "customer", sent_c.c.id == e.c.customer_id)))
+         .outerjoin(sent_c, and_(sent_c.c.kind == "customer", sent_c.c.id == e.c.customer_id))
+         .outerjoin(hist, hist.c.match_id == e.c.match_id))
     pend = select(s.pending.c.id).where(s.pending.c.kind == "entry")
     if entry_ids is not None:
         ids_q = entry_ids
@@ -92,8 +112,10 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
 
 
 class _Decider:
-    def __init__(self, conn: Connection, engine: RuleEngine, mode: str):
+    def __init__(self, conn: Connection, engine: RuleEngine, mode: str, backlog: bool = False):
         self.conn, self.engine, self.mode = conn, engine, mode
+        # a backlog (or its preview) treats every settled group as history
+        self.backlog = backlog
         self._checks: dict[tuple[str, str], CustomerChecks] = {}
 
     def checks(self, m: Mapping) -> CustomerChecks:
@@ -106,29 +128,49 @@ class _Decider:
         return ch
 
     def fact(self, m: Mapping, shape: str = "none", invoice_decision: str = "none",
-             lost: bool = False) -> dict:
+             lost: bool = False, split: bool = False, settled: bool = False) -> dict:
         sent = m["sent_version"]
         return entry_fact(m, self.checks(m), self.mode, shape=shape,
                           invoice_decision=invoice_decision,
                           reverses_type=m["rev_type"] or "none",
                           reverses_sent=m["rev_sent"] is not None,
+                          reverses_corrected=m["correcting_payout"] is not None,
+                          reversed_=bool(m["reversed"]), sent=sent is not None,
                           changed_after_sent=sent is not None and sent != m["version"],
-                          match_lost_member=lost or m["left_match"] is not None)
+                          match_lost_member=lost or m["left_match"] is not None,
+                          split_with_excluded=split, settled_before_service=settled)
+
+    def decide(self, m: Mapping, f: dict) -> Decided:
+        out = self.engine.decide(f)
+        if "{" in out.reason:
+            out = _filled(out, m)
+        return Decided(m, f, out)
 
     def group(self, rows: list[Mapping], lost: bool) -> Iterator[Decided]:
         shape = match_shape(r["type"] for r in rows)
-        best = "none"
-        invoices = [r for r in rows if r["type"] == "invoice"]
-        for r in invoices:
-            f = self.fact(r, shape, "none", lost)
-            out = self.engine.decide(f)
-            if best == "none" or _RANK[out.decision] > _RANK[best]:
-                best = out.decision
-            yield Decided(r, f, out)
+        # history: settled when the backlog went (or, previewing a backlog, now), still settled,
+        # and Lowell has none of it (a group that reopened and went is Lowell's from then on)
+        settled = ((bool(rows[0]["settled_hist"]) or self.backlog) and sum(r["amount_ore"] for r in rows) == 0
+                   and all(r["sent_version"] is None for r in rows))
+        invoices = [self.decide(r, self.fact(r, shape, "none", lost, settled=settled))
+                    for r in rows if r["type"] == "invoice"]
+        yield from invoices
+        decisions = {d.outcome.decision for d in invoices}
+        best = max(decisions, key=_RANK.__getitem__) if decisions else "none"
+        # one counterpart of invoices that part go to Lowell, part are excluded (factoring)
+        split = "exclude" in decisions and best != "exclude"
         for r in rows:
             if r["type"] != "invoice":
-                f = self.fact(r, shape, best, lost)
-                yield Decided(r, f, self.engine.decide(f))
+                yield self.decide(r, self.fact(r, shape, best, lost, split, settled))
+
+
+def _filled(out: Outcome, m: Mapping) -> Outcome:
+    """A reason may name the records it is about: {id}, {reverses}, {correcting_payout}, {match_id}."""
+    values = {k: m[k] or "" for k in ("id", "reverses", "correcting_payout", "match_id")}
+    try:
+        return replace(out, reason=out.reason.format_map(values))
+    except (KeyError, ValueError, IndexError):    # braces that name nothing: leave the text
+        return out
 
 
 class _Prefixed(Mapping):
@@ -162,20 +204,20 @@ def fetch_raw(conn: Connection, query, chunk: int):
 
 def decide_ledger(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
                   entry_ids: list[str] | None = None, skip_matches=None,
-                  unmatched: bool = True, matched: bool = True,
+                  unmatched: bool = True, matched: bool = True, backlog: bool = False,
                   chunk: int = 2000) -> Iterator[Decided]:
     """Every entry (or only the groups with pending entries, or those of `entry_ids`) decided;
     `skip_matches` (a SELECT of match ids) leaves those groups out, e.g. the settled ones.
     `unmatched` / `matched` choose the half: entries in no match, and match groups (the two
-    are independent, so two processes may decide one each)."""
-    d = _Decider(conn, engine, mode)
+    are independent, so two processes may decide one each). `backlog`: decide as the backlog
+    file would, every settled group being history (settled_before_service)."""
+    d = _Decider(conn, engine, mode, backlog)
     # Unmatched entries: each its own group.
     if unmatched:
         for part in fetch_raw(conn, _query(only_pending, False, entry_ids), chunk).partitions(chunk):
             for row in part:
                 m = row._mapping
-                f = d.fact(m)
-                yield Decided(m, f, engine.decide(f))
+                yield d.decide(m, d.fact(m))
     if not matched:
         return
     # Matched entries: one group at a time (ordered by match id).

@@ -31,7 +31,7 @@ from .config import Config
 from .check_worker import Announcing, CheckWorker
 from .decide_worker import DecideWorker
 from .contract import check_transfer_file
-from .decide import Decided, fetch_raw, decide_ledger, settled_groups
+from .decide import Decided, decide_ledger, fetch_raw, goes_tonight, settled_groups
 from .facts import DEFAULT_FACT, customer_checks
 from .folders import set_aside
 from .domain import Customer, Entry, Match, from_ore
@@ -125,17 +125,12 @@ def select_group(batch: Batch, group: list[Decided], backlog: bool, handled: lis
         if mid:
             handled.append(("match", mid))
         return
-    if backlog and mid and sum(d.entry["amount_ore"] for d in group) == 0:
-        # A group settled before the service started is not Lowell's business.
-        handled.extend(("entry", d.entry["id"]) for d in sendable)
-        handled.append(("match", mid))
-        return
     for d in sendable:
         e = d.entry
         if e["sent_version"] == e["version"]:
             handled.append(("entry", e["id"]))         # delivered or in flight already
             continue
-        if e["sent_version"] is not None:
+        if not goes_tonight(d):
             continue                                   # changed after sent: the rules hold it
         batch.add("entry", e["id"], e["version"])
         cid = e["customer_id"]
@@ -323,14 +318,17 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
             helper = stack.enter_context(DecideWorker(rf, config.mode, config.database, backlog))
         settled = None
         if backlog:
-            # A group settled before the service started is not Lowell's business: it is not
-            # decided, and leaves pending. Found once (a GROUP BY over the ledger) into a
-            # temporary table, then used in SQL only: a million ids never pass through Python.
+            # A group settled before the service started is not Lowell's business (rule
+            # settled-before-service): recorded as history, not decided here, and it leaves
+            # pending. Found once (a GROUP BY over the ledger) into a temporary table, then used
+            # in SQL only: a million ids never pass through Python.
             settled = Table("settled_groups_tmp", MetaData(), Column("match_id", String(35), primary_key=True),
                             prefixes=["TEMPORARY"])
             settled.create(conn)
             conn.execute(insert(settled).from_select(["match_id"], settled_groups()))
             ids = select(settled.c.match_id)
+            conn.execute(delete(s.settled_history).where(s.settled_history.c.match_id.in_(ids)))
+            conn.execute(insert(s.settled_history).from_select(["match_id"], ids))
             conn.execute(delete(s.pending).where(s.pending.c.kind == "match", s.pending.c.id.in_(ids)))
             conn.execute(delete(s.pending).where(s.pending.c.kind == "entry", s.pending.c.id.in_(
                 select(s.entries.c.id).where(s.entries.c.match_id.in_(ids)))))

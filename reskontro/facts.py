@@ -49,8 +49,18 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in (
     FieldSpec("customer_org_no", "enum", "the customer's org no: absent, valid (MOD11) or invalid",
               ("absent", "valid", "invalid")),
     FieldSpec("customer_company_name", "bool", "the name ends in a company form (AS, ASA, ANS, DA, ENK, SA)"),
-    FieldSpec("changed_after_sent", "bool", "the entry's content changed after it was sent to Lowell"),
+    FieldSpec("reverses_corrected", "bool",
+              "for a reversal: the reversed entry's match holds a payout (the correction is booked)"),
+    FieldSpec("reversed", "bool", "a reversal in the ledger reverses this entry"),
+    FieldSpec("sent", "bool", "Lowell has a version of this entry (delivered, or in flight in a file)"),
+    FieldSpec("changed_after_sent", "bool",
+              "what the transfer file carries of the entry changed after it was sent to Lowell"),
     FieldSpec("match_lost_member", "bool", "its match lost a member after the match was sent"),
+    FieldSpec("split_with_excluded", "bool",
+              "for entries other than invoices: its match also holds an invoice that is excluded "
+              "while another goes to Lowell (the entry would settle both)"),
+    FieldSpec("settled_before_service", "bool",
+              "its match was settled (sums to 0.00) when the backlog was sent, and still is"),
 )}
 
 #: A healthy invoice, invoiced, in full-ledger mode: the base that rule examples vary.
@@ -59,8 +69,9 @@ DEFAULT_FACT: dict = {
     "opt_out": False, "amount": 100000, "currency": "NOK", "dunning_level": 0, "kid": "valid",
     "reverses_type": "none", "reverses_sent": False, "match_shape": "none",
     "invoice_decision": "none", "customer_type": "private", "customer_address_complete": True,
-    "customer_org_no": "absent", "customer_company_name": False, "changed_after_sent": False,
-    "match_lost_member": False,
+    "customer_org_no": "absent", "customer_company_name": False, "reverses_corrected": False,
+    "reversed": False, "sent": False, "changed_after_sent": False, "match_lost_member": False,
+    "split_with_excluded": False, "settled_before_service": False,
 }
 
 _COMPANY = re.compile(r"(?:^|[\s,.])(AS|ASA|ANS|DA|ENK|SA)\.?$", re.IGNORECASE)
@@ -108,8 +119,10 @@ def match_shape(types: Iterable[str]) -> str:
 
 def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "none",
                invoice_decision: str = "none", reverses_type: str = "none",
-               reverses_sent: bool = False, changed_after_sent: bool = False,
-               match_lost_member: bool = False) -> dict:
+               reverses_sent: bool = False, reverses_corrected: bool = False,
+               reversed_: bool = False, sent: bool = False, changed_after_sent: bool = False,
+               match_lost_member: bool = False, split_with_excluded: bool = False,
+               settled_before_service: bool = False) -> dict:
     """The fact for one entry row (mapping with the schema's column names)."""
     etype = e["type"]
     factoring = e["factoring"]
@@ -132,6 +145,11 @@ def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "n
         "customer_address_complete": checks.customer_address_complete,
         "customer_org_no": checks.customer_org_no,
         "customer_company_name": checks.customer_company_name,
+        "reverses_corrected": reverses_corrected,
+        "reversed": reversed_,
+        "sent": sent,
         "changed_after_sent": changed_after_sent,
         "match_lost_member": match_lost_member,
+        "split_with_excluded": split_with_excluded,
+        "settled_before_service": settled_before_service,
     }

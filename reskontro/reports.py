@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from .decide import Decided, decide_ledger
+from .decide import Decided, decide_ledger, goes_tonight
 from .domain import from_ore
 from .engine import Explanation, RuleEngine
 
@@ -28,12 +28,19 @@ class Plan:
     lines: dict[tuple[str, str], PlanLine] = field(default_factory=dict)
     warnings: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     entries: int = 0
+    # the rules' own reasons: a line sums many entries, and an entry's reason may name its records
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, d: Decided) -> None:
         o = d.outcome
+        if o.decision == "transfer" and not goes_tonight(d):
+            # decided transfer, but the export cannot write it: say so, never count it as going
+            o = replace(o, decision="hold", rule_id=f"{o.rule_id}:not-sendable",
+                        reason=_NOT_SENDABLE[d.entry["type"] == "reversal"])
         line = self.lines.get((o.decision, o.rule_id))
         if line is None:
-            line = self.lines[(o.decision, o.rule_id)] = PlanLine(o.decision, o.rule_id, o.reason)
+            line = self.lines[(o.decision, o.rule_id)] = PlanLine(
+                o.decision, o.rule_id, self.reasons.get(o.rule_id, o.reason))
         line.count += 1
         line.amounts[d.entry["currency"]] += from_ore(d.entry["amount_ore"])
         for w in o.warnings:
@@ -57,12 +64,22 @@ class Plan:
         }
 
 
+_NOT_SENDABLE = {
+    False: "The rules decide transfer, but Lowell already has another version of this entry and "
+           "never accepts a changed one: it cannot go (keep a changed-after-sent rule in the rule file).",
+    True: "The rules decide transfer, but a reversal is never transferred: it cannot go.",
+}
+
+
 def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
-              unsent: bool = True, progress: Callable[[int], None] | None = None) -> Plan:
+              unsent: bool = True, backlog: bool = False,
+              progress: Callable[[int], None] | None = None) -> Plan:
     """Decisions summed up: of the entries not yet delivered or in flight (`unsent`), from the
-    whole ledger or only the groups with pending changes."""
-    plan = Plan()
-    for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending), 1):
+    whole ledger or only the groups with pending changes. Its transfer count is what the next
+    export writes (`backlog`: what the backlog file would)."""
+    plan = Plan(reasons={r.id: r.reason for r in engine.rule_file.rules if r.reason})
+    plan.reasons["default"] = engine.rule_file.default_reason
+    for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending, backlog=backlog), 1):
         if unsent and d.entry["sent_version"] == d.entry["version"]:
             continue          # delivered or in flight: not tonight's business
         plan.add(d)
@@ -74,7 +91,8 @@ def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: 
 def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str) -> Explanation | None:
     for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id]):
         if d.entry["id"] == entry_id:
-            return engine.explain(d.fact)
+            # the decision as deciding made it (its reason names the records it is about)
+            return replace(engine.explain(d.fact), outcome=d.outcome)
     return None
 
 

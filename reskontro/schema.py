@@ -19,7 +19,8 @@ customers = Table(
     Column("post_code", String(16)), Column("city", String(64)), Column("country", String(2)),
     Column("email", String(200)), Column("phone", String(40)),
     Column("factoring_default", Boolean, nullable=False, default=False),
-    Column("version", String(16), nullable=False),
+    Column("version", String(16), nullable=False),      # what the transfer file carries
+    Column("stamp", String(16), nullable=False),        # every field (a change re-decides)
 )
 
 entries = Table(
@@ -44,8 +45,10 @@ entries = Table(
     Column("match_id", String(35), index=True),
     # the match this entry left after Lowell got it with this entry in it (a removal: held)
     Column("left_match", String(35)),
-    Column("version", String(16), nullable=False),
+    Column("version", String(16), nullable=False),      # what the transfer file carries
+    Column("stamp", String(16), nullable=False),        # every field (a change re-decides)
 )
+Index("ix_entries_reverses", entries.c.reverses)
 Index("ix_entries_document_no", entries.c.document_no)
 
 matches = Table(
@@ -99,6 +102,14 @@ sent = Table(
     Column("file_id", String(64), nullable=False),
     Column("state", String(12), nullable=False),          # in_flight | delivered
     Column("members", Text),
+    sqlite_with_rowid=False,
+)
+
+# Match groups that were settled when the backlog was sent: history, not Lowell's business
+# unless the group reopens (then it goes like any other).
+settled_history = Table(
+    "settled_history", metadata,
+    Column("match_id", String(35), primary_key=True),
     sqlite_with_rowid=False,
 )
 

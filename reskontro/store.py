@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Row
 
+from . import migrate
 from . import schema as s
 from .domain import Address, Customer, Entry, Match, from_ore, to_ore
 from .facts import kid_state
@@ -30,6 +31,7 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     s.metadata.create_all(engine)
+    migrate.upgrade(engine)
     return engine
 
 
@@ -49,17 +51,43 @@ def digest(*parts: object) -> str:
     return h.hexdigest()
 
 
-def customer_version(c: Customer) -> str:
+def customer_wire(c: Customer) -> tuple:
+    """A customer as the transfer file shows it (an org no only for a business)."""
     a = c.address
-    return digest(c.name, c.type, c.org_no, *a.lines, a.post_code, a.city, a.country, c.email,
-                   c.phone, c.factoring_default)
+    return (c.type or "", c.name, c.org_no if c.type == "business" else None, tuple(a.lines),
+            a.post_code, a.city, a.country, c.email or None, c.phone or None)
+
+
+def entry_wire(e: Entry) -> tuple:
+    """An entry as the transfer file shows it (the contract's EntryRecord.content order)."""
+    return (e.type, e.customer_id, e.document_no, _iso(e.document_date),
+            _iso(e.due_date) if e.type == "invoice" else None, e.amount, e.currency, e.kid or None,
+            e.text or None)
+
+
+def _iso(d) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+# Two stamps per record. `version` covers exactly what the transfer file carries: it is what
+# the journal records as sent, so only a change Lowell would see makes a record
+# changed-after-sent. `stamp` covers every field (the rules read more than the file carries:
+# status, factoring, opt-out, dunning level, source): a change there re-decides the record.
+def customer_version(c: Customer) -> str:
+    return digest(*customer_wire(c))
+
+
+def customer_stamp(c: Customer) -> str:
+    return digest(customer_version(c), c.type, c.org_no, c.email, c.phone, c.factoring_default)
 
 
 def entry_version(e: Entry) -> str:
-    """The content the receiver sees (and the rules' inputs): a change here is a change."""
-    return digest(e.customer_id, e.type, e.document_no, e.document_date, e.due_date, e.amount,
-                   e.currency, e.kid, e.status, e.factoring, e.opt_out, e.reverses, e.source,
-                   e.dunning_level, e.text)
+    return digest(*entry_wire(e))
+
+
+def entry_stamp(e: Entry) -> str:
+    return digest(entry_version(e), e.kid, e.text, e.due_date, e.status, e.factoring, e.opt_out,
+                  e.reverses, e.source, e.dunning_level)
 
 
 def match_version(m: Match) -> str:
@@ -71,7 +99,8 @@ def customer_row(c: Customer) -> dict:
     return dict(id=c.id, name=c.name, type=c.type, org_no=c.org_no, line1=lines[0], line2=lines[1],
                 line3=lines[2], post_code=c.address.post_code, city=c.address.city,
                 country=c.address.country, email=c.email, phone=c.phone,
-                factoring_default=c.factoring_default, version=customer_version(c))
+                factoring_default=c.factoring_default, version=customer_version(c),
+                stamp=customer_stamp(c))
 
 
 def row_customer(r: Row | dict) -> Customer:
@@ -88,7 +117,7 @@ def entry_row(e: Entry) -> dict:
                 currency=e.currency, kid=e.kid, status=e.status, factoring=e.factoring,
                 opt_out=e.opt_out, reverses=e.reverses, source=e.source,
                 dunning_level=e.dunning_level, text=e.text, kid_check=kid_state(e.kid),
-                version=entry_version(e))
+                version=entry_version(e), stamp=entry_stamp(e))
 
 
 def row_entry(r: Row | dict) -> Entry:
@@ -108,19 +137,21 @@ class Ledger:
         self.conn = conn
 
     # --- writes --------------------------------------------------------------------------------
-    def _versions(self, table, ids: Sequence[str]) -> dict[str, str]:
+    def _stamps(self, table, ids: Sequence[str]) -> dict[str, str]:
+        """The stamp of each stored row (a match has only its version)."""
+        col = table.c.stamp if "stamp" in table.c else table.c.version
         out: dict[str, str] = {}
         for i in range(0, len(ids), BATCH):
             chunk = ids[i:i + BATCH]
-            out.update(self.conn.execute(select(table.c.id, table.c.version)
-                                         .where(table.c.id.in_(chunk))).all())
+            out.update(self.conn.execute(select(table.c.id, col).where(table.c.id.in_(chunk))).all())
         return out
 
     def _upsert(self, table, kind: str, rows: list[dict]) -> tuple[list[str], list[str]]:
         """Insert new rows, update changed ones; returns (new ids, changed ids), marked pending."""
-        known = self._versions(table, [r["id"] for r in rows])
+        key = "stamp" if "stamp" in table.c else "version"
+        known = self._stamps(table, [r["id"] for r in rows])
         new = [r for r in rows if r["id"] not in known]
-        changed = [r for r in rows if r["id"] in known and known[r["id"]] != r["version"]]
+        changed = [r for r in rows if r["id"] in known and known[r["id"]] != r[key]]
         if new:
             self.conn.execute(insert(table), new)
         for r in changed:

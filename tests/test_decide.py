@@ -87,8 +87,8 @@ FULL = {
     "P_FREE": ("wait", "unlinked-payment", {"warn-unlinked-payment"}),
     "I_WO": ("transfer", "invoice", set()), "P_WO": ("transfer", "linked", set()),
     "V_WO": ("exclude", "voucher-opted-out", set()),
-    "P_REV": ("wait", "unlinked-payment", {"warn-unlinked-payment"}),
-    "R_REV": ("hold", "reversed-payment", set()),
+    "P_REV": ("exclude", "reversed-before-sent", set()),
+    "R_REV": ("exclude", "reversal-before-sent", set()),
     **{i: ("hold", "many-to-many", set()) for i in ("I_MM1", "I_MM2", "P_MM1", "P_MM2")},
     "I_CT": ("hold", "customer-type-missing", set()), "P_CT": ("hold", "customer-type-missing", set()),
     "I_CA": ("hold", "customer-address-incomplete", set()), "P_CA": ("hold", "customer-address-incomplete", set()),
@@ -178,7 +178,9 @@ def test_plan_sums_amounts_per_rule(site: Path) -> None:
     # many-to-many: 1000 + 1000 - 1000 - 1000
     assert lines["many-to-many"]["amounts"] == {"NOK": "0.00"}
     assert lines["voucher-opted-out"]["amounts"] == {"NOK": "-400.00"}
-    assert lines["reversed-payment"]["reason"] == REASON["reversed-payment"]
+    # a plan line shows the rule's own text (an entry's reason may name that entry's records)
+    assert lines["reversal-before-sent"]["reason"] == REASON["reversal-before-sent"]
+    assert lines["reversal-before-sent"]["amounts"] == {"NOK": "1000.00"}
 
 
 def test_explain_names_the_deciding_rule_its_reason_and_the_other_matches(site: Path) -> None:
@@ -199,13 +201,13 @@ def test_explain_names_the_deciding_rule_its_reason_and_the_other_matches(site: 
     assert ex["facts"]["invoice_decision"] == "hold" and ex["facts"]["match_shape"] == "one_to_one"
 
 
-def test_explain_shows_the_correction_reason_for_a_reversed_payment(site: Path) -> None:
+def test_explain_of_a_reversal_before_sending_names_the_pair_that_cancels_out(site: Path) -> None:
     result = CliRunner().invoke(main, ["--site", str(site), "explain", "--json", "R_REV"])
     ex = json.loads(result.stdout)
-    assert (ex["decision"], ex["rule"]) == ("hold", "reversed-payment")
-    assert "payout" in ex["reason"] and "correct-payment" in ex["reason"]
-    assert ex["matched"] == ["reversed-payment", "reversal"]
-    assert ex["facts"]["reverses_type"] == "payment"
+    assert (ex["decision"], ex["rule"]) == ("exclude", "reversal-before-sent")
+    assert "cancel out" in ex["reason"] and "(P_REV)" in ex["reason"]
+    assert ex["matched"] == ["reversal-before-sent", "reversed-payment", "reversal"]
+    assert ex["facts"]["reverses_type"] == "payment" and ex["facts"]["reverses_sent"] is False
 
 
 def test_explain_of_a_matched_payment_sees_its_whole_group(site: Path) -> None:
@@ -304,12 +306,13 @@ def test_sample_imports_cleanly_and_has_every_kind_of_decision(tmp_path: Path) -
     customers = {r["id"]: r for r in records if r["record"] == "customer"}
     entries = {r["id"]: r for r in records if r["record"] == "entry"}
 
-    # every reversal of a payment is held with the correction procedure
+    # nothing is sent yet: every reversal of a payment cancels out with the payment it reverses
     reversals = [e for e in entries.values() if e["type"] == "reversal"]
     assert reversals
     for r in reversals:
         assert entries[r["reverses"]]["type"] == "payment"
-        assert got[r["id"]][:2] == ("hold", "reversed-payment")
+        assert got[r["id"]][:2] == ("exclude", "reversal-before-sent")
+        assert got[r["reverses"]][:2] == ("exclude", "reversed-before-sent")
 
     # a many-to-many match holds all its members
     mm = [m for m in records if m["record"] == "match"

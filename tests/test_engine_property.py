@@ -111,7 +111,8 @@ def test_real_rules_on_hand_picked_facts() -> None:
     cases = [
         ({}, "transfer", "invoice"),
         ({"status": "draft"}, "wait", "invoice-not-invoiced"),
-        ({"entry_type": "reversal", "status": "none", "reverses_type": "payment"}, "hold", "reversed-payment"),
+        ({"entry_type": "reversal", "status": "none", "reverses_type": "payment", "reverses_sent": True}, "hold", "reversed-payment"),
+        ({"entry_type": "reversal", "status": "none", "reverses_type": "payment"}, "exclude", "reversal-before-sent"),
         ({"entry_type": "payout", "status": "none"}, "wait", "default"),
     ]
     for change, decision, rule_id in cases:

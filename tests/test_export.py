@@ -219,7 +219,8 @@ def control_sum(f: TransferFile) -> Decimal:
 def day_one() -> list[dict]:
     """A small ledger of every kind. What goes: C1, C2; I1, P1 (M1); I2; I6, P6 (M6, without
     the opted-out write-off V6). What does not: C3's invoice (address incomplete: held), C4's
-    draft (waits), C5's unmatched payment (waits), an invalid KID (held), a reversal (held),
+    draft (waits), C5's unmatched payment (waits), an invalid KID (held), a payment reversed
+    before it was sent (excluded with its reversal: they cancel out),
     a many-to-many match (held), an opted-out write-off (excluded)."""
     return [
         customer("C1", "Ås & Sønn <AS>", type="business", org_no="923609016"),

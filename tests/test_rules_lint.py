@@ -350,7 +350,7 @@ def test_cli_lint_fails_on_a_broken_file_with_path_line_message(site: Path, tmp_
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"{bad}:{line_of(text, 'colour: red')}: unknown field 'colour' (known: entry_type, ")
-    assert lines[0].endswith("match_lost_member)")
+    assert lines[0].endswith("settled_before_service)")
     assert "ok" not in result.stdout
 
 
