@@ -3,12 +3,22 @@
 Elements are matched on their local names, so every camt.054.001.0N version reads alike
 (v08 moves the debtor name to Dbtr/Pty/Nm and the status to Sts/Cd; both are handled).
 
-Sign and reversals: one BankPayment per TxDtls (per Ntry when it has none). CRDT is money
-received: positive amount. DBIT is money leaving the account: *negative* amount and
-``bank_code`` prefixed ``DBIT:``; an entry with RvslInd=true is prefixed ``RVSL:`` (a
-DBIT reversal takes back an earlier incoming payment, e.g. a direct-debit refund). The
-booking side must not book a negative amount as a customer payment: it should reverse
-the original payment (same payer/reference) or send it to manual review.
+Only customers' payments are payments. One BankPayment per credited TxDtls (per Ntry when
+it has none). Everything else the file reports goes to ``PaymentFile.skipped`` with its
+reason, and is never listed or booked:
+
+* a debit: CdtDbtInd DBIT (our own outgoing payment, a withdrawal), at the entry or at the
+  transaction (TxDtls/CdtDbtInd; absent in v02 files, then inherited from the entry);
+* a reversal: Ntry/RvslInd true, for every transaction of the entry (CRDT + RvslInd undoes
+  an earlier debit, DBIT + RvslInd an earlier credit);
+* a return: TxDtls/RtrInf (its Rsn/Cd or Rsn/Prtry is the reason given), or a bank
+  transaction code whose sub-family is a return or reversal (PMNT/ICDT/RRTN, RPCR, PRDD,
+  UPDD, ARET, AREV, UPCQ, UPCT; the TxDtls code, else the entry's). An entry may be CRDT
+  and still hold a returned transaction beside customers' credits.
+
+The checks count everything: a batch's TxDtls must add up to the entry amount per direction
+(CRDT +, DBIT -, relative to the entry), and ``control_total`` is the net of all entries, so
+the payments and the skipped items together add up to it.
 
 Other choices: KID = first RmtInf/Strd/CdtrRefInf/Ref (SCOR or proprietary type), else a
 labelled ``KID`` with a valid check digit in Ustrd; archive_ref = TxDtls/Refs/AcctSvcrRef,
@@ -30,7 +40,7 @@ from decimal import Decimal
 
 from lxml import etree
 
-from reskontro.domain import BankPayment, InputError, PaymentFile, money
+from reskontro.domain import BankPayment, InputError, PaymentFile, SkippedItem, money
 
 from .cremul import find_kid_in_text
 
@@ -38,6 +48,10 @@ FORMAT = "camt054"
 _DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 _AMOUNT = re.compile(r"-?\d{1,15}(?:\.\d{0,2})?")
 _El = etree._Element
+#: BkTxCd sub-families that return or reverse an earlier payment (ISO external code set):
+#: reversal due to payment return / cancellation request / payment reversal, unpaid direct
+#: debit, ACH return and reversal, unpaid cheque, unpaid card transaction
+RETURN_SUBFAMILIES = frozenset({"RRTN", "RPCR", "PRDD", "UPDD", "ARET", "AREV", "UPCQ", "UPCT"})
 
 
 def _parser() -> etree.XMLParser:
@@ -66,6 +80,7 @@ class _Reader:
     def __init__(self, name: str) -> None:
         self.name = name
         self.warnings: list[str] = []
+        self.skipped: list[SkippedItem] = []
 
     def err(self, el: _El, message: str) -> InputError:
         return InputError(f"{self.name}: line {el.sourceline}: {message}")
@@ -133,8 +148,10 @@ class _Reader:
         self.make_unique(payments)
         currencies = {c for _, c in totals}
         control = sum((a for a, _ in totals), Decimal("0.00")) if len(currencies) <= 1 else None
-        return PaymentFile(format=FORMAT, payments=payments, reference=msg_id,
-                           control_total=control, warnings=self.warnings)
+        pf = PaymentFile(format=FORMAT, payments=payments, reference=msg_id,
+                         control_total=control, warnings=self.warnings, skipped=self.skipped)
+        pf.set_aside_non_incoming()          # e.g. a CRDT of 0.00: no money received
+        return pf
 
     def entry(self, ntry: _El, derived: str, position: int, payments: list[BankPayment],
               totals: list[tuple[Decimal, str]]) -> None:
@@ -152,7 +169,7 @@ class _Reader:
             self.warnings.append(f"{self.name}: line {ntry.sourceline}: {label} has status "
                                  f"{status}, not booked: skipped")
             return
-        reversal = _text(ntry, "RvslInd") == "true"
+        reversal = _text(ntry, "RvslInd") in ("true", "1")
         entry_code = _bank_code(ntry)
         booking = self.date(ntry, "BookgDt/Dt", "BookgDt/DtTm")
         value_date = self.date(ntry, "ValDt/Dt", "ValDt/DtTm")
@@ -164,21 +181,28 @@ class _Reader:
                 raise self.err(details, f"{label}: Btch/NbOfTxs says {count}, the entry has "
                                f"{len(batch_txs)} TxDtls")
             txs.extend(batch_txs)
+        signed_entry = amount if direction == "CRDT" else -amount
+        totals.append((signed_entry, ccy))
         if not txs:
+            ref = acct_ref or _text(ntry, "NtryRef") or derived
+            why = _not_a_payment(direction, reversal, entry_code, None)
+            if why is not None:
+                self.skipped.append(SkippedItem(ref, signed_entry, ccy, why,
+                                                bank_code=entry_code))
+                return
             payments.append(BankPayment(
-                format=FORMAT, archive_ref=acct_ref or _text(ntry, "NtryRef") or derived,
-                amount=amount if direction == "CRDT" else -amount, currency=ccy,
-                payment_date=value_date, booking_date=booking,
-                bank_code=_prefixed(entry_code, direction, reversal),
+                format=FORMAT, archive_ref=ref, amount=amount, currency=ccy,
+                payment_date=value_date, booking_date=booking, bank_code=entry_code,
                 text=_text(ntry, "AddtlNtryInf")))
-            totals.append((amount if direction == "CRDT" else -amount, ccy))
             return
         parts: list[tuple[Decimal, str, str]] = []
         for t_pos, tx in enumerate(txs, 1):
             tx_amount, tx_ccy = self.tx_amount(tx, ccy, label, amount if len(txs) == 1 else None)
-            tx_direction = _text(tx, "CdtDbtInd") or direction
+            tx_direction = _text(tx, "CdtDbtInd") or direction    # v02: inherited
+            if tx_direction not in ("CRDT", "DBIT"):
+                raise self.err(tx, f"{label}: TxDtls CdtDbtInd must be CRDT or DBIT, got "
+                               f"{tx_direction!r}")
             parts.append((tx_amount, tx_ccy, tx_direction))
-            signed = tx_amount if tx_direction == "CRDT" else -tx_amount
             ref = _text(tx, "Refs/AcctSvcrRef") or (acct_ref if len(txs) == 1 else None) \
                 or f"{derived}/{t_pos}"
             ustrd = [u.text.strip() for u in tx.findall("RmtInf/Ustrd") if u.text and u.text.strip()]
@@ -188,20 +212,29 @@ class _Reader:
             kid = refs[0] if refs else None
             if kid is None and text:
                 kid, _rejected = find_kid_in_text(text)
+            code = _bank_code(tx) or entry_code
+            why = _not_a_payment(tx_direction, reversal, code, _return_reason(tx))
+            if why is None and _is_return(entry_code):
+                why = _not_a_payment(tx_direction, reversal, entry_code, None)
+            if why is not None:
+                self.skipped.append(SkippedItem(
+                    ref, tx_amount if tx_direction == "CRDT" else -tx_amount, tx_ccy, why,
+                    kid=kid, bank_code=code))
+                continue
             if len(refs) > 1:
                 extra = "references: " + ", ".join(refs)
                 text = f"{text} / {extra}" if text else extra
             payments.append(BankPayment(
-                format=FORMAT, archive_ref=ref, amount=signed, currency=tx_ccy,
+                format=FORMAT, archive_ref=ref, amount=tx_amount, currency=tx_ccy,
                 payment_date=self.date(tx, "RltdDts/AccptncDtTm", "RltdDts/IntrBkSttlmDt")
                 or value_date,
                 booking_date=booking, kid=kid,
                 payer_name=_text(tx, "RltdPties/Dbtr/Nm") or _text(tx, "RltdPties/Dbtr/Pty/Nm"),
                 payer_account=_text(tx, "RltdPties/DbtrAcct/Id/IBAN")
                 or _text(tx, "RltdPties/DbtrAcct/Id/Othr/Id"),
-                bank_code=_prefixed(_bank_code(tx) or entry_code, tx_direction, reversal),
-                text=text))
+                bank_code=code, text=text))
         if all(c == ccy for _, c, _ in parts):
+            # per direction: a transaction in the entry's direction adds, the other subtracts
             total = sum((a if d == direction else -a for a, _, d in parts), Decimal("0.00"))
             if total != amount:
                 raise self.err(ntry, f"{label}: the {len(parts)} TxDtls add up to {total} "
@@ -209,7 +242,6 @@ class _Reader:
         else:
             self.warnings.append(f"{self.name}: line {ntry.sourceline}: {label}: TxDtls in "
                                  f"another currency than the entry ({ccy}); total not checked")
-        totals.append((amount if direction == "CRDT" else -amount, ccy))
 
     def tx_amount(self, tx: _El, entry_ccy: str, label: str,
                   single: Decimal | None) -> tuple[Decimal, str]:
@@ -252,9 +284,39 @@ def _bank_code(el: _El) -> str | None:
     return _text(el, "BkTxCd/Prtry/Cd")
 
 
-def _prefixed(code: str | None, direction: str, reversal: bool) -> str | None:
-    prefix = "RVSL:" if reversal else "DBIT:" if direction == "DBIT" else ""
-    return (prefix + (code or "")) or None
+def _is_return(code: str | None) -> bool:
+    parts = code.split("/") if code else []
+    return len(parts) == 3 and parts[2] in RETURN_SUBFAMILIES
+
+
+def _return_reason(tx: _El) -> str | None:
+    """"reason AC04 (text)" from TxDtls/RtrInf; "no reason given" for an RtrInf without one;
+    None when the transaction has no RtrInf."""
+    rtr = tx.find("RtrInf")
+    if rtr is None:
+        return None
+    code = _text(rtr, "Rsn/Cd") or _text(rtr, "Rsn/Prtry")
+    info = " ".join(t.text.strip() for t in rtr.findall("AddtlInf") if t.text and t.text.strip())
+    if code is None:
+        return f"no reason code ({info[:140]})" if info else "no reason given"
+    return f"reason {code}" + (f" ({info[:140]})" if info else "")
+
+
+def _not_a_payment(direction: str, reversal: bool, code: str | None,
+                   returned: str | None) -> str | None:
+    """Why an entry or transaction is not a customer's payment; None when it is one.
+    ``returned`` is the RtrInf reason (see _return_reason), None without RtrInf."""
+    if returned is None and _is_return(code):
+        returned = "no reason given"
+    if reversal:
+        why = f"reversal of an earlier {'debit' if direction == 'CRDT' else 'credit'} (RvslInd)"
+        return f"{why}, returned, {returned}" if returned else why
+    if returned is not None:
+        what = "returned transfer" if direction == "CRDT" else "payment returned to the payer"
+        return f"{what}, {returned}"
+    if direction == "DBIT":
+        return "debit (outgoing payment)"
+    return None
 
 
 def read_camt054(data: bytes, name: str = "<bytes>") -> PaymentFile:

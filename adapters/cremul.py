@@ -20,6 +20,11 @@ Field choices:
   ``/<derived id>`` appended on every occurrence, so archive_ref stays unique per payment.
 * bank_code: the BUS operation code (230 valid KID, 233 electronic, ...), else the
   DO/IN indicator when the bank omits the code.
+* only customers' payments are payments: a CREMUL is a *credit* advice (debits come in
+  DEBMUL), and its BUS operation codes (230-234, 240) all name incoming payments; the one
+  thing that is not money received is a SEQ amount of zero or below (the amount syntax
+  allows a sign). Such an item counts in the LIN total check but goes to
+  ``PaymentFile.skipped``, never to the payments.
 * payer_name: NAD+PL (structured C080 first component, else unstructured C058 first
   line), else the FII+OR holder name, else NAD+OY (Danish).
 """
@@ -212,8 +217,10 @@ class _Reader:
         self.make_unique(payments)
         currencies = {c for _, c in totals}
         control = sum((a for a, _ in totals), Decimal("0.00")) if len(currencies) <= 1 else None
-        return PaymentFile(format=FORMAT, payments=payments, reference=unb_ref,
-                           control_total=control, warnings=self.warnings)
+        pf = PaymentFile(format=FORMAT, payments=payments, reference=unb_ref,
+                         control_total=control, warnings=self.warnings)
+        pf.set_aside_non_incoming()     # a CREMUL is a credit advice: no debits, no reversals
+        return pf
 
     # ----- message
 

@@ -10,6 +10,11 @@ payer's bank date (record 31, None when 000000); bank_code = the transaction typ
 ("10".."21"); archive_ref = ``<archive ref>/<settlement date>/<assignment no>/<txn no>``
 (the 9-digit archive reference alone repeats between transactions).
 
+Only customers' payments are payments: a reversal (type 18 "reversal with KID", 20
+"reversal with free text") and an item with the sign ``-`` (position 32) take money back
+rather than bring it in. They count in the 88/89 checks like every transaction, but go to
+``PaymentFile.skipped`` with their reason, never to the payments.
+
 AvtaleGiro assignments (service 21: agreement notices, payment requests) are skipped
 with a warning: they carry no incoming money.
 """
@@ -31,7 +36,7 @@ from netsgiro.records import (
     TransmissionStart,
 )
 
-from reskontro.domain import BankPayment, InputError, PaymentFile, from_ore
+from reskontro.domain import BankPayment, InputError, PaymentFile, SkippedItem, from_ore
 
 FORMAT = "ocr_giro"
 _RECORD_CLASSES: dict[str, type[Record]] = {
@@ -40,7 +45,7 @@ _RECORD_CLASSES: dict[str, type[Record]] = {
         TransactionAmountItem1, TransactionAmountItem2, TransactionAmountItem3,
         TransactionSpecification, AvtaleGiroAgreement)
 }
-_REVERSALS = (18, 20)
+_REVERSALS = {18: "reversal with KID", 20: "reversal with free text"}
 
 
 def _parse_line(name: str, line_no: int, line: str) -> Record:
@@ -152,8 +157,27 @@ def read_ocr_giro(data: bytes, name: str = "<bytes>") -> PaymentFile:
     total = _check_total(name, last_no, "transmission", last.total_amount, signed_total,
                          absolute_total)
     _unique(payments, name)
-    return PaymentFile(format=FORMAT, payments=payments, reference=first.transmission_number,
-                       control_total=from_ore(total), warnings=warnings)
+    incoming, skipped = [], []
+    for p in payments:
+        why = _not_a_payment(p)
+        if why is None:
+            incoming.append(p)
+        else:
+            skipped.append(SkippedItem(p.archive_ref, p.amount, p.currency, why, kid=p.kid,
+                                       bank_code=p.bank_code))
+    return PaymentFile(format=FORMAT, payments=incoming, reference=first.transmission_number,
+                       control_total=from_ore(total), warnings=warnings, skipped=skipped)
+
+
+def _not_a_payment(p: BankPayment) -> str | None:
+    ttype = int(p.bank_code or 0)
+    if ttype in _REVERSALS:
+        return f"reversal (OCR transaction type {ttype}, {_REVERSALS[ttype]})"
+    if p.amount < 0:
+        return f"negative amount (sign '-', OCR transaction type {ttype:02d}): not money received"
+    if p.amount == 0:
+        return "zero amount: no money received"
+    return None
 
 
 def _ore(p: BankPayment) -> int:

@@ -67,7 +67,9 @@ def read_payment_bytes(data: bytes, name: str) -> PaymentFile:
         raise InputError(f"{name}: not a known payment file (CREMUL, camt.054, OCR giro): "
                          f"starts with {data[:16]!r}")
     try:
-        return _READERS[fmt](data, name)
+        pf = _READERS[fmt](data, name)
+        pf.set_aside_non_incoming()     # whatever the reader made of it: only money received
+        return pf
     except InputError as e:
         if str(e).startswith(f"{name}:"):
             raise

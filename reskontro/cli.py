@@ -384,6 +384,8 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
 # --- incoming payments ------------------------------------------------------------------------
 def _report_processed(r) -> None:
     style = {"failed": "red", "duplicate": "yellow"}.get(r.kind, "green")
+    if r.kind == "payments" and "not payments (not listed)" in r.detail:
+        style = "yellow"       # debits, reversals, returns: reported, for a person to see
     if "REJECTED" in r.detail:
         style = "red"
     console.print(f"[{style}]{escape(r.name)}[/] ({r.kind}): {escape(r.detail)}", highlight=False)

@@ -77,7 +77,9 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
             failed = [r for r in rs if r.kind == "failed"]
             rejected = [r for r in rs if "REJECTED" in r.detail]
             text = f"{len(rs)} inbox files ({len(failed)} failed)"
-            for r in failed + rejected:
+            # failures and rejections, and each payment file's summary (what was listed, and
+            # what was not a payment with its reason)
+            for r in failed + rejected + [r for r in rs if r.kind == "payments"]:
                 text += f"; {r.name}: {r.detail}"
             if failed or rejected:
                 raise RuntimeError(text)

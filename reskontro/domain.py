@@ -106,7 +106,7 @@ class BankPayment:
     """One incoming payment as a bank file reports it (CREMUL SEQ, camt.054 TxDtls, OCR item)."""
     format: str                 # cremul | camt054 | ocr_giro
     archive_ref: str            # the bank's reference for this payment; unique per payment
-    amount: Decimal             # positive = money received
+    amount: Decimal             # money received: always positive in a PaymentFile's payments
     currency: str
     payment_date: date | None
     booking_date: date | None
@@ -119,14 +119,59 @@ class BankPayment:
     source: str = "Lowell"
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedItem:
+    """Something a payment file reports that is not a customer's incoming payment: a debit (our
+    own outgoing payment or a withdrawal), a reversal, a returned transfer, a negative amount.
+    It is never listed or booked, only reported in the file's summary with its reason."""
+    reference: str              # the bank's reference, as a payment's archive_ref would be
+    amount: Decimal             # signed like the account moves: + money in, - money out
+    currency: str
+    reason: str                 # e.g. "debit (outgoing payment)", "returned transfer, reason AC04"
+    kid: str | None = None      # a KID-like reference it carries (it must never be booked on it)
+    bank_code: str | None = None
+
+    def describe(self) -> str:
+        """One line for people, the reason last (it may hold the bank's own text):
+        "1,250.00 NOK, ref X, KID 123: debit (outgoing payment)"."""
+        text = f"{abs(self.amount):,.2f} {self.currency}, ref {self.reference}"
+        if self.kid:
+            text += f", KID {self.kid}"
+        if self.bank_code:
+            text += f", bank code {self.bank_code}"
+        return f"{text}: {self.reason}"
+
+
 @dataclass(slots=True)
 class PaymentFile:
-    """What a payment-file reader returns: the payments, the file's control totals, warnings."""
+    """What a payment-file reader returns: the payments, what is not a payment, the file's
+    control totals, warnings.
+
+    ``payments`` holds only customers' incoming payments (positive amounts); everything else
+    the file reports is in ``skipped``. ``control_total`` is the net of everything the file
+    reports (credits +, debits -), checked against the file's own totals where it states them:
+    the payments and the skipped items together add up to it.
+    """
     format: str
     payments: list[BankPayment]
     reference: str | None = None          # interchange / message / transmission id
     control_total: Decimal | None = None  # the total the file states, already checked
     warnings: list[str] = field(default_factory=list)
+    skipped: list[SkippedItem] = field(default_factory=list)
+
+    def set_aside_non_incoming(self) -> None:
+        """Move any payment whose amount is not positive to ``skipped``: whatever a reader
+        made of the file, money that did not come in is never a customer's payment."""
+        keep = []
+        for p in self.payments:
+            if p.amount > 0:
+                keep.append(p)
+            else:
+                why = "negative amount: not money received" if p.amount < 0 \
+                    else "zero amount: no money received"
+                self.skipped.append(SkippedItem(p.archive_ref, p.amount, p.currency, why,
+                                                kid=p.kid, bank_code=p.bank_code))
+        self.payments[:] = keep
 
 
 class InputError(ValueError):

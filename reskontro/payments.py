@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from reskontro.adapters.payment_files import read_payment_bytes
 
 from . import schema as s
-from .domain import Entry, InputError, Match, from_ore, to_ore
+from .domain import Entry, InputError, Match, SkippedItem, from_ore, to_ore
 from .store import Ledger
 
 SOURCE = "Lowell"
@@ -28,7 +28,11 @@ def payment_id(archive_ref: str) -> str:
 
 
 def list_payment_file(db: Engine, data: bytes, name: str, digest: str) -> str:
-    """Parse a payment file and list its payments (all or none); returns a one-line summary."""
+    """Parse a payment file and list its payments (all or none); returns a one-line summary.
+
+    Only customers' incoming payments are listed. What else the file reports (debits,
+    reversals, returned transfers: ``PaymentFile.skipped``) is never listed, so never booked;
+    the summary names each with its reason."""
     pf = read_payment_bytes(data, name)
     with db.begin() as conn:
         refs = [p.archive_ref for p in pf.payments]
@@ -53,7 +57,14 @@ def list_payment_file(db: Engine, data: bytes, name: str, digest: str) -> str:
     dup = len(pf.payments) - len(rows)
     warn = f"; warnings: {'; '.join(pf.warnings)}" if pf.warnings else ""
     return (f"{pf.format}: {len(rows)} payments listed" + (f", {dup} seen before (not listed again)" if dup else "")
-            + warn)
+            + skipped_summary(pf.skipped) + warn)
+
+
+def skipped_summary(skipped: list[SkippedItem]) -> str:
+    """"; 2 not payments (not listed): <amount, ref: reason>; ..." or "" when there are none."""
+    if not skipped:
+        return ""
+    return f"; {len(skipped)} not payments (not listed): " + "; ".join(s.describe() for s in skipped)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ def watch(db: Engine, inbox: Path, *, once: bool = False, rescan: float = 60.0, 
         nonlocal handled
         for r in process_ready(db, inbox, seen, time.time()):
             handled += 1
+            (log.warning if r.kind == "failed" else log.info)("%s (%s): %s", r.name, r.kind, r.detail)
             if report:
                 report(r)
 

@@ -46,7 +46,9 @@ def test_corpus_has_every_listed_file(camt_dir: Path) -> None:
 def test_readable_files_reconcile(camt_dir: Path, name: str) -> None:
     pf = read_camt054(load(camt_dir, name), name)
     assert pf.format == "camt054" and pf.payments
-    assert pf.control_total == sum(p.amount for p in pf.payments)
+    assert all(p.amount > 0 for p in pf.payments)
+    # the payments and what is not a payment (debits, reversals) add up to the file's net
+    assert pf.control_total == sum(p.amount for p in pf.payments) + sum(s.amount for s in pf.skipped)
     assert len({p.archive_ref for p in pf.payments}) == len(pf.payments)
 
 
@@ -54,10 +56,9 @@ def test_viafintech_batch_and_reversals(camt_dir: Path) -> None:
     pf = read_camt054(load(camt_dir, "viafintech__valid_example.xml"), "via.xml")
     assert pf.reference == "20160410375204000131033" and pf.warnings == []
     assert [p.amount for p in pf.payments] == [Decimal("15.00"), Decimal("9.00"),
-                                               Decimal("56.56"), Decimal("-6.00"),
-                                               Decimal("-15.53")]
+                                               Decimal("56.56")]
     assert pf.control_total == Decimal("59.03")
-    first, second, third, rev1, rev2 = pf.payments
+    first, second, third = pf.payments
     assert (first.payer_name, first.payer_account, first.archive_ref, first.text) == (
         "Rutschmann Pia", "CH4409000000495962779", "TST_201-2091644-9", "Mitteilung 132")
     assert second.archive_ref == "TST_201-2091644-8" and second.payer_name == "Bernasconi Maria"
@@ -65,7 +66,17 @@ def test_viafintech_batch_and_reversals(camt_dir: Path) -> None:
     assert {p.currency for p in pf.payments} == {"CHF"}
     assert first.booking_date == first.payment_date == date(2016, 4, 10)
     assert first.bank_code == "PMNT/RDDT/PMDD"
-    assert rev1.bank_code == "RVSL:PMNT/RDDT/PMDD" and rev2.bank_code == "RVSL:PMNT/RDDT/PRDD"
+    # the two DBIT entries with RvslInd true (direct-debit refunds, RtrInf MD06) are not
+    # payments: reported with their reason, never listed
+    rev1, rev2 = pf.skipped
+    assert [(s.reference, s.amount, s.currency, s.bank_code) for s in pf.skipped] == [
+        ("TST_205-2091679-6", Decimal("-6.00"), "CHF", "PMNT/RDDT/PMDD"),
+        ("TST_205-28529-1", Decimal("-15.53"), "CHF", "PMNT/RDDT/PRDD")]
+    for s in pf.skipped:
+        assert s.reason.startswith("reversal of an earlier credit (RvslInd), returned, reason MD06 "
+                                   "(Lastschrift-Widerspruch durch den Zahlungspflichtigen)")
+    assert rev1.describe().startswith("6.00 CHF, ref TST_205-2091679-6, bank code "
+                                      "PMNT/RDDT/PMDD: reversal of an earlier credit")
 
 
 def test_oca_proprietary_creditor_reference(camt_dir: Path) -> None:
@@ -90,10 +101,24 @@ def test_genkgo_v2_shape_with_amounts_added(camt_dir: Path) -> None:
     assert len(txs) == 3
     data = head + b"".join(b'<TxDtls><Amt Ccy="SEK">%s</Amt>' % amount + tx
                            for amount, tx in zip((b"100000", b"50000", b"50000"), txs))
+    # as it is, a DBIT entry: our own outgoing payments, carrying creditor references
+    # (KID-like); not one is a payment
     pf = read_camt054(data, "v2.xml")
-    assert [p.amount for p in pf.payments] == [Decimal("-100000.00"), Decimal("-50000.00"),
-                                               Decimal("-50000.00")]     # DBIT entry
-    assert {p.bank_code for p in pf.payments} == {"DBIT:PMNT/ICDT/DMCT"}
+    assert pf.payments == []
+    assert [(s.amount, s.reason, s.bank_code) for s in pf.skipped] == [
+        (Decimal(a), "debit (outgoing payment)", "PMNT/ICDT/DMCT")
+        for a in ("-100000.00", "-50000.00", "-50000.00")]
+    assert [s.kid for s in pf.skipped] == ["ISR ref number V1", "ISR ref number V2",
+                                           "Ref number V3 block 1"]
+    assert pf.control_total == Decimal("-200000.00") == sum(s.amount for s in pf.skipped)
+    # the v02 shapes, read from the same entry made CRDT (TxDtls have no CdtDbtInd in v02)
+    assert data.count(b"<CdtDbtInd>DBIT</CdtDbtInd>") == 1
+    pf = read_camt054(data.replace(b"<CdtDbtInd>DBIT</CdtDbtInd>", b"<CdtDbtInd>CRDT</CdtDbtInd>"),
+                      "v2.xml")
+    assert pf.skipped == []
+    assert [p.amount for p in pf.payments] == [Decimal("100000.00"), Decimal("50000.00"),
+                                               Decimal("50000.00")]
+    assert {p.bank_code for p in pf.payments} == {"PMNT/ICDT/DMCT"}
     assert pf.payments[0].booking_date == date(2007, 10, 18)              # BookgDt/DtTm
     assert pf.payments[0].kid == "ISR ref number V1"
     third = pf.payments[2]

@@ -39,19 +39,30 @@ def test_every_file_reconciles(ocr_dir: Path, name: str) -> None:
     assert pf.format == "ocr_giro"
     refs = [p.archive_ref for p in pf.payments]
     assert len(refs) == len(set(refs))
-    # the 89 total is either the signed or the absolute sum (checked by the reader)
-    assert pf.control_total in (sum((p.amount for p in pf.payments), Decimal("0.00")),
-                                sum((abs(p.amount) for p in pf.payments), Decimal("0.00")))
+    # only money received is a payment; the rest (reversals, negative items) is set aside
+    assert all(p.amount > 0 for p in pf.payments) and all(s.amount < 0 for s in pf.skipped)
+    # the 89 total is either the signed or the absolute sum of all transactions (checked by
+    # the reader), payments and set-aside items together
+    every = [p.amount for p in pf.payments] + [s.amount for s in pf.skipped]
+    assert pf.control_total in (sum(every, Decimal("0.00")),
+                                sum((abs(a) for a in every), Decimal("0.00")))
 
 
 def test_ocr1_negative_amounts_and_signed_total(ocr_dir: Path) -> None:
     pf = read_ocr_giro((ocr_dir / "Ondkloss__ocr1.txt").read_bytes(), "ocr1.txt")  # no final \n
     ps = pf.payments
-    assert len(ps) == 23 and pf.reference == "0170031"
-    assert [p.amount for p in ps if p.amount < 0] == [Decimal("-250.00"), Decimal("-400.00"),
-                                                      Decimal("-1500.00")]
-    assert pf.control_total == Decimal("15630.00") == sum(p.amount for p in ps)
-    assert sum(abs(p.amount) for p in ps) == Decimal("19930.00")
+    assert len(ps) == 20 and pf.reference == "0170031"
+    # the 3 items with the sign '-' are not money received: set aside with their reason
+    assert [(s.amount, s.kid, s.bank_code) for s in pf.skipped] == [
+        (Decimal("-250.00"), "44000366370078", "13"), (Decimal("-400.00"), "44000366980090", "13"),
+        (Decimal("-1500.00"), "44000007860156", "13")]
+    assert {s.reason for s in pf.skipped} == {
+        "negative amount (sign '-', OCR transaction type 13): not money received"}
+    assert pf.skipped[0].reference == "600101140/20040324/0000001/15"
+    every = [p.amount for p in ps] + [s.amount for s in pf.skipped]
+    assert pf.control_total == Decimal("15630.00") == sum(every)           # the signed sum
+    assert sum(abs(a) for a in every) == Decimal("19930.00")
+    assert sum(p.amount for p in ps) == Decimal("17780.00")
     first = ps[0]
     assert first.amount == Decimal("440.00") and first.currency == "NOK"
     assert first.kid == "33000083672049"                 # right-aligned, blanks dropped
@@ -88,15 +99,23 @@ def test_avtalegiro_agreements_are_skipped_with_a_warning(ocr_dir: Path) -> None
                            "skipped: no payments"]
 
 
-def test_reversal_type_18_is_negative(ocr_dir: Path) -> None:
+def test_reversals_18_and_20_are_not_payments(ocr_dir: Path) -> None:
     ls = lines(ocr_dir, "otovo__ocr_giro_transactions.txt")
     assert ls[5].startswith("NY091030") and ls[6].startswith("NY091031")
     ls[5], ls[6] = "NY0918" + ls[5][6:], "NY0918" + ls[6][6:]
     pf = read_lines(ls)
-    p = pf.payments[1]
-    assert p.bank_code == "18" and p.amount == Decimal("-1020.00")
+    # a reversal is not a payment: set aside with its reason, never listed
+    (s,) = pf.skipped
+    assert (s.bank_code, s.amount, s.kid) == ("18", Decimal("-1020.00"), "0036633")
+    assert s.reason == "reversal (OCR transaction type 18, reversal with KID)"
+    assert len(pf.payments) == 19 and "18" not in {p.bank_code for p in pf.payments}
     # Nets adds reversals to the 88/89 totals: the unchanged totals now equal the absolute sum
     assert pf.control_total == Decimal("51449.00")
+    assert sum(p.amount for p in pf.payments) + abs(s.amount) == Decimal("51449.00")
+    # type 20 (reversal with free text) likewise
+    ls[5], ls[6] = "NY0920" + ls[5][6:], "NY0920" + ls[6][6:]
+    (s,) = read_lines(ls).skipped
+    assert s.reason == "reversal (OCR transaction type 20, reversal with free text)"
 
 
 def test_mod11_kid_with_dash(ocr_dir: Path) -> None:
