@@ -46,7 +46,8 @@ from .cremul import find_kid_in_text
 
 FORMAT = "camt054"
 _DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
-_AMOUNT = re.compile(r"-?\d{1,15}(?:\.\d{0,2})?")
+# [0-9], not \d: a str pattern's \d takes any Unicode digit, and Decimal() reads them too
+_AMOUNT = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{0,2})?")
 _El = etree._Element
 #: BkTxCd sub-families that return or reverse an earlier payment (ISO external code set):
 #: reversal due to payment return / cancellation request / payment reversal, unpaid direct
@@ -92,7 +93,8 @@ class _Reader:
         ccy = el.get("Ccy")
         if not ccy or not re.fullmatch(r"[A-Z]{3}", ccy):
             raise self.err(el, f"<{el.tag}> without a valid Ccy attribute")
-        return money(text), ccy
+        # camt.054's own lexical form (xs:decimal, e.g. "1."), checked above; not the import's
+        return money(Decimal(text)), ccy
 
     def date(self, el: _El | None, *paths: str) -> date | None:
         if el is None:

@@ -45,7 +45,8 @@ from reskontro.domain import BankPayment, InputError, PaymentFile, money
 from .edifact import Segment, Tokens, tokenize
 
 FORMAT = "cremul"
-_AMOUNT = re.compile(r"-?\d{1,15}(?:[.,]\d{0,2})?|-?[.,]\d{1,2}")
+# [0-9], not \d: a str pattern's \d takes any Unicode digit, and Decimal() reads them too
+_AMOUNT = re.compile(r"-?[0-9]{1,15}(?:[.,][0-9]{0,2})?|-?[.,][0-9]{1,2}")
 _SEQ_AMOUNT_QUALIFIERS = ("143", "119", "60", "98")
 _LIN_AMOUNT_QUALIFIERS = ("60", "346", "349")
 #: "KID 123", "KID: 123", "(KID) 123", "KID-nr 123": the digits after a KID label
@@ -165,7 +166,8 @@ class _Reader:
             if not _AMOUNT.fullmatch(value):
                 raise self.err(index, f"invalid amount {self.tokens.unescape(value)!r}")
             # the UNA decimal mark is not trusted (cremul_multi_lines says '.', writes ',')
-            got = money(value.replace(",", ".")), comps[2] if len(comps) > 2 else ""
+            # EDIFACT's own form (",5", "12."), checked above; not the import's reader
+            got = money(Decimal(value.replace(",", "."))), comps[2] if len(comps) > 2 else ""
             self._amounts[raw] = got
         return got
 

@@ -173,13 +173,12 @@ def rules_test(ctx: click.Context, file: Path | None) -> None:
 @rules.command()
 def fields() -> None:
     """The fields a rule can test, with their values."""
-    from .facts import DEFAULT_FACT, FIELDS
+    from .facts import DEFAULT_FACT, FIELDS, fact_for_people
 
     t = Table("field", "kind", "values", "example default", "meaning")
+    shown = fact_for_people(DEFAULT_FACT)       # amounts in kroner, as rule files write them
     for f in FIELDS.values():
-        default = DEFAULT_FACT[f.name]
-        if f.scale != 1:
-            default = default / f.scale
+        default = shown[f.name]
         t.add_row(f.name, f.kind, ", ".join(f.values) if f.values else ("true, false" if f.kind == "bool" else "number"),
                   str(default).lower() if isinstance(default, bool) else str(default), f.doc)
     console.print(t)
@@ -228,7 +227,7 @@ def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
 @click.pass_context
 def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     """Why ENTRY_ID gets its decision: the facts, the deciding rule, every other rule that matched."""
-    from .facts import FIELDS
+    from .facts import fact_for_people
     from .reports import explain_entry
 
     site = _site(ctx)
@@ -241,7 +240,8 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"entry": entry_id, "decision": o.decision, "rule": o.rule_id, "reason": o.reason,
                                "warnings": [{"rule": r, "text": t} for r, t in o.warnings],
-                               "matched": [r.id for r in ex.matched], "facts": ex.fact}, indent=2, ensure_ascii=False))
+                               "matched": [r.id for r in ex.matched], "facts": fact_for_people(ex.fact)},
+                              indent=2, ensure_ascii=False))
         return
     console.print(f"[bold]{entry_id}[/]: [bold]{o.decision}[/] by rule [bold]{o.rule_id}[/]")
     console.print(f"  {escape(o.reason)}", highlight=False)
@@ -253,9 +253,7 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
         for r in others:
             console.print(f"  line {r.line}: {r.id} -> {r.decision}", highlight=False)
     t = Table("fact", "value", title="Facts the rules saw")
-    for k, v in ex.fact.items():
-        if k in FIELDS and FIELDS[k].scale != 1:
-            v = f"{v / FIELDS[k].scale:.2f}"
+    for k, v in fact_for_people(ex.fact).items():   # amounts in kroner, as rule files write them
         t.add_row(k, str(v).lower() if isinstance(v, bool) else str(v))
     console.print(t)
 
@@ -427,6 +425,7 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
     from sqlalchemy import select
 
     from . import schema as s
+    from .amount import ore_text
     from .domain import from_ore
 
     site = _site(ctx)
@@ -438,7 +437,7 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"id": r["id"], "source": r["source"], "format": r["format"],
                                 "date": (r["booking_date"] or r["payment_date"]).isoformat() if (r["booking_date"] or r["payment_date"]) else None,
-                                "payer": r["payer_name"], "amount": f"{from_ore(r['amount_ore'])}", "currency": r["currency"],
+                                "payer": r["payer_name"], "amount": ore_text(r["amount_ore"]), "currency": r["currency"],
                                 "kid": r["kid"], "invoice_no": r["invoice_no"], "invoice": r["invoice_id"],
                                 "status": r["status"], "note": r["note"], "archive_ref": r["archive_ref"]}
                                for r in rows], indent=2, ensure_ascii=False))

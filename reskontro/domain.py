@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-CENT = Decimal("0.01")
+from .amount import CENT, parse_amount
 
 CUSTOMER_TYPES = ("private", "business")
 ENTRY_TYPES = ("invoice", "credit_note", "payment", "payout", "manual_voucher", "reversal")
@@ -20,15 +20,22 @@ DECISIONS = ("transfer", "wait", "exclude", "hold")
 MODES = ("full_ledger", "factoring")
 
 
-def money(value: object) -> Decimal:
-    """Parse an amount to a two-place Decimal; refuse more than two fraction digits."""
-    d = Decimal(str(value).strip().replace(" ", ""))
+def money(value: str | Decimal | int) -> Decimal:
+    """A two-place Decimal. Text is read by the one amount reader (`amount.parse_amount`:
+    one decimal mark, at most two decimals, no grouping, bounded); a Decimal or int must
+    already have at most two places (refused, never rounded). Floats are refused: they have
+    passed through binary floating point."""
+    if isinstance(value, str):
+        return parse_amount(value)
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise TypeError(f"an amount is text, Decimal or int, not {type(value).__name__} ({value!r})")
+    d = Decimal(value)
     if not d.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
     q = d.quantize(CENT)
     if q != d:
         raise ValueError(f"more than two decimals: {value!r}")
-    return q
+    return q + 0     # + 0: no -0.00
 
 
 def to_ore(amount: Decimal) -> int:

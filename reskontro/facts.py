@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from stdnum.no import orgnr
 
-from .domain import ENTRY_TYPES, MODES
+from .amount import ore_text, parse_amount
+from .domain import ENTRY_TYPES, MODES, to_ore
 from .kid import state as kid_state  # noqa: F401  (store keeps it per entry)
 
 
@@ -73,6 +74,35 @@ DEFAULT_FACT: dict = {
     "reversed": False, "sent": False, "changed_after_sent": False, "match_lost_member": False,
     "split_with_excluded": False, "settled_before_service": False,
 }
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def number_value(spec: FieldSpec, raw: object) -> int:
+    """A number a rule file or rule example writes for `spec`, in fact units; ValueError says
+    what is wrong. Amounts (kroner in, øre out) go through the one amount reader, from the
+    text as written in the file when the YAML loader kept it (`1_000` is YAML's 1000, but
+    refused here as for every amount the product takes in)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError(f"{raw!r} must be a number")
+    text = getattr(raw, "text", None)
+    if text is None:
+        text = raw if isinstance(raw, str) else repr(raw)
+    if spec.scale == 100:
+        return to_ore(parse_amount(text))
+    if spec.scale != 1:       # no such field today; fail loudly rather than guess a reader
+        raise ValueError(f"{spec.name}: no reader for scale {spec.scale}")
+    if _WHOLE.fullmatch(text.strip(" ")):
+        return int(text)
+    raise ValueError(f"{text!r} must be a whole number (digits 0-9)")
+
+
+def fact_for_people(fact: dict) -> dict:
+    """A fact as output shows it: amounts in kroner text with two decimals ("1234.50"), not
+    the øre the rules compare (rule files write kroner too)."""
+    return {k: ore_text(v) if k in FIELDS and FIELDS[k].scale == 100 and isinstance(v, int)
+            and not isinstance(v, bool) else v for k, v in fact.items()}
+
 
 _COMPANY = re.compile(r"(?:^|[\s,.])(AS|ASA|ANS|DA|ENK|SA)\.?$", re.IGNORECASE)
 _KNOWN_CURRENCIES = set(FIELDS["currency"].values)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import yaml
 
 from .engine import RuleEngine
-from .facts import DEFAULT_FACT, FIELDS
+from .facts import DEFAULT_FACT, FIELDS, number_value
 from .rulefile import Problem, Rule, RuleFile, Test, parse_rule_text
 
 _INF = math.inf   # interval bounds of rule thresholds (integers in fact units), never money
@@ -230,7 +229,13 @@ def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
                 bad.append(f"unknown field {k!r}")
                 continue
             spec = FIELDS[k]
-            fact[k] = int(Decimal(str(v)) * spec.scale) if spec.kind == "number" and not isinstance(v, bool) and isinstance(v, (int, float)) else v
+            if spec.kind == "number":
+                try:
+                    v = number_value(spec, v)      # amounts: the one amount reader, into øre
+                except ValueError as exc:
+                    bad.append(f"{k}: {exc}")
+                    continue
+            fact[k] = v
             if spec.kind == "enum" and v not in spec.values:
                 bad.append(f"{k}: {v!r} is not a known value")
         if bad:

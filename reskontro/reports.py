@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection
 
+from .amount import format_amount
 from .decide import Decided, decide_ledger, goes_tonight
 from .domain import from_ore
 from .engine import Explanation, RuleEngine
@@ -58,7 +59,7 @@ class Plan:
             "entries": self.entries,
             "totals": self.totals(),
             "lines": [{"decision": l.decision, "rule": l.rule_id, "reason": l.reason, "count": l.count,
-                       "amounts": {c: f"{a:.2f}" for c, a in sorted(l.amounts.items())}}
+                       "amounts": {c: format_amount(a) for c, a in sorted(l.amounts.items())}}
                       for l in sorted(self.lines.values(), key=lambda l: (l.decision, -l.count))],
             "warnings": [{"rule": r, "text": t, "count": n} for (r, t), n in sorted(self.warnings.items())],
         }

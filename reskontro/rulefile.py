@@ -19,13 +19,12 @@ alternatives, one of which must hold as well.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import yaml
 
 from .domain import DECISIONS
-from .facts import FIELDS
+from .facts import FIELDS, number_value
 
 OPS = ("eq", "not", "in", "not_in", "lt", "le", "gt", "ge")
 RULE_KEYS = ("id", "when", "decision", "warning", "reason")
@@ -116,6 +115,28 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 
+class _YamlInt(int):
+    """A YAML integer that remembers how it was written (`1_000`, `0x10`, `1:30` are YAML
+    ints too): amounts are read from that text by the one amount reader."""
+    text: str
+
+
+class _YamlFloat(float):
+    text: str
+
+
+def _with_text(kind: type, construct):
+    def build(loader, node):
+        value = kind(construct(loader, node))
+        value.text = node.value
+        return value
+    return build
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _with_text(_YamlInt, yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor("tag:yaml.org,2002:float", _with_text(_YamlFloat, yaml.SafeLoader.construct_yaml_float))
+
+
 def _line(obj, key=None, default: int = 1) -> int:
     if isinstance(obj, _Lines):
         return obj.key_lines.get(key, obj.line) if key is not None else obj.line
@@ -143,18 +164,11 @@ class _Reader:
                 self.problem(line, f"{field}: {raw!r} is not a known value (known: {', '.join(spec.values)})")
                 return None
             return raw
-        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            self.problem(line, f"{field}: {raw!r} must be a number")
-            return None
         try:
-            d = Decimal(str(raw)) * spec.scale
-        except InvalidOperation:
-            self.problem(line, f"{field}: {raw!r} must be a number")
+            return number_value(spec, raw)
+        except ValueError as exc:
+            self.problem(line, f"{field}: {exc}")
             return None
-        if d != d.to_integral_value():
-            self.problem(line, f"{field}: {raw!r} has more decimals than the field holds")
-            return None
-        return int(d)
 
     def tests(self, when, line: int) -> tuple[tuple[Test, ...], tuple[tuple[Test, ...], ...]]:
         if when is None:

@@ -188,9 +188,9 @@ def test_csv_header_decides_the_kind_whatever_the_column_order(tmp_path: Path) -
 
 
 def test_csv_norwegian_spellings(tmp_path: Path) -> None:
-    """Decimal comma, blanks as thousands separator, ja/nei flags, BOM from Excel."""
+    """Decimal comma (as the only separator), ja/nei flags, BOM from Excel."""
     text = ("\ufeff" + ENTRY_HEADER + "\n"
-            'I7,C1,invoice,F7,2026-09-01,2026-09-15,"1 234,50",nok,,invoiced,nei,,,,,\n'
+            'I7,C1,invoice,F7,2026-09-01,2026-09-15,"1234,50",nok,,invoiced,nei,,,,,\n'
             "V7,C1,manual_voucher,V7,2026-09-01,,-5,NOK,,,,ja,,,,\n")
     i7, v7 = read_ledger_file(write(tmp_path, "e.csv", text)).entries
     assert (i7.amount, str(i7.amount), i7.currency, i7.factoring) == (Decimal("1234.50"), "1234.50", "NOK", False)
@@ -431,7 +431,7 @@ def test_cli_import_refuses_bad_input(site: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "error: bad.jsonl: 1 problem(s), nothing imported:" in result.stderr
-    assert "bad.jsonl:5: amount: '12.345' is not an amount with at most two decimals" in result.stderr
+    assert "bad.jsonl:5: amount: '12.345' is ambiguous" in result.stderr
     engine = open_engine(f"sqlite:///{site / 'reskontro.db'}")
     with engine.connect() as conn:
         assert Ledger(conn).count(s.entries) == 0 and Ledger(conn).count(s.customers) == 0
@@ -447,3 +447,179 @@ def test_cli_error_shows_outside_data_literally(site: Path, tmp_path: Path) -> N
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "odd.jsonl:1: customer_id: unknown customer '[/b]'" in result.stderr
     assert "odd.jsonl:2: customer_id: unknown customer '[red]X'" in result.stderr
+
+
+# --- amounts are read one way only ----------------------------------------------------------------
+# (amount as the ERP wrote it, a phrase of the reason): each refused, naming file, line and field
+REFUSED_AMOUNTS = [
+    ("2,000", "ambiguous"), ("1,500", "ambiguous"), ("12.500", "ambiguous"), ("1 500", "thousands separator"),
+    ("1.500,00", "more than one"), ("1_000", "thousands separator"), ("\u0661\u0662\u0663", "digits 0-9"),
+    ("1e20", "exponent"), ("NaN", "not a number"), ("-Infinity", "not a number"), ("10000000000", "larger than"),
+    ("1.", "without decimals"), ("12.3456", "at most two decimals"), ("--5", "one sign"),
+]
+
+
+def _payment(eid: str, amount) -> dict:
+    return {"id": eid, "customer_id": "C0", "type": "payment", "document_no": eid,
+            "document_date": "2026-09-01", "amount": amount}
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_each_refused_amount_is_reported_with_file_line_and_field(db, tmp_path: Path, kind: str) -> None:
+    import_files(db, [write(tmp_path, "base.jsonl", jsonl([BASE_C], [BASE_I]))])
+    before = dump(db)
+    rows = [_payment("OK1", "-1.00")] + [_payment(f"X{i}", a) for i, (a, _) in enumerate(REFUSED_AMOUNTS)] \
+        + [_payment("OK2", "-2,50")]
+    if kind == "jsonl":
+        name, text, first = "amounts.jsonl", "\n".join(json.dumps({"record": "entry", **r}) for r in rows) + "\n", 1
+    else:
+        name, text, first = "amounts.csv", csv_text(ENTRY_HEADER, rows), 2      # line 1 is the header
+    with pytest.raises(InputError) as info:
+        import_files(db, [write(tmp_path, name, text)])
+    msg = str(info.value)
+    assert msg.startswith(f"{name}: {len(REFUSED_AMOUNTS)} problem(s), nothing imported:")
+    for i, (amount, phrase) in enumerate(REFUSED_AMOUNTS):
+        line = first + 1 + i
+        assert re.search(rf"^{re.escape(name)}:{line}: amount: {re.escape(repr(amount))} .*{re.escape(phrase)}",
+                         msg, re.M), (amount, msg)
+    assert "Traceback" not in msg
+    assert dump(db) == before
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_accepted_amount_forms(tmp_path: Path, kind: str) -> None:
+    forms = {"A1": ("1500,50", "1500.50"), "A2": ("1500,5", "1500.50"), "A3": (" 12.5 ", "12.50"),
+             "A4": ("+3", "3.00"), "A5": ("-0,10", "-0.10"), "A6": ("-0", "0.00"),
+             "A7": ("999999999.99", "999999999.99"), "A8": ("007", "7.00")}
+    rows = [_payment(eid, text) for eid, (text, _) in forms.items()]
+    if kind == "jsonl":
+        rows.append(_payment("A9", 2000))               # a JSON integer is exact: read as is
+        forms["A9"] = (2000, "2000.00")
+        path = write(tmp_path, "ok.jsonl", "\n".join(json.dumps({"record": "entry", **r}) for r in rows) + "\n")
+    else:
+        path = write(tmp_path, "ok.csv", csv_text(ENTRY_HEADER, rows))
+    got = {e.id: str(e.amount) for e in read_ledger_file(path).entries}
+    assert got == {eid: want for eid, (_, want) in forms.items()}
+
+
+# --- what the transfer file cannot carry is refused at the door ------------------------------------
+def customer_line(**fields) -> str:
+    rec = {"record": "customer", "id": "CX", "name": "Ola", "type": "private", "address1": "Vei 1",
+           "post_code": "0150", "city": "OSLO", **fields}
+    return json.dumps({k: v for k, v in rec.items() if v is not None})
+
+
+# (bad line, the field the message must name, a phrase of the message)
+UNWRITABLE_JSONL = {
+    "control char in name": (customer_line(name="Kari\u0001Nordmann"), "name", "U+0001 at character 5"),
+    "control char at the end of a name (strip would hide it)": (customer_line(name="Kari\u001f"), "name", "U+001F"),
+    "noncharacter in city": (customer_line(city="OSLO\ufffe"), "city", "U+FFFE"),
+    "lone surrogate in text": (entry_line(id="EB", type="payment", text="a\ud800b"), "text", "lone surrogate"),
+    "carriage return in an address": (customer_line(address1="Vei 1\rB"), "address1", "carriage return"),
+    "control char in an id": (entry_line(id="E\u0002", type="payment"), "id", "U+0002"),
+    "control char in a document no": (entry_line(id="EB", type="payment", document_no="D\u0007"), "document_no", "U+0007"),
+    "control char in e-mail": (customer_line(email="a@b\u000b.no"), "email", "U+000B"),
+    "name too long": (customer_line(name="N" * 101), "name", "longer than 100"),
+    "address line too long": (customer_line(address2="A" * 71), "address2", "longer than 70"),
+    "post code too long": (customer_line(post_code="1" * 11, country="SE"), "post_code", "longer than 10"),
+    "city too long": (customer_line(city="C" * 36), "city", "longer than 35"),
+    "document no too long": (entry_line(id="EB", type="payment", document_no="D" * 36), "document_no", "longer than 35"),
+    "id too long": (entry_line(id="E" * 36, type="payment"), "id", "longer than 35"),
+    "text too long": (entry_line(id="EB", type="payment", text="t" * 201), "text", "longer than 200"),
+    "KID too short": (entry_line(id="EB", type="payment", kid="5"), "kid", "2-25 digits"),
+    "KID too long": (entry_line(id="EB", type="payment", kid="1" * 26), "kid", "2-25 digits"),
+    "KID with Arabic-Indic digits": (entry_line(id="EB", type="payment", kid="\u0661\u0662\u0663"), "kid", "2-25 digits"),
+    "currency of four letters": (entry_line(id="EB", type="payment", currency="NOKK"), "currency", "ISO 4217"),
+    "country that upper() would make valid": (customer_line(country="\u00df"), "country", "ISO 3166"),
+    "country alpha-3": (customer_line(country="NOR"), "country", "ISO 3166"),
+    "dunning level superscript two": (entry_line(id="EB", type="invoice", status="invoiced", due_date="2026-09-30",
+                                                 dunning_level="\u00b2"), "dunning_level", "whole number"),
+    "dunning level too big for the store": (entry_line(id="EB", type="invoice", status="invoiced",
+                                                       due_date="2026-09-30", dunning_level="9" * 30),
+                                            "dunning_level", "0 to 999"),
+    "amount too big for the store": (entry_line(id="EB", type="payment", amount="1e20"), "amount", "exponent"),
+    "match member that is no id": ('{"record": "match", "id": "MB", "entries": ["EN1", "E\\u0001"]}', "entries",
+                                   "is not an entry id"),
+    "a key given twice": ('{"record": "entry", "id": "EB", "customer_id": "CN", "type": "payment", "document_no": "D", '
+                          '"document_date": "2026-09-01", "amount": "1.00", "amount": "100.00"}', "amount", "given twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE_JSONL))
+def test_what_the_transfer_file_cannot_carry_is_refused(db, tmp_path: Path, case: str) -> None:
+    bad, field, phrase = UNWRITABLE_JSONL[case]
+    lines = good_lines()
+    lines.insert(1, bad)
+    path = write(tmp_path, "batch.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(InputError) as info:
+        import_files(db, [path])
+    msg = str(info.value)
+    assert msg.startswith("batch.jsonl: 1 problem(s), nothing imported:"), msg
+    assert re.search(rf"^batch\.jsonl:2: {field}: .*{re.escape(phrase)}", msg, re.M), msg
+    assert "\u0001" not in msg and "\r" not in msg          # shown escaped, never raw
+    with db.connect() as conn:
+        assert Ledger(conn).count(s.customers) == 0 and Ledger(conn).count(s.entries) == 0
+
+
+def test_csv_refuses_control_characters_naming_line_and_field(tmp_path: Path) -> None:
+    text = (CUSTOMER_HEADER + "\n" + "CA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\n"
+            + "CB,Bent\x01Berg,private,,Vei 2,,,0150,OSLO,NO,,,\n" + "CC,Cato,private,,Vei 3,,,0150,OS\ufffeLO,NO,,,\n")
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "c.csv", text))
+    msg = str(info.value)
+    assert "c.csv:3: name: has U+0001 at character 5, a control character" in msg
+    assert "c.csv:4: city: has U+FFFE at character 3, a noncharacter" in msg
+
+
+def test_line_breaks_inside_a_csv_value_are_kept_and_other_separators_do_not_cut_rows(tmp_path: Path) -> None:
+    """A quoted value holds its line break (CRLF read as LF); U+2028 and U+0085 are characters
+    of a value, not row ends: the rows and their line numbers stay as an editor shows them."""
+    text = (CUSTOMER_HEADER + "\r\n" + 'CA,Anne,private,,"Vei 1\r\nOppgang B",,,0150,OSLO,NO,,,\r\n'
+            + "CB,Bent\u2028Berg\u0085s,private,,Vei 2,,,0150,OSLO,NO,,,\r\n"
+            + "CC,Cato,privat,,Vei 3,,,0150,OSLO,NO,,,\r\n")
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "c.csv", text))
+    assert re.findall(r"^c\.csv:(\d+): (\w+):", str(info.value), re.M) == [("5", "type")]
+    ok = read_ledger_file(write(tmp_path, "ok.csv", text.replace("privat,", "private,")))
+    assert [c.address.lines for c in ok.customers][0] == ("Vei 1\nOppgang B",)
+    assert ok.customers[1].name == "Bent\u2028Berg\u0085s"
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path: Path) -> None:
+    """A raw U+2028 inside a JSON string is part of the string (str.splitlines() would cut it)."""
+    text = customer_line(id="CA", name="Anne\u2028Berg").replace("\\u2028", "\u2028") + "\r\n" \
+        + customer_line(id="CB", type="privat") + "\n"
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "c.jsonl", text))
+    assert re.findall(r"^c\.jsonl:(\d+): (\w+):", str(info.value), re.M) == [("2", "type")]
+
+
+def test_json_nested_too_deeply_is_one_error_line(tmp_path: Path) -> None:
+    deep = '{"record": "entry", "text": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    lines = good_lines()
+    lines[1:1] = [deep, entry_line(id="X2", type="invoise")]
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "deep.jsonl", "\n".join(lines) + "\n"))
+    msg = str(info.value)
+    assert msg.startswith("deep.jsonl: 2 problem(s), nothing imported:")
+    assert "deep.jsonl:2: not valid JSON here: nested too deeply" in msg
+    assert "deep.jsonl:3: type:" in msg                      # every bad row is still reported
+
+
+def test_cli_gives_one_clear_line_per_bad_value_and_no_traceback(site: Path, tmp_path: Path) -> None:
+    lines = jsonl([C1], [I1]).splitlines()
+    lines += [entry_line(id="E1", type="payment", customer_id="C1", amount="1e20"),
+              entry_line(id="E2", type="invoice", status="invoiced", due_date="2026-09-30", customer_id="C1",
+                         dunning_level="\u00b2"),
+              '{"record": "customer", "name": ' + "[" * 200_000 + "]" * 200_000 + "}",
+              customer_line(id="C4", name="Kari\u0001")]
+    path = write(tmp_path, "bad.jsonl", "\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["--site", str(site), "import", str(path)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    err = result.stderr.splitlines()
+    assert err[0] == "error: bad.jsonl: 4 problem(s), nothing imported:"
+    assert [l.split(": ")[0:2] for l in err[1:]] == [["bad.jsonl:3", "amount"], ["bad.jsonl:4", "dunning_level"],
+                                                    ["bad.jsonl:5", "not valid JSON here"], ["bad.jsonl:6", "name"]]
+    assert "'1e20' has an exponent" in err[1] and "'²' is not a whole number" in err[2]

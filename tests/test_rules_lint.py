@@ -183,7 +183,7 @@ def test_too_many_decimals_for_the_field(tmp_path: Path) -> None:
     text = HEAD + rule("a", "\n      amount: {gt: 10.005}")
     line, msg = one(lint(tmp_path, text))
     assert line == line_of(text, "10.005")
-    assert "more decimals" in msg
+    assert "at most two decimals" in msg
 
 
 # --- rules that can never fire, rules that can never decide ---------------------------------
@@ -406,3 +406,33 @@ def test_cli_plan_refuses_such_a_rule_without_a_traceback(site: Path) -> None:
     result = CliRunner().invoke(main, ["--site", str(site), "plan"])
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+# --- amounts in rule files: the one amount reader, on the text as written --------------------------
+@pytest.mark.parametrize("written, phrase", [
+    ("1_000", "thousands separator"),      # YAML reads 1_000 as 1000: refused as the import refuses it
+    ("'1,500'", "ambiguous"), ("12.500", "ambiguous"), ("1.0e+3", "exponent"), (".inf", "not a number"),
+    ("0x10", "'x'"), ("1000000000", "larger than"),
+])
+def test_an_amount_threshold_is_read_like_every_amount(tmp_path: Path, written: str, phrase: str) -> None:
+    text = HEAD + rule("a", f"\n      amount: {{gt: {written}}}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, written)
+    assert msg.startswith("amount: ") and phrase in msg, msg
+
+
+@pytest.mark.parametrize("written, ore", [("1000", 100000), ("1500.5", 150050), ("'1500,50'", 150050),
+                                          ("-0.01", -1), ("+7", 700)])
+def test_an_amount_threshold_in_kroner_becomes_ore(tmp_path: Path, written: str, ore: int) -> None:
+    path = tmp_path / "transfer.yaml"
+    path.write_text(HEAD + rule("a", f"{{amount: {{gt: {written}}}}}"), encoding="utf-8")
+    [r] = load_rule_file(path).rules
+    [test] = r.when
+    assert (test.field, test.value, type(test.value)) == ("amount", ore, int)
+
+
+def test_a_whole_number_field_refuses_other_digits_and_infinity(tmp_path: Path) -> None:
+    for written in ("'²'", ".inf", "2.5"):
+        text = HEAD + rule("a", f"\n      dunning_level: {{gt: {written}}}")
+        line, msg = one(lint(tmp_path, text))
+        assert msg.startswith("dunning_level: ") and "whole number" in msg, msg
