@@ -30,7 +30,32 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     s.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+# Columns added to a table after its first release: create_all() makes missing tables only,
+# so a store made by an older version gets them here (nullable, no default: old rows say NULL).
+_ADDED_COLUMNS = {"files": ("sha256",)}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table)}
+        for name in columns:
+            if name not in have:
+                column = s.metadata.tables[table].c[name]
+                kind = column.type.compile(dialect=engine.dialect)
+                try:
+                    with engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except Exception:
+                    # another process (a helper, a second command) added it meanwhile
+                    if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                        raise
 
 
 def upsert_insert(conn: Connection, table):
