@@ -3,9 +3,17 @@
 Protocol (spec ledger-transfer-1, "Exchange"):
 - upload to ``<inbound>/<name>.part``, verify the size, then plain SFTP RENAME to ``<name>``.
   On OpenSSH a plain RENAME fails when the target exists, so a remote name is never
-  overwritten (posix_rename would overwrite: never used).
-- fetch every regular file in ``<outbound>/`` to ``<local>/.<name>.part``, fsync, rename to
-  ``<local>/<name>`` without overwriting anything, and only then remove it remotely.
+  overwritten (posix_rename would overwrite: never used). The local file is opened once and
+  its bytes are hashed as they are sent: given the SHA-256 of what passed the pre-send check,
+  bytes that differ are never renamed into place (the .part is removed). A rename the server
+  refuses removes the .part too; the file stays to be sent again.
+- fetch every regular file in ``<outbound>/`` (up to ``max_fetch_size``, judged from the
+  listing before anything is downloaded) to ``<local>/.<name>.part`` (created exclusively,
+  never through a link), fsync, check that the remote file did not change meanwhile (size and
+  mtime as listed), link to ``<local>/<name>`` without overwriting anything, and only then
+  remove it remotely. A file that changed stays on the server and is fetched next time. One
+  odd file (a name that is not UTF-8 or too long, a file too big, an error reading it) is
+  left on the server with a reason; every other file still comes.
 
 Security: key authentication only, the host key pinned in our own known_hosts file
 (unknown or changed key -> HostKeyError with the SHA256 fingerprint), ssh-rsa (SHA-1)
@@ -33,11 +41,14 @@ from types import TracebackType
 from typing import BinaryIO, TypeVar
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, int64
+from paramiko.sftp import (CMD_CLOSE, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME,
+                           CMD_OPENDIR, CMD_READ, CMD_READDIR, int64)
 from paramiko.sftp_client import SFTPClient
 from paramiko.sftp_file import SFTPFile
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential
+
+from reskontro.folders import create_temporary
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,16 @@ class UnsafeNameError(SftpError, ValueError):
     """A file name that must not be used as a path."""
 
 
+class ContentChangedError(SftpError):
+    """The local file's bytes are not the ones that were checked; nothing was renamed into
+    place remotely (the .part is removed)."""
+
+
+class RemoteRenameError(SftpError):
+    """The server took the upload but refused to rename the .part to its final name; the .part
+    was removed and the file can be sent again."""
+
+
 # --- settings and results -----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -115,12 +136,15 @@ class SftpSettings:
     backoff_max: float = 60.0
     # SFTP READ/WRITE size: None = ask the server (limits@openssh.com), else 32 KiB.
     request_size: int | None = None
+    # A remote file bigger than this is not fetched (judged from the listing, before any byte
+    # is downloaded); 64 MiB, the inbox's own limit.
+    max_fetch_size: int = 64 << 20
 
     def __post_init__(self) -> None:
         if self.passphrase_env and self.passphrase_file:
             raise ValueError("give passphrase_env or passphrase_file, not both")
-        if self.retries < 0 or self.timeout <= 0 or self.backoff < 0:
-            raise ValueError("retries must be >= 0, timeout > 0 and backoff >= 0")
+        if self.retries < 0 or self.timeout <= 0 or self.backoff < 0 or self.max_fetch_size <= 0:
+            raise ValueError("retries must be >= 0, timeout > 0, backoff >= 0 and max_fetch_size > 0")
         if not self.remote_inbound or not self.remote_outbound:
             raise ValueError("remote_inbound and remote_outbound must not be empty")
 
@@ -148,13 +172,26 @@ class RefusedName:
 @dataclass(frozen=True)
 class DownloadReport:
     downloaded: list[Path] = field(default_factory=list)
-    refused: list[RefusedName] = field(default_factory=list)
+    refused: list[RefusedName] = field(default_factory=list)   # unsafe names: left on the server
+    failed: list[RefusedName] = field(default_factory=list)    # too big, or an error: left there
+    changed: list[RefusedName] = field(default_factory=list)   # changed while fetched: next time
+
+
+# Longest name fetched or sent, in bytes: the local temporary name (".<name>.part") and a
+# free name (<stem>.<n>.<ext>) must stay within the 255 bytes a file name may have.
+MAX_NAME_BYTES = 200
 
 
 def unsafe_name_reason(name: str) -> str | None:
     """Why ``name`` must not become a local or remote path component, or None if it is safe."""
     if not name:
         return "empty name"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:         # a local name read with surrogateescape
+        return "is not UTF-8"
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long (at most {MAX_NAME_BYTES})"
     if "/" in name or "\\" in name:
         return "contains a path separator"
     if ".." in name:
@@ -204,36 +241,68 @@ class SftpClient:
                 except (OSError, EOFError, paramiko.SSHException) as exc:
                     log.debug("closing the connection to %s: %r", self.settings.address, exc)
 
-    def upload(self, local: Path) -> UploadResult:
-        """Deliver ``local`` to ``<inbound>/<name>``: .part, size check, rename, never overwrite."""
+    def upload(self, local: Path, expected_sha256: str | None = None) -> UploadResult:
+        """Deliver ``local`` to ``<inbound>/<name>``: .part, size check, rename, never overwrite.
+
+        The file is opened once (never through a link) and every attempt sends the bytes of
+        that one open file, hashed as they go. With ``expected_sha256`` (the hash of what
+        passed the pre-send check) bytes that differ are refused: ContentChangedError, the
+        remote .part removed, nothing renamed into place."""
         local = Path(local)
         reason = unsafe_name_reason(local.name)
         if reason:
-            raise UnsafeNameError(f"refusing to upload {local}: file name {reason}")
-        size = local.stat().st_size
+            raise UnsafeNameError(f"refusing to upload {local!r}: file name {reason}")
         final = posixpath.join(self.settings.remote_inbound, local.name)
-        return self._retrying(f"upload of {local.name}",
-                              lambda sftp: self._upload_once(sftp, local, size, final))
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SftpError(f"refusing to upload {local}: not a regular file")
+            return self._retrying(f"upload of {local.name}",
+                                  lambda sftp: self._upload_once(sftp, f, local, final, expected_sha256))
 
     def fetch_outbound(self, local_dir: Path) -> DownloadReport:
-        """Fetch every safely named regular file of ``<outbound>/`` into ``local_dir``."""
+        """Fetch every safely named regular file of ``<outbound>/`` into ``local_dir``.
+
+        A lost connection (after the retries) ends the fetch; anything wrong with one file
+        leaves that file on the server, with a reason in the report, and the others come."""
         local_dir = Path(local_dir)
         local_dir.mkdir(parents=True, exist_ok=True)
-        outbound = self.settings.remote_outbound
+        s = self.settings
+        outbound = s.remote_outbound
         entries = self._retrying(f"listing of {outbound}/", lambda sftp: self._list(sftp, outbound))
         report = DownloadReport()
-        for entry in sorted(entries, key=lambda e: e.filename):
-            name = entry.filename
+        for raw, entry in sorted(entries, key=lambda e: e[0]):
             if entry.st_mode is None or not stat.S_ISREG(entry.st_mode):
                 continue  # directories, symlinks (readdir reports lstat), devices
-            reason = unsafe_name_reason(name)
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                name, reason = repr(raw)[2:-1], "is not UTF-8"
+            else:
+                reason = unsafe_name_reason(name)
             if reason:
-                log.warning("refused remote file %r in %s/ on %s: %s", name, outbound,
-                            self.settings.address, reason)
+                log.warning("refused remote file %r in %s/ on %s: %s", name, outbound, s.address, reason)
                 report.refused.append(RefusedName(name, reason))
                 continue
-            fetch = functools.partial(self._download_once, name=name, local_dir=local_dir)
-            report.downloaded.append(self._retrying(f"download of {name}", fetch))
+            size = entry.st_size or 0
+            if size > s.max_fetch_size:
+                why = (f"{size} bytes is over the {s.max_fetch_size}-byte limit (sftp.max_fetch_size); "
+                       "left on the server")
+                log.warning("remote file %r in %s/ on %s not fetched: %s", name, outbound, s.address, why)
+                report.failed.append(RefusedName(name, why))
+                continue
+            fetch = functools.partial(self._download_once, name=name, local_dir=local_dir,
+                                      listed=entry)
+            try:
+                report.downloaded.append(self._retrying(f"download of {name}", fetch))
+            except _ChangedMeanwhile as exc:
+                log.warning("remote file %r in %s/ on %s %s", name, outbound, s.address, exc)
+                report.changed.append(RefusedName(name, str(exc)))
+            except SftpConnectionError:
+                raise
+            except (SftpError, OSError) as exc:
+                log.error("remote file %r in %s/ on %s not fetched: %s", name, outbound, s.address, exc)
+                report.failed.append(RefusedName(name, f"not fetched, left on the server: {exc}"))
         return report
 
     def download_all(self, local_dir: Path) -> list[Path]:
@@ -242,75 +311,136 @@ class SftpClient:
 
     # -- one attempt of each operation --
 
-    def _list(self, sftp: SFTPClient, folder: str) -> list[paramiko.SFTPAttributes]:
+    def _list(self, sftp: SFTPClient, folder: str) -> list[tuple[bytes, paramiko.SFTPAttributes]]:
+        """(raw name, attributes) of every entry of ``folder`` but . and ..: like
+        SFTPClient.listdir_attr, which decodes names strictly as UTF-8 and so fails the whole
+        listing on one name that is not."""
+        t, msg = sftp._request(CMD_OPENDIR, sftp._adjust_cwd(folder))
+        if t != CMD_HANDLE:
+            raise SftpError(f"listing {folder}/ on {self.settings.address}: expected a handle")
+        handle = msg.get_binary()
+        found = []
         try:
-            return sftp.listdir_attr(folder)
-        except UnicodeDecodeError as exc:
-            # paramiko decodes names strictly as UTF-8 and cannot skip a single bad one.
-            raise SftpError(f"{folder}/ on {self.settings.address} holds a file name that is "
-                            f"not UTF-8 ({exc.object[exc.start:exc.end]!r}); it must be "
-                            f"removed or renamed there before anything can be fetched") from None
+            while True:
+                try:
+                    t, msg = sftp._request(CMD_READDIR, handle)
+                except EOFError:
+                    # the end of the folder; a dropped connection fails the CLOSE below
+                    break
+                if t != CMD_NAME:
+                    raise SftpError(f"listing {folder}/ on {self.settings.address}: expected names")
+                for _ in range(msg.get_int()):
+                    raw = msg.get_binary()
+                    msg.get_binary()  # longname
+                    attr = paramiko.SFTPAttributes._from_msg(msg)
+                    if raw not in (b".", b".."):
+                        found.append((raw, attr))
+        finally:
+            sftp._request(CMD_CLOSE, handle)
+        return found
 
-    def _upload_once(self, sftp: SFTPClient, local: Path, size: int, final: str) -> UploadResult:
+    def _upload_once(self, sftp: SFTPClient, f: BinaryIO, local: Path, final: str,
+                     expected: str | None) -> UploadResult:
         part = final + ".part"
+        size = os.fstat(f.fileno()).st_size
         if _exists(sftp, final):
-            return self._compare_existing(sftp, local, size, final)
+            return self._compare_existing(sftp, f, local, size, final, expected)
         _remove_if_exists(sftp, part)  # stale .part from a dropped connection
-        self._put(sftp, local, part, size)
+        digest = self._put(sftp, f, local, part, size)
+        if expected is not None and digest != expected:
+            _remove_if_exists(sftp, part)
+            raise ContentChangedError(
+                f"{local.name} is not the file that passed the pre-send check (SHA-256 "
+                f"{digest[:16]}…, checked {expected[:16]}…): it was changed or replaced in the "
+                f"outbox; not sent (the remote .part was removed)")
         try:
             sftp.rename(part, final)  # SFTP v3 RENAME: fails if final exists; never overwrites
-        except OSError:
-            if not _exists(sftp, final):
+        except OSError as exc:
+            if self._connection_lost(exc):
                 raise
+            if not _exists(sftp, final):
+                _remove_if_exists(sftp, part)
+                raise RemoteRenameError(
+                    f"{self.settings.address} took {part} but refused to rename it to {final} "
+                    f"({exc}); the .part was removed and {local.name} stays to be sent again") from exc
             # Another writer created it after our check: same bytes count as delivered,
             # different bytes are a conflict; our .part is not needed either way.
             try:
-                return self._compare_existing(sftp, local, size, final)
+                return self._compare_existing(sftp, f, local, size, final, expected)
             finally:
                 _remove_if_exists(sftp, part)
         log.info("uploaded %s to %s:%s (%d bytes)", local, self.settings.address, final, size)
         return UploadResult(local, final, size)
 
-    def _compare_existing(self, sftp: SFTPClient, local: Path, size: int,
-                          final: str) -> UploadResult:
+    def _compare_existing(self, sftp: SFTPClient, f: BinaryIO, local: Path, size: int,
+                          final: str, expected: str | None) -> UploadResult:
+        """``final`` exists remotely: delivered if it holds what we would send (the checked
+        bytes, when their hash is given), else never touched."""
         remote_size = sftp.stat(final).st_size
-        if remote_size == size and _remote_sha256(sftp, final, self._request_size) == \
-                _local_sha256(local):
+        ours = _file_sha256(f)
+        want = expected or ours
+        # The checked bytes' size is known only while the local file still holds them.
+        if (ours != want or remote_size == size) and \
+                _remote_sha256(sftp, final, self._request_size) == want:
             log.info("%s already holds %s with identical content: counted as delivered",
                      self.settings.address, final)
-            return UploadResult(local, final, size, already_delivered=True)
+            return UploadResult(local, final, remote_size or 0, already_delivered=True)
+        if ours != want:
+            raise ContentChangedError(
+                f"{local.name} is not the file that passed the pre-send check: it was changed or "
+                f"replaced in the outbox; not sent ({final} on {self.settings.address} holds "
+                f"other content and was left as it is)")
         raise RemoteConflictError(
             f"{final} already exists on {self.settings.address} with different content "
             f"({remote_size} bytes there, {size} bytes in {local}); it was not overwritten")
 
-    def _put(self, sftp: SFTPClient, local: Path, remote: str, size: int) -> None:
-        # Like SFTPClient.putfo(confirm=True) but with the server's largest WRITE size:
-        # fewer SFTP round trips and less Python per byte.
+    def _put(self, sftp: SFTPClient, f: BinaryIO, local: Path, remote: str, size: int) -> str:
+        """Send the bytes of the open file ``f`` to ``remote``; the SHA-256 of what was sent.
+        Like SFTPClient.putfo(confirm=True) but with the server's largest WRITE size: fewer
+        SFTP round trips and less Python per byte."""
         sent = 0
-        with local.open("rb") as fl, sftp.open(remote, "wb") as fr:
+        h = hashlib.sha256()
+        f.seek(0)
+        with sftp.open(remote, "wb") as fr:
             fr.set_pipelined(True)
             fr.MAX_REQUEST_SIZE = self._request_size
-            while block := fl.read(_LOCAL_BLOCK):
+            while block := f.read(_LOCAL_BLOCK):
                 fr.write(block)
+                h.update(block)   # releases the GIL: overlaps the transport thread's work
                 sent += len(block)
         remote_size = sftp.stat(remote).st_size
         if sent != size or remote_size != size:
             raise OSError(f"size mismatch uploading {local} to {remote} on "
                           f"{self.settings.address}: local {size}, sent {sent}, "
                           f"remote {remote_size} bytes")
+        return h.hexdigest()
 
-    def _download_once(self, sftp: SFTPClient, name: str, local_dir: Path) -> Path:
+    def _download_once(self, sftp: SFTPClient, name: str, local_dir: Path,
+                       listed: paramiko.SFTPAttributes | None = None) -> Path:
         remote = posixpath.join(self.settings.remote_outbound, name)
         part = local_dir / f".{name}.part"
+        # Never through a link planted at the temporary name; a stale one is unlinked.
+        fd = create_temporary(part)
         try:
-            with part.open("wb") as f:
-                expected = _get(sftp, remote, f, self._request_size)
+            with os.fdopen(fd, "wb") as f:
+                size = None if listed is None else (listed.st_size or 0)
+                expected = _get(sftp, remote, f, self._request_size, size=size)
                 f.flush()
                 os.fsync(f.fileno())
-            if part.stat().st_size != expected:
+                got = os.fstat(f.fileno()).st_size
+                mine = os.fstat(f.fileno())
+            if listed is not None:
+                # Still the file that was listed? A file being written (growing) must not be
+                # taken cut short, nor removed with its end unread.
+                now = sftp.stat(remote)
+                if (now.st_size, now.st_mtime) != (listed.st_size, listed.st_mtime):
+                    raise _ChangedMeanwhile(
+                        f"changed while it was fetched ({listed.st_size} -> {now.st_size} bytes); "
+                        "left on the server, fetched next time")
+            if got != expected:
                 raise OSError(f"size mismatch downloading {remote} from {self.settings.address}:"
-                              f" expected {expected}, got {part.stat().st_size} bytes")
-            target = _place_without_overwrite(part, local_dir, name)
+                              f" expected {expected}, got {got} bytes")
+            target = _place_without_overwrite(part, local_dir, name, (mine.st_dev, mine.st_ino))
         finally:
             part.unlink(missing_ok=True)  # no half file ever stays behind
         _fsync_dir(local_dir)
@@ -337,7 +467,7 @@ class SftpClient:
                     raise SftpConnectionError(f"{what}: {exc}") from exc.__cause__
                 try:
                     return op(sftp)
-                except SftpError:  # host key, auth, conflict: retrying cannot help
+                except (SftpError, _ChangedMeanwhile):  # host key, auth, conflict: retrying cannot help
                     raise
                 except Exception as exc:
                     if not self._connection_lost(exc):
@@ -529,9 +659,12 @@ def _negotiate_request_size(sftp: SFTPClient) -> int:
     return max(_SAFE_REQUEST, min(limit, 255 * 1024)) if limit else _SAFE_REQUEST
 
 
-def _get(sftp: SFTPClient, remote: str, out: BinaryIO, request_size: int) -> int:
-    """Read ``remote`` into ``out`` with prefetch (bounded in-flight reads); return its size."""
-    size = sftp.stat(remote).st_size or 0
+def _get(sftp: SFTPClient, remote: str, out: BinaryIO, request_size: int,
+         size: int | None = None) -> int:
+    """Read ``remote`` into ``out`` with prefetch (bounded in-flight reads); return its size.
+    With ``size`` (as listed) exactly that many bytes are read at most."""
+    if size is None:
+        size = sftp.stat(remote).st_size or 0
     with sftp.open(remote, "rb") as fr:
         fr.MAX_REQUEST_SIZE = request_size
         _prefetch(fr, size, request_size)
@@ -610,26 +743,51 @@ def _remote_sha256(sftp: SFTPClient, path: str, request_size: int) -> str:
     return hasher.h.hexdigest()
 
 
-def _local_sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _file_sha256(f: BinaryIO) -> str:
+    f.seek(0)
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _place_without_overwrite(part: Path, local_dir: Path, name: str) -> Path:
+def _local_sha256(path: Path) -> str | None:
+    """SHA-256 of the regular file at ``path``; None for a link or anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return _file_sha256(f)
+
+
+class _ChangedMeanwhile(Exception):
+    """The remote file changed while it was fetched: left there, fetched next time."""
+
+
+def _place_without_overwrite(part: Path, local_dir: Path, name: str,
+                             identity: tuple[int, int] | None = None) -> Path:
     """Link ``part`` as ``name``, or name.N.ext if a different file holds it; never overwrite.
 
-    os.link fails atomically when the target exists, unlike os.rename."""
+    os.link fails atomically when the target exists, unlike os.rename. With ``identity``
+    (st_dev, st_ino of the file we wrote) a ``part`` swapped meanwhile is refused."""
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no extension, or only a leading dot (refused earlier anyway)
         stem, dot, ext = name, "", ""
     for n in range(0, 10_000):
         candidate = local_dir / (name if n == 0 else f"{stem}.{n}{dot}{ext}")
         try:
-            os.link(part, candidate)
-            return candidate
+            os.link(part, candidate, follow_symlinks=False)
         except FileExistsError:
-            if _local_sha256(candidate) == _local_sha256(part):
+            ours = _local_sha256(part)
+            if ours is not None and _local_sha256(candidate) == ours:
                 return candidate  # fetched before, remote removal was lost: same file
+            continue
+        linked = os.lstat(candidate)
+        if identity is not None and (linked.st_dev, linked.st_ino) != identity:
+            os.unlink(candidate)
+            raise OSError(errno.EEXIST, f"{part} was replaced while {name} was fetched; "
+                          "not taken")
+        return candidate
     raise OSError(errno.EEXIST, f"no free local name for {name} in {local_dir}")
 
 

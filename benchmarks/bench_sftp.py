@@ -44,7 +44,8 @@ def main() -> int:
         size = args.mb * 10**6
         digest = make_random_file(src, size)
         with LoopbackSshd.start(work / "sshd") as sshd:
-            settings = sshd.settings(request_size=args.request_size)
+            # the file is bigger than the 64 MiB fetch limit of a site's default settings
+            settings = sshd.settings(request_size=args.request_size, max_fetch_size=size)
             with SftpClient(settings) as probe:  # report what was negotiated
                 transport = probe._ssh.get_transport() if probe._ssh else None
                 cipher = transport.local_cipher if transport else "?"
@@ -54,7 +55,7 @@ def main() -> int:
 
             def adapter_up() -> None:
                 with SftpClient(settings) as c:
-                    c.upload(src)
+                    c.upload(src, expected_sha256=digest)   # as `send` does: hashed on the way
 
             def adapter_down() -> None:
                 with SftpClient(settings) as c:

@@ -291,7 +291,7 @@ def _lock(site: Site):
 
 
 def _export(site: Site, backlog: bool):
-    from .export import export
+    from .export import ExportError, export
     from .lock import LockedError
 
     engine = _engine(site)
@@ -299,8 +299,10 @@ def _export(site: Site, backlog: bool):
         with _lock(site), console.status("Exporting…") as status:
             return export(site.config, site.db, engine, backlog=backlog,
                           progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
-    except LockedError as exc:
+    except (LockedError, ExportError) as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:    # the outbox (or var/) not writable, a full disk: a message, no traceback
+        raise UserError(f"export failed: {exc}") from None
 
 
 def _print_export(r) -> None:
@@ -516,9 +518,11 @@ def send(ctx: click.Context) -> None:
         console.print(f"[yellow]left[/] {escape(text)}", highlight=False)
     for text in r.refused:
         err.print(f"[red]refused[/] {escape(text)} (moved to outbox/rejected/)", highlight=False)
-    if not (r.sent or r.already or r.refused):
+    for text in r.lost:
+        err.print(f"[red]lost[/] {escape(text)}", highlight=False)
+    if not (r.sent or r.already or r.refused or r.lost):
         console.print("Nothing to send.")
-    if r.refused:
+    if r.refused or r.lost:
         raise SystemExit(1)
 
 
@@ -526,22 +530,27 @@ def send(ctx: click.Context) -> None:
 @click.pass_context
 def fetch(ctx: click.Context) -> None:
     """Download every file in the receiver's outbound/ (receipts, payment files) into inbox/,
-    removing each remotely only once it is safely stored. Unsafe remote names are refused."""
+    removing each remotely only once it is safely stored. Unsafe remote names, files over
+    sftp.max_fetch_size and files that change while fetched are left on the server."""
     from .exchange import fetch as do_fetch
 
     site = _site(ctx)
     try:
         with _lock(site):
-            files, refused = do_fetch(site.config)
+            r = do_fetch(site.config)
     except _sftp_errors() as exc:
         raise UserError(str(exc)) from None
-    for f in files:
-        console.print(f"[green]fetched[/] {f.name}", highlight=False)
-    for text in refused:
+    for f in r.files:
+        console.print(f"[green]fetched[/] {escape(f.name)}", highlight=False)
+    for text in r.changed:
+        console.print(f"[yellow]left for next time[/] {escape(text)}", highlight=False)
+    for text in r.refused:
         err.print(f"[red]refused remote name[/] {escape(text)}", highlight=False)
-    if not files and not refused:
+    for text in r.failed:
+        err.print(f"[red]not fetched[/] {escape(text)}", highlight=False)
+    if not (r.files or r.refused or r.failed or r.changed):
         console.print("Nothing to fetch.")
-    if refused:
+    if not r.ok:
         raise SystemExit(1)
 
 

@@ -35,6 +35,7 @@ class SftpConfig:
     remote_outbound: str = "outbound"
     timeout: float = 30.0
     retries: int = 5
+    max_fetch_size: int = 64 << 20    # bytes; a bigger remote file is left on the server
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ _KEYS = {
     "schedule": {"timezone", "send_time"},
     "paths": {"database", "rules", "templates", "inbox", "outbox", "log_file"},
     "sftp": {"host", "port", "user", "key_file", "known_hosts", "passphrase_env",
-             "passphrase_file", "remote_inbound", "remote_outbound", "timeout", "retries"},
+             "passphrase_file", "remote_inbound", "remote_outbound", "timeout", "retries",
+             "max_fetch_size"},
 }
 
 
@@ -167,6 +169,9 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
     retries = sftp.get("retries", 5)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise fail("sftp.retries", f"{retries!r} must be a whole number 0-100")
+    max_fetch = sftp.get("max_fetch_size", 64 << 20)
+    if isinstance(max_fetch, bool) or not isinstance(max_fetch, int) or max_fetch <= 0:
+        raise fail("sftp.max_fetch_size", f"{max_fetch!r} must be a positive whole number of bytes")
     for key in ("remote_inbound", "remote_outbound"):
         value = sftp.get(key, key.split("_")[1])
         if not isinstance(value, str) or not value or ".." in value.split("/"):
@@ -198,5 +203,6 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
             remote_outbound=sftp.get("remote_outbound", "outbound"),
             timeout=timeout,
             retries=retries,
+            max_fetch_size=max_fetch,
         ),
     )

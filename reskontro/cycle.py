@@ -1,5 +1,6 @@
 """The nightly cycle for cron (`reskontro run`) and the long-running service (`reskontro serve`):
-fetch, read receipts and payment files, book payments, export, send. One lock: runs never
+fetch, read receipts and payment files, book payments, reconcile the outbox with the journal,
+export, send. One lock: runs never
 overlap. Every step runs even when an earlier one failed where that is safe (a failed fetch
 does not stop tonight's file), and the exit status says whether all went well."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from .config import Config
 from .engine import RuleEngine
-from .exchange import fetch, next_run, send
+from .exchange import fetch, next_run, reconcile_outbox, send
 from .export import export
 from .inbox import process_inbox
 from .lock import run_lock
@@ -68,8 +69,17 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
     with run_lock(config.site / "var" / "reskontro.lock"):
         if sftp:
             def do_fetch() -> str:
-                files, refused = fetch(config, client_factory)
-                return f"{len(files)} files fetched" + (f"; refused {'; '.join(refused)}" if refused else "")
+                r = fetch(config, client_factory)
+                text = f"{len(r.files)} files fetched"
+                if r.changed:
+                    text += f"; left for next time (changed while fetched) {'; '.join(r.changed)}"
+                if r.refused:
+                    text += f"; refused {'; '.join(r.refused)}"
+                if r.failed:
+                    text += f"; not fetched {'; '.join(r.failed)}"
+                if not r.ok:
+                    raise RuntimeError(text)
+                return text
             step("fetch", do_fetch)
 
         def do_inbox() -> str:
@@ -91,6 +101,14 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
             return f"{r.matched} payments booked, {r.closed} invoices closed, {len(r.unmatched)} unmatched"
         step("post", do_post)
 
+        def do_outbox() -> str:
+            # Before the export: the content of a file lost from the outbox goes tonight.
+            lost = reconcile_outbox(config, db)
+            if lost:
+                raise RuntimeError("; ".join(lost))
+            return "every written file is in the outbox"
+        step("outbox", do_outbox)
+
         def do_export() -> str:
             r = export(config, db, engine, now=now)
             if r.path is None:
@@ -103,7 +121,11 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
                 r = send(config, db, client_factory)
                 text = f"{len(r.sent)} sent" + (f", {len(r.already)} were there already" if r.already else "")
                 if r.refused:
-                    raise RuntimeError(text + "; refused: " + "; ".join(r.refused))
+                    text += "; refused: " + "; ".join(r.refused)
+                if r.lost:
+                    text += "; lost: " + "; ".join(r.lost)
+                if r.refused or r.lost:
+                    raise RuntimeError(text)
                 return text
             step("send", do_send)
     return result

@@ -3,7 +3,12 @@
 send: every complete file in outbox/ goes to the remote inbound/ (the adapter uploads as .part,
 checks the size, renames, never overwrites), then moves to outbox/sent/ and is journalled
 uploaded. Files support dropped by hand travel the same way once complete, after the same
-pre-send check. fetch: the remote outbound/ into inbox/ (receipts, payment files).
+pre-send check. What is uploaded is what was checked: the journal keeps the SHA-256 of the
+checked bytes and the upload hashes what it sends; a file changed after its check is set
+aside into outbox/rejected/ and its content goes again. Written files that disappeared from
+the outbox are found (reconcile_outbox) and their content goes again. An odd name in the
+outbox is set aside; every other file still goes. fetch: the remote outbound/ into inbox/
+(receipts, payment files).
 """
 from __future__ import annotations
 
@@ -18,11 +23,12 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 from sqlalchemy import Engine
 
-from reskontro.adapters.sftp import SftpClient, SftpError, SftpSettings
+from reskontro.adapters.sftp import (ContentChangedError, SftpClient, SftpError, SftpSettings,
+                                     unsafe_name_reason)
 
 from . import journal
 from .config import Config, ConfigError
-from .folders import is_temporary, set_aside
+from .folders import is_temporary, printable_name, set_aside
 from .manual_files import journal_manual_file
 
 log = logging.getLogger("reskontro.exchange")
@@ -38,15 +44,28 @@ def sftp_settings(config: Config) -> SftpSettings:
     return SftpSettings(host=c.host, port=c.port, user=c.user, key_file=c.key_file, known_hosts=c.known_hosts,
                         passphrase_env=c.passphrase_env, passphrase_file=c.passphrase_file,
                         remote_inbound=c.remote_inbound, remote_outbound=c.remote_outbound,
-                        timeout=c.timeout, retries=c.retries)
+                        timeout=c.timeout, retries=c.retries, max_fetch_size=c.max_fetch_size)
 
 
 @dataclass
 class SendResult:
     sent: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)      # failed the pre-send check
+    refused: list[str] = field(default_factory=list)      # failed the pre-send check, changed after it, odd name
     skipped: list[str] = field(default_factory=list)      # not complete yet, or not a transfer file
+    lost: list[str] = field(default_factory=list)         # written files gone from the outbox
+
+
+@dataclass
+class FetchResult:
+    files: list[Path] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)      # unsafe remote names: left on the server
+    failed: list[str] = field(default_factory=list)       # too big, or an error: left on the server
+    changed: list[str] = field(default_factory=list)      # changed while fetched: fetched next time
+
+    @property
+    def ok(self) -> bool:
+        return not (self.refused or self.failed)
 
 
 def _header(path: Path) -> tuple[str, int, str] | None:
@@ -61,6 +80,14 @@ def _header(path: Path) -> tuple[str, int, str] | None:
     return None
 
 
+def _complete(path: Path) -> bool:
+    """Does the file end with the closing root (a writer has finished it)? Reads its tail only."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - 4096))
+        return f.read().rstrip().endswith(b"LedgerTransfer>")
+
+
 def outbox_files(outbox: Path) -> list[Path]:
     """Complete transfer files waiting in the outbox, in sequence order."""
     found = []
@@ -71,15 +98,47 @@ def outbox_files(outbox: Path) -> list[Path]:
 
 
 def _refuse(path: Path, outbox: Path, why: str) -> None:
-    set_aside(path, outbox / "rejected", f"{path.name} was not sent: {why}")
+    set_aside(path, outbox / "rejected", f"{printable_name(path.name)} was not sent: {why}",
+              printable_name(path.name))
+
+
+def reconcile_outbox(config: Config, db: Engine) -> list[str]:
+    """Written files that are gone from the outbox (deleted or moved by hand: not in outbox/,
+    not in outbox/sent/) never reach the receiver: each is marked abandoned and its content
+    returns to pending, to go in the next file. What was found, for the run's report."""
+    outbox = config.outbox
+    if not outbox.is_dir():
+        return []          # a missing outbox folder is a configuration matter, not a lost file
+    lost = []
+    with db.connect() as conn:
+        written = journal.files(conn, ["written"])
+    for f in written:
+        if os.path.lexists(outbox / f.name) or os.path.lexists(outbox / "sent" / f.name):
+            continue
+        with db.begin() as conn:
+            n = journal.withdraw(conn, f.file_id, "abandoned",
+                                 "the file disappeared from the outbox before it was sent")
+        log.error("%s disappeared from %s before it was sent: abandoned; its %d items go again",
+                  f.name, outbox, n)
+        lost.append(f"{f.name} disappeared from the outbox before it was sent: abandoned, its "
+                    f"content ({n} items) goes in the next file")
+    return lost
 
 
 def send(config: Config, db: Engine, client_factory=None) -> SendResult:
     """Upload every complete outbox file. The caller holds the run lock."""
     outbox = config.outbox
-    res = SendResult()
-    todo = []
+    res = SendResult(lost=reconcile_outbox(config, db))
+    todo: list[tuple[Path, str | None]] = []
     for path in outbox_files(outbox):
+        odd = unsafe_name_reason(path.name)
+        if odd:
+            # Not a name any transfer file has; kept out of the journal, the log and the
+            # terminal as it is (a name that is not UTF-8 cannot even be stored there).
+            why = f"its file name {odd}"
+            _refuse(path, outbox, why)
+            res.refused.append(f"{printable_name(path.name)}: {why}")
+            continue
         with db.connect() as conn:
             rec = journal.file_record(conn, path.stem)
         if rec is not None and rec.state == "writing":
@@ -87,7 +146,7 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
             continue
         if rec is None:
             # Dropped by hand (support's backlog export): the same check as our own files.
-            if not path.read_bytes().rstrip().endswith(b"LedgerTransfer>"):
+            if not _complete(path):
                 res.skipped.append(f"{path.name}: not complete yet (no closing LedgerTransfer)")
                 continue
             head = _header(path)
@@ -96,7 +155,8 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                 res.refused.append(f"{path.name}: not a Ledger Transfer file whose FileId matches its name")
                 continue
             # The same check as our own files, and its items journalled like ours (in one
-            # pass, one transaction: all of it or, when the check fails, nothing).
+            # pass, one transaction: all of it or, when the check fails, nothing). The hash of
+            # the checked bytes is journalled: only those bytes are uploaded.
             with db.connect() as conn, conn.begin() as tx:
                 why = None
                 if journal.sequence_taken(conn, head[1]):
@@ -112,33 +172,59 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                     _refuse(path, outbox, why)
                     res.refused.append(f"{path.name}: {why}")
                     continue
+                rec = journal.file_record(conn, head[0])
         elif rec.state not in ("written", "uploaded", "accepted", "rejected"):
             res.skipped.append(f"{path.name}: journal state {rec.state}")
             continue
-        todo.append(path)
+        todo.append((path, rec.sha256))
     if not todo:
         return res
     factory = client_factory or (lambda: SftpClient(sftp_settings(config)))
     sent_dir = outbox / "sent"
-    sent_dir.mkdir(exist_ok=True)
     with factory() as client:
-        for path in todo:
-            result = client.upload(path)
+        for path, sha256 in todo:
+            before_upload(path)
+            try:
+                result = client.upload(path, expected_sha256=sha256)
+            except ContentChangedError as exc:
+                # Not what was checked: it never goes. A file of ours that was only written
+                # is withdrawn (its content goes again, from the ledger, in the next file).
+                with db.begin() as conn:
+                    rec = journal.file_record(conn, path.stem)
+                    note = ""
+                    if rec is not None and rec.state == "written":
+                        journal.withdraw(conn, path.stem, "invalid", str(exc)[:4000])
+                        note = "; its content goes again in the next file"
+                _refuse(path, outbox, f"{exc}{note}")
+                res.refused.append(f"{path.name}: {exc}{note}")
+                log.error("%s: %s%s", path.name, exc, note)
+                continue
             with db.begin() as conn:
                 rec = journal.file_record(conn, path.stem)
                 if rec is not None and rec.state == "written":
                     journal.mark_uploaded(conn, path.stem)
-            os.replace(path, sent_dir / path.name)
+            try:
+                sent_dir.mkdir(exist_ok=True)
+                os.replace(path, sent_dir / path.name)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{path.name} was delivered, but cannot be moved to "
+                              f"{sent_dir}/: {exc.strerror}; it is counted as delivered when "
+                              "sent again") from None
             (res.already if result.already_delivered else res.sent).append(path.name)
     return res
 
 
-def fetch(config: Config, client_factory=None) -> tuple[list[Path], list[str]]:
-    """Download the remote outbound/ into the inbox; returns (files, refused names with reasons)."""
+def before_upload(path: Path) -> None:
+    """A hook between the checks and each upload (tests use it to change files there)."""
+
+
+def fetch(config: Config, client_factory=None) -> FetchResult:
+    """Download the remote outbound/ into the inbox."""
     factory = client_factory or (lambda: SftpClient(sftp_settings(config)))
     with factory() as client:
         report = client.fetch_outbound(config.inbox)
-    return report.downloaded, [f"{r.name!r}: {r.reason}" for r in report.refused]
+    show = lambda rs: [f"{r.name!r}: {r.reason}" for r in rs]   # noqa: E731
+    return FetchResult(report.downloaded, show(report.refused), show(report.failed), show(report.changed))
 
 
 def next_run(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
@@ -150,4 +236,5 @@ def next_run(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
     return candidate
 
 
-__all__ = ["SendResult", "SftpError", "fetch", "next_run", "outbox_files", "send", "sftp_settings"]
+__all__ = ["FetchResult", "SendResult", "SftpError", "fetch", "next_run", "outbox_files", "reconcile_outbox",
+           "send", "sftp_settings"]

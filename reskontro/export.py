@@ -8,11 +8,15 @@ Steps, each safe to die after (the next run completes the work, nothing is sent 
    ``outbox/rejected/`` with the reason beside it and its items stay pending;
 4. rename to ``outbox/<FileId>.xml`` (complete: only now may it be sent) and fsync the folder;
 5. mark it written: its items are in flight.
-A run that finds a file still ``writing`` finishes it if step 4 happened, else abandons it
-(its sequence number stays unused: the receiver allows gaps) and its items go again.
+The SHA-256 of the bytes written is journalled between steps 2 and 3, and kept when the file
+is marked written: `send` uploads exactly those bytes or nothing. A run that finds a file still
+``writing`` finishes it if step 4 happened and the file still holds those bytes (else it is set
+aside), or else abandons it (its sequence number stays unused: the receiver allows gaps) and its
+items go again.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -30,10 +34,10 @@ from . import schema as s
 from .config import Config
 from .check_worker import Announcing, CheckWorker
 from .decide_worker import DecideWorker
-from .contract import check_transfer_file
+from .contract import TransferChecker, check_transfer_file
 from .decide import Decided, decide_ledger, fetch_raw, goes_tonight, settled_groups
 from .facts import DEFAULT_FACT, customer_checks
-from .folders import set_aside
+from .folders import check_pinned, create_temporary, set_aside
 from .domain import Customer, Entry, Match, from_ore
 from .engine import RuleEngine
 from .store import BATCH, Ledger, digest, row_customer
@@ -46,6 +50,11 @@ PARALLEL_DECIDE_FROM = 50_000
 # From this many entries the check runs in a second process while the file is written (its
 # start-up, ~0.3 s of one core, is then small beside the work it takes over).
 _PARALLEL_CHECK_FROM = 20_000
+
+
+class ExportError(RuntimeError):
+    """The file could not be written (a read-only or full outbox, say); nothing of it counts
+    as sent."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def recover(conn_factory, outbox: Path) -> list[str]:
-    """Finish or abandon files a crashed run left in state ``writing``."""
+def recover(conn_factory, outbox: Path, xsd: Path | None = None) -> list[str]:
+    """Finish or abandon files a crashed run left in state ``writing``. A complete file (it
+    was renamed only after passing its check) is taken if it still holds the bytes written,
+    whose SHA-256 was journalled before the check; a file with other bytes is set aside.
+    (A file reserved by an older version has no hash: it is checked again, with `xsd`.)"""
     done = []
     with conn_factory() as conn:
         writing = journal.files(conn, ["writing"])
@@ -77,13 +89,34 @@ def recover(conn_factory, outbox: Path) -> list[str]:
         final = outbox / f.name
         part = outbox / (f.name + ".part")
         with conn_factory() as conn:
-            if final.exists():
+            if final.is_file() and not final.is_symlink():
                 n = conn.execute(select(func.count()).select_from(s.file_items).where(
                     s.file_items.c.file_id == f.file_id, s.file_items.c.kind == "entry")).scalar_one()
-                journal.mark_written(conn, f.file_id, n)
+                sha256, problems = None, []
+                if f.sha256 is not None:
+                    now = _pinned_sha256(final)
+                    if now != f.sha256:
+                        problems = [f"{f.name}: not the file that was written and checked (SHA-256 "
+                                    f"{(now or '?')[:16]}…, written {f.sha256[:16]}…): changed in the outbox"]
+                    sha256 = f.sha256
+                elif xsd is not None:
+                    problems, sha256 = check_pinned(final, lambda source: TransferChecker(xsd).check(
+                        source, f.name, known_customer=journal.known_customer(conn),
+                        known_entry_type=journal.known_entry_type(conn)).errors)
+                    if not problems and sha256 is None:
+                        problems = [f"{f.name}: the file changed while it was being checked"]
+                if problems:
+                    text = "\n".join(str(p) for p in problems)
+                    set_aside(final, outbox / "rejected", f"{f.name} failed the pre-send check when a run "
+                              f"completed it after a crash, and was not sent; its content stays pending.\n{text}")
+                    journal.drop_file(conn, f.file_id, "invalid", text[:4000])
+                    done.append(f"{f.file_id}: failed its check when completed after a crash; moved to "
+                                "outbox/rejected/, its content goes in the next file")
+                    continue
+                journal.mark_written(conn, f.file_id, n, sha256=sha256)
                 done.append(f"{f.file_id}: completed (the file was whole in the outbox)")
             else:
-                if part.exists():
+                if os.path.lexists(part):
                     part.unlink()
                 journal.drop_file(conn, f.file_id, "abandoned", "the run stopped before the file was complete")
                 done.append(f"{f.file_id}: abandoned (incomplete); its content goes in the next file")
@@ -278,7 +311,7 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
     """Write one transfer file into the outbox. The caller holds the run lock."""
     outbox = config.outbox
     outbox.mkdir(parents=True, exist_ok=True)
-    recovered = recover(db.begin, outbox)
+    recovered = recover(db.begin, outbox, config.xsd)
     now = (now or datetime.now(OSLO)).astimezone(OSLO)
     with ExitStack() as stack:       # closes the helper processes, whatever happens
         return _export(config, db, engine, backlog, now, progress, recovered, stack)
@@ -365,20 +398,38 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
 
     part = outbox / (name + ".part")
     env = make_environment(config.templates_dir)
-    with db.connect() as conn, part.open("wb") as f:
-        out = f
-        if worker is not None:
-            # ~300 bytes per record: it only sizes the checker's id tables
-            worker.begin(part, 300 * sum(batch.counts.values()), config.database)
-            out = Announcing(f, worker)
-        totals = render_transfer(out, header, _stream(conn, file_id, "customer"),
-                                 _progress(_stream(conn, file_id, "entry"), progress),
-                                 _stream(conn, file_id, "match"), env)
-        faults.point("mid-render")
-        f.flush()
-        os.fsync(f.fileno())
-        if worker is not None:
-            worker.done(f.tell())
+    try:
+        # created exclusively, never through a link planted at the name (a stale one is unlinked)
+        fd = create_temporary(part)
+    except OSError as exc:
+        _abandon(db, file_id, f"cannot create {part}: {exc.strerror or exc}")
+        raise ExportError(f"cannot write tonight's file into the outbox: {part}: {exc.strerror or exc}; "
+                          f"{file_id} was abandoned and its content stays pending") from None
+    hashed = _Hashing()
+    try:
+        with db.connect() as conn, os.fdopen(fd, "wb") as f:
+            out = f
+            if worker is not None:
+                # ~300 bytes per record: it only sizes the checker's id tables
+                worker.begin(part, 300 * sum(batch.counts.values()), config.database)
+                out = Announcing(f, worker)
+            hashed.out = out
+            totals = render_transfer(hashed, header, _stream(conn, file_id, "customer"),
+                                     _progress(_stream(conn, file_id, "entry"), progress),
+                                     _stream(conn, file_id, "match"), env)
+            faults.point("mid-render")
+            f.flush()
+            os.fsync(f.fileno())
+            if worker is not None:
+                worker.done(f.tell())
+    except OSError as exc:     # a full disk, say: the file is started over by the next run
+        part.unlink(missing_ok=True)
+        _abandon(db, file_id, f"cannot write {part}: {exc.strerror or exc}")
+        raise ExportError(f"cannot write tonight's file {part}: {exc.strerror or exc}; "
+                          f"{file_id} was abandoned and its content stays pending") from None
+    sha256 = hashed.hexdigest()
+    with db.begin() as conn:     # durable before the rename: a recovery knows the bytes to expect
+        journal.note_sha256(conn, file_id, sha256)
     faults.point("after-render")
 
     # Step 5's journal work is done while the check process finishes (it reads behind the
@@ -388,12 +439,12 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
         tx = conn.begin()
         try:
             if worker is not None:
-                journal.mark_written(conn, file_id, totals.entry_count)
+                journal.mark_written(conn, file_id, totals.entry_count, sha256=sha256)
             problems = _check(config, db, part, worker)
             faults.point("after-check")
             if not problems:
                 if worker is None:
-                    journal.mark_written(conn, file_id, totals.entry_count)
+                    journal.mark_written(conn, file_id, totals.entry_count, sha256=sha256)
                 os.replace(part, outbox / name)
                 _fsync_dir(outbox)
                 faults.point("after-rename")
@@ -413,6 +464,37 @@ def _export(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime
     faults.point("after-commit")
     return ExportResult(file_id, outbox / name, kind, totals.customer_count, totals.entry_count,
                         totals.match_count, (), tuple(recovered))
+
+
+class _Hashing:
+    """Passes the file's bytes on to `out` and hashes them on the way: the journal keeps the
+    SHA-256 of what was written (and checked), and the upload sends exactly that or nothing."""
+
+    def __init__(self) -> None:
+        self.out = None
+        self._h = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._h.update(data)
+        return self.out.write(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _pinned_sha256(path: Path) -> str | None:
+    """SHA-256 of the regular file at `path` (never through a link); None if it is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _abandon(db, file_id: str, why: str) -> None:
+    with db.begin() as conn:
+        journal.drop_file(conn, file_id, "abandoned", why)
 
 
 def _check(config: Config, db, part: Path, worker: CheckWorker | None) -> list:

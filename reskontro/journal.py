@@ -2,8 +2,9 @@
 and each file's state. It is what makes every run exactly-once.
 
 File states: writing (reserved, not complete) -> written (complete in outbox/) -> uploaded ->
-accepted | rejected; invalid (failed the pre-send check) and abandoned (a crash before the
-file was complete) never reached the receiver. An item is *in flight* while the file that
+accepted | rejected; invalid (failed the pre-send check, or changed after it) and abandoned (a
+crash before the file was complete, or a written file that disappeared from the outbox) never
+reached the receiver. An item is *in flight* while the file that
 carries its current version is written or uploaded, *delivered* once that file is accepted.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FileRecord:
     created_at: datetime
     entry_count: int
     detail: str | None
+    sha256: str | None = None    # of the bytes that passed the pre-send check
 
 
 def next_sequence(conn: Connection) -> int:
@@ -98,7 +100,7 @@ def file_record(conn: Connection, file_id: str) -> FileRecord | None:
         return None
     m = r._mapping
     return FileRecord(m["file_id"], m["sequence"], m["kind"], m["state"], m["name"], _aware(m["created_at"]),
-                      m["entry_count"], m["detail"])
+                      m["entry_count"], m["detail"], m["sha256"])
 
 
 def files(conn: Connection, states: Iterable[str] | None = None) -> list[FileRecord]:
@@ -115,9 +117,15 @@ def set_state(conn: Connection, file_id: str, state: str, detail: str | None = N
     conn.execute(update(s.files).where(s.files.c.file_id == file_id).values(**vals))
 
 
-def mark_written(conn: Connection, file_id: str, entry_count: int) -> None:
-    """The file is complete in the outbox: its items are in flight, no longer pending."""
-    set_state(conn, file_id, "written", entry_count=entry_count)
+def note_sha256(conn: Connection, file_id: str, sha256: str) -> None:
+    """The SHA-256 of a file being written, once its bytes are all written (before its check)."""
+    conn.execute(update(s.files).where(s.files.c.file_id == file_id).values(sha256=sha256))
+
+
+def mark_written(conn: Connection, file_id: str, entry_count: int, sha256: str | None = None) -> None:
+    """The file is complete in the outbox: its items are in flight, no longer pending. `sha256`
+    is that of the bytes that passed the check: the upload sends those bytes or nothing."""
+    set_state(conn, file_id, "written", entry_count=entry_count, sha256=sha256)
     if not _upsert_sent(conn, file_id):
         _rebuild_sent(conn, file_id)
     for kind in KINDS:
@@ -142,7 +150,14 @@ def accept(conn: Connection, file_id: str) -> None:
 
 def reject(conn: Connection, file_id: str, detail: str) -> int:
     """The receiver rejected the file: its content returns to pending, to go again corrected."""
-    set_state(conn, file_id, "rejected", detail)
+    return withdraw(conn, file_id, "rejected", detail)
+
+
+def withdraw(conn: Connection, file_id: str, state: str, detail: str) -> int:
+    """A complete file whose content the receiver will not get from it (rejected; changed
+    after its check: invalid; gone from the outbox: abandoned): its content returns to
+    pending and goes again. The number of items."""
+    set_state(conn, file_id, state, detail)
     _rebuild_sent(conn, file_id)
     ledger = Ledger(conn)
     n = 0

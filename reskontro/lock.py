@@ -2,6 +2,7 @@
 so a killed run never leaves a stale lock)."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from contextlib import contextmanager
@@ -16,7 +17,14 @@ class LockedError(RuntimeError):
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # never through a link planted at the name: the pid would be written wherever it points
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockedError(f"{path} is a symbolic link; the run lock is never taken through one "
+                              "(remove it, a run creates the file)") from None
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

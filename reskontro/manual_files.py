@@ -21,6 +21,7 @@ from sqlalchemy import Connection, select
 from . import journal
 from . import schema as s
 from .contract import CheckResult, ContractError, CustomerRecord, EntryRecord, MatchRecord, TransferChecker
+from .folders import check_pinned
 from .store import BATCH, digest, row_customer, row_entry
 
 _CHUNK = 2000
@@ -28,18 +29,23 @@ _CHUNK = 2000
 
 def journal_manual_file(conn: Connection, path: Path, xsd: Path, file_id: str) -> list[ContractError]:
     """Check the file at `path` (reserved as `file_id` in this transaction) and journal its
-    items, in one pass; the contract errors, if any (then the caller rolls back)."""
+    items, in one pass; the contract errors, if any (then the caller rolls back). The SHA-256
+    of the checked bytes goes into the journal: only those bytes are ever uploaded."""
     writer = journal.ItemWriter(conn, file_id)
     sinks = {kind: _Sink(conn, kind, writer.add) for kind in ("customer", "entry", "match")}
     into = CheckResult([], customers=sinks["customer"], entries=sinks["entry"], matches=sinks["match"])
-    result = TransferChecker(xsd).check(path, into=into, known_customer=journal.known_customer(conn),
-                                        known_entry_type=journal.known_entry_type(conn))
+    result, sha256 = check_pinned(path, lambda source: TransferChecker(xsd).check(
+        source, path.name, into=into, known_customer=journal.known_customer(conn),
+        known_entry_type=journal.known_entry_type(conn)))
     if result.errors:
         return result.errors
+    if sha256 is None:
+        return [ContractError(None, None, "the file changed while it was being checked; drop it again "
+                              "once it is complete", code="changed", file=path.name)]
     for sink in sinks.values():
         sink.flush()
     writer.close()
-    journal.mark_written(conn, file_id, sinks["entry"].count)
+    journal.mark_written(conn, file_id, sinks["entry"].count, sha256=sha256)
     return []
 
 

@@ -22,6 +22,7 @@ from typing import Callable
 
 from reskontro.contract import (ContractError, CustomerRecord, EntryRecord, MatchRecord,
                                 TransferChecker)
+from reskontro.folders import create_temporary
 from reskontro.receipts import Receipt, ReceiptError, render_receipt
 from reskontro.transfer_file import EXACT
 
@@ -192,11 +193,14 @@ def _sequence_order(path: Path) -> tuple[int, str]:
 
 
 def _write_new(target: Path, data: bytes) -> None:
-    """Write under a temporary name and rename, so a reader never sees half a receipt."""
-    if target.exists():
+    """Write under a temporary name and rename, so a reader never sees half a receipt (the
+    temporary file created exclusively, never through a link)."""
+    if os.path.lexists(target):
         return
     tmp = target.with_name(f".{target.name}.part")
-    tmp.write_bytes(data)
+    fd = create_temporary(tmp)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(tmp, target)
 
 

@@ -72,12 +72,14 @@ files = Table(
     Column("file_id", String(64), primary_key=True),
     Column("sequence", Integer, nullable=False, unique=True),
     Column("kind", String(8), nullable=False),            # daily | backlog | manual
-    Column("state", String(12), nullable=False),          # writing | written | uploaded | accepted | rejected | invalid
+    Column("state", String(12), nullable=False),          # writing | written | uploaded | accepted | rejected | invalid | abandoned
     Column("name", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("cut_off", DateTime(timezone=True)),
     Column("entry_count", Integer, nullable=False, default=0),
     Column("detail", Text),
+    # SHA-256 of the bytes that passed the pre-send check: the upload sends exactly these or nothing
+    Column("sha256", String(64)),
 )
 
 # Which version of which item went in which file. Delivered = a row whose file is accepted;

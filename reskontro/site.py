@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-import shutil
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from .config import CONFIG_NAME, Config, load_config, parse_config
 from .engine import RuleEngine
+from .folders import replace_file
 from .rulefile import load_rule_file
 from .store import open_engine
 
@@ -48,6 +49,7 @@ remote_inbound = "inbound"
 remote_outbound = "outbound"
 timeout = 30
 retries = 5
+# max_fetch_size = 67108864           # bytes (64 MiB); a bigger remote file stays on the server
 """
 
 
@@ -68,7 +70,7 @@ def init_site(target: Path, *, sender_id: str = "123456", org_no: str = "9236090
     parse_config({"creditor": {"sender_id": sender_id, "org_no": org_no}}, target, "--sender-id/--org-no")
     target.mkdir(parents=True, exist_ok=True)
     cfg = target / CONFIG_NAME
-    if cfg.exists() and not force:
+    if os.path.lexists(cfg) and not force:
         raise FileExistsError(f"{cfg} exists already; use --force to overwrite the site's defaults")
     made = []
     for name in ("rules", "templates"):
@@ -77,11 +79,12 @@ def init_site(target: Path, *, sender_id: str = "123456", org_no: str = "9236090
         dst.mkdir(exist_ok=True)
         for f in sorted(src.iterdir()):
             if f.suffix in (".yaml", ".j2", ".xsd"):
-                shutil.copyfile(f, dst / f.name)
+                # a new file renamed into place: a link at the name is replaced, never followed
+                replace_file(dst / f.name, f.read_bytes())
                 made.append(dst / f.name)
     for name in ("inbox", "outbox", "var", "keys"):
         (target / name).mkdir(exist_ok=True)
-    cfg.write_text(DEFAULT_CONFIG.format(sender_id=sender_id, org_no=org_no), encoding="utf-8")
+    replace_file(cfg, DEFAULT_CONFIG.format(sender_id=sender_id, org_no=org_no).encode("utf-8"))
     made.append(cfg)
     site = Site(load_config(target))
     site.db  # creates the empty store

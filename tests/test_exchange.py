@@ -475,7 +475,7 @@ def test_run_all_well_exits_0_with_summary_and_log(tmp_path: Path, sshd: Loopbac
     lines = r.stdout.strip().splitlines()
     assert len(lines) <= 20                                  # one screen
     steps = [line.split(":")[0].strip() for line in lines[:-1]]
-    assert steps == ["fetch", "inbox", "post", "export", "send"]
+    assert steps == ["fetch", "inbox", "post", "outbox", "export", "send"]
     assert all(": ok " in line for line in lines[:-1])
     assert "1 files fetched" in lines[0] and "1 payments booked, 1 invoices closed" in lines[2]
     assert lines[-1] == "All went well."
@@ -573,11 +573,11 @@ def test_sshd_killed_mid_download_then_the_next_run_fetches_it_once(
     real_get = sftp_module._get
     fired: list[bool] = []
 
-    def dying_get(sftp, remote, out, request_size):
+    def dying_get(sftp, remote, out, request_size, **kw):
         if not fired:
             fired.append(True)
             sshd.kill()
-        return real_get(sftp, remote, out, request_size)
+        return real_get(sftp, remote, out, request_size, **kw)
 
     monkeypatch.setattr(sftp_module, "_get", dying_get)
     r = cli(site, "run")
@@ -633,9 +633,9 @@ def test_serve_runs_the_cycle_at_send_time_and_stops(tmp_path: Path, sshd: Loopb
     t = threading.Thread(target=target, name="serve-under-test", daemon=True)
     t.start()
     try:
-        wait_for(lambda: len(steps) >= 5, 30, "one cycle's five steps")
+        wait_for(lambda: len(steps) >= 6, 30, "one cycle's six steps")
         remote = wait_for(lambda: remote_files(sshd.inbound), 10, "a file on the server")
-        assert [st.name for st in steps] == ["fetch", "inbox", "post", "export", "send"]
+        assert [st.name for st in steps] == ["fetch", "inbox", "post", "outbox", "export", "send"]
         assert all(st.ok for st in steps), steps
         assert len(remote) == 1 and b'<Entry id="I1"' in next(iter(remote.values()))
     finally:
@@ -643,7 +643,7 @@ def test_serve_runs_the_cycle_at_send_time_and_stops(tmp_path: Path, sshd: Loopb
         t.join(timeout=5)
     assert not t.is_alive(), "serve did not stop within 5 s of stop being set"
     assert errors == []
-    assert len(steps) == 5                                   # one cycle: the next is tomorrow
+    assert len(steps) == 6                                   # one cycle: the next is tomorrow
 
 
 def test_serve_subprocess_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

@@ -181,3 +181,28 @@ def test_a_payment_split_between_a_lowell_invoice_and_an_in_house_invoice_is_hel
     assert set(f2.entries) == {"P1"} and f2.matches == {"M1": ["I1", "P1"]}
     lowell.accept(site, f2)
     assert lowell.model.open_balances() == {"I1": Decimal("0.00")}
+
+
+def test_a_store_from_before_the_two_stamps_is_upgraded_without_false_changes(tmp_path: Path) -> None:
+    """An older store had one version over every field; opening it gives every row its two
+    stamps, and the journal's sent versions follow, so nothing Lowell has looks changed."""
+    import sqlite3
+
+    site = make_site(tmp_path)
+    lowell = Lowell()
+    import_records(site, [customer("C1"), invoice("I1", "C1", "1000.00")])
+    lowell.accept(site, export(site))
+    db = site / "var" / "reskontro.db"
+    with sqlite3.connect(db) as con:       # as the older version left it
+        for table in ("entries", "customers"):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
+        con.execute("UPDATE entries SET version = 'old-entry-vers'")
+        con.execute("UPDATE customers SET version = 'old-cust-versn'")
+        con.execute("UPDATE sent SET version = 'old-entry-vers' WHERE kind = 'entry'")
+        con.execute("UPDATE sent SET version = 'old-cust-versn' WHERE kind = 'customer'")
+    ex = explain(site, "I1")
+    assert (ex["decision"], ex["rule"]) == ("transfer", "invoice") and ex["facts"]["changed_after_sent"] is False
+    assert plan_json(site)["totals"] == {}
+    assert export(site).entries == {}
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM entries WHERE stamp IS NULL OR stamp = ''").fetchone() == (0,)

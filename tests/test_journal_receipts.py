@@ -2,6 +2,7 @@
 states shown by `status --json`, and ledger changes after transfer never resent silently."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -26,9 +27,11 @@ class FakeSftp:
     def __exit__(self, *exc):
         return None
 
-    def upload(self, local: Path) -> UploadResult:
+    def upload(self, local: Path, expected_sha256: str | None = None) -> UploadResult:
         target = self.inbound / local.name
         assert not target.exists()
+        if expected_sha256 is not None:     # the real client's promise: only the checked bytes go
+            assert hashlib.sha256(local.read_bytes()).hexdigest() == expected_sha256
         shutil.copyfile(local, target)
         return UploadResult(local, f"inbound/{local.name}", local.stat().st_size)
 

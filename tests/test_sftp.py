@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from reskontro.adapters import sftp as sftp_module
-from reskontro.adapters.sftp import (HostKeyError, RemoteConflictError, SftpAuthError,
-                                     SftpClient, SftpConnectionError, SftpError,
-                                     unsafe_name_reason)
+from reskontro.adapters.sftp import (ContentChangedError, HostKeyError, RemoteConflictError,
+                                     RemoteRenameError, SftpAuthError, SftpClient,
+                                     SftpConnectionError, unsafe_name_reason)
 from reskontro.loopback_sshd import LoopbackSshd, generate_key
 
 pytestmark = pytest.mark.sshd
@@ -231,7 +231,7 @@ def test_unsafe_remote_names_are_refused_and_written_nowhere(sshd: LoopbackSshd,
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "/abs", "..", "x/../y", "nul\x00", "c\x1f",
-                                  ".part", "w\\in"])
+                                  ".part", "w\\in", "x" * 201, "bad\udcff.xml"])
 def test_unsafe_name_reason(name: str) -> None:
     assert unsafe_name_reason(name)
 
@@ -242,11 +242,203 @@ def test_safe_name_reason(name: str) -> None:
     assert unsafe_name_reason(name) is None
 
 
-def test_non_utf8_remote_name_gives_a_clear_error(sshd: LoopbackSshd, tmp_path: Path) -> None:
-    os.close(os.open(os.fsencode(sshd.outbound) + b"/bad\xff.xml", os.O_CREAT | os.O_WRONLY))
-    with SftpClient(sshd.settings()) as client, pytest.raises(SftpError, match="not UTF-8"):
-        client.fetch_outbound(tmp_path / "in")
-    assert not (tmp_path / "in").exists() or list((tmp_path / "in").iterdir()) == []
+def test_non_utf8_remote_name_is_refused_and_every_other_file_comes(sshd: LoopbackSshd,
+                                                                    tmp_path: Path) -> None:
+    bad = os.fsencode(sshd.outbound) + b"/bad\xff.xml"
+    os.close(os.open(bad, os.O_CREAT | os.O_WRONLY))
+    (sshd.outbound / "ok.xml").write_bytes(b"fine")
+    with SftpClient(sshd.settings()) as client:
+        report = client.fetch_outbound(tmp_path / "in")
+    assert report.downloaded == [tmp_path / "in" / "ok.xml"]
+    assert [(r.name, r.reason) for r in report.refused] == [("bad\\xff.xml", "is not UTF-8")]
+    assert os.path.exists(bad) and not (sshd.outbound / "ok.xml").exists()   # left on the server
+
+
+def test_overlong_remote_name_is_refused_and_every_other_file_comes(sshd: LoopbackSshd,
+                                                                   tmp_path: Path) -> None:
+    # 250 characters: the local temporary name (".<name>.part") would pass the 255-byte limit
+    # of a file name, and once failed every fetch.
+    long_name = "R" * 246 + ".xml"
+    (sshd.outbound / long_name).write_bytes(b"long")
+    (sshd.outbound / "ok.xml").write_bytes(b"fine")
+    with SftpClient(sshd.settings()) as client:
+        report = client.fetch_outbound(tmp_path / "in")
+    assert report.downloaded == [tmp_path / "in" / "ok.xml"]
+    assert [r.name for r in report.refused] == [long_name]
+    assert "250 bytes long" in report.refused[0].reason
+    assert (sshd.outbound / long_name).read_bytes() == b"long"
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_link_planted_at_the_temporary_name_is_never_written_through(
+        sshd: LoopbackSshd, tmp_path: Path, dangling: bool) -> None:
+    local = tmp_path / "in"
+    local.mkdir()
+    victim = tmp_path / "victim.txt"
+    if not dangling:
+        victim.write_bytes(b"precious")
+    (local / ".CREMUL0001.DAT.part").symlink_to(victim)
+    data = write_random(sshd.outbound / "CREMUL0001.DAT", 5000)
+    with SftpClient(sshd.settings()) as client:
+        paths = client.download_all(local)
+    assert paths == [local / "CREMUL0001.DAT"]
+    assert not (local / "CREMUL0001.DAT").is_symlink()
+    assert (local / "CREMUL0001.DAT").read_bytes() == data
+    if dangling:
+        assert not victim.exists()                       # nothing created through the link
+    else:
+        assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in local.iterdir()) == ["CREMUL0001.DAT"]   # the link is gone
+    assert list(sshd.outbound.iterdir()) == []
+
+
+def test_link_at_the_local_name_is_not_taken_for_the_same_file(sshd: LoopbackSshd,
+                                                                tmp_path: Path) -> None:
+    # A link to a file with the server's very bytes must not count as "fetched before": the
+    # inbox never takes links, so the server's copy would be removed and the file lost.
+    local = tmp_path / "in"
+    local.mkdir()
+    data = b"identical bytes"
+    (tmp_path / "elsewhere.DAT").write_bytes(data)
+    (local / "r.DAT").symlink_to(tmp_path / "elsewhere.DAT")
+    (sshd.outbound / "r.DAT").write_bytes(data)
+    with SftpClient(sshd.settings()) as client:
+        paths = client.download_all(local)
+    assert paths == [local / "r.1.DAT"]
+    assert (local / "r.1.DAT").read_bytes() == data and not (local / "r.1.DAT").is_symlink()
+
+
+def test_remote_file_growing_while_fetched_is_left_there_and_fetched_whole_next_time(
+        sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = b"UNA:+.? 'UNB+UNOC:3+half"
+    rest = b" of the file'UNZ+1+1'"
+    (sshd.outbound / "CREMUL.DAT").write_bytes(first)
+    real_get = sftp_module._get
+    grown: list[bool] = []
+
+    def get_while_the_bank_writes(sftp, remote, out, request_size, **kw):
+        n = real_get(sftp, remote, out, request_size, **kw)
+        if not grown:
+            grown.append(True)
+            with (sshd.outbound / "CREMUL.DAT").open("ab") as f:   # the writer is not done
+                f.write(rest)
+        return n
+
+    monkeypatch.setattr(sftp_module, "_get", get_while_the_bank_writes)
+    local = tmp_path / "in"
+    with SftpClient(sshd.settings()) as client:
+        report = client.fetch_outbound(local)
+    assert grown and report.downloaded == []
+    assert [r.name for r in report.changed] == ["CREMUL.DAT"]
+    assert "changed while it was fetched" in report.changed[0].reason
+    assert list(local.iterdir()) == []                                  # nothing cut short
+    assert (sshd.outbound / "CREMUL.DAT").read_bytes() == first + rest  # not removed
+
+    with SftpClient(sshd.settings()) as client:
+        assert client.download_all(local) == [local / "CREMUL.DAT"]
+    assert (local / "CREMUL.DAT").read_bytes() == first + rest
+    assert list(sshd.outbound.iterdir()) == []
+
+
+def test_remote_file_over_the_size_limit_is_not_downloaded(
+        sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (sshd.outbound / "big.DAT").write_bytes(b"x" * 1001)
+    (sshd.outbound / "small.DAT").write_bytes(b"x" * 1000)
+    real_get = sftp_module._get
+    read: list[str] = []
+
+    def spy(sftp, remote, out, request_size, **kw):
+        read.append(remote)
+        return real_get(sftp, remote, out, request_size, **kw)
+
+    monkeypatch.setattr(sftp_module, "_get", spy)
+    local = tmp_path / "in"
+    with SftpClient(sshd.settings(max_fetch_size=1000)) as client:
+        report = client.fetch_outbound(local)
+    assert read == ["outbound/small.DAT"]                     # judged from the listing
+    assert report.downloaded == [local / "small.DAT"]
+    assert [r.name for r in report.failed] == ["big.DAT"]
+    assert "1001 bytes is over the 1000-byte limit" in report.failed[0].reason
+    assert sorted(p.name for p in sshd.outbound.iterdir()) == ["big.DAT"]
+
+
+def test_one_file_failing_to_download_leaves_it_there_and_the_others_come(
+        sshd: LoopbackSshd, tmp_path: Path) -> None:
+    (sshd.outbound / "a.DAT").write_bytes(b"first")
+    (sshd.outbound / "b.DAT").write_bytes(b"second")
+    local = tmp_path / "in"
+    local.mkdir()
+    (local / ".a.DAT.part").mkdir()                 # the temporary name cannot be a file
+    with SftpClient(sshd.settings()) as client:
+        report = client.fetch_outbound(local)
+    assert report.downloaded == [local / "b.DAT"]
+    assert [r.name for r in report.failed] == ["a.DAT"] and "directory" in report.failed[0].reason
+    assert sorted(p.name for p in sshd.outbound.iterdir()) == ["a.DAT"]
+
+
+# --- what is uploaded is what was checked -------------------------------------------------
+
+def test_upload_refuses_bytes_other_than_the_checked_ones(sshd: LoopbackSshd,
+                                                          tmp_path: Path) -> None:
+    checked = hashlib.sha256(b"what the check saw").hexdigest()
+    write_random(tmp_path / NAME, 4000)
+    with SftpClient(sshd.settings()) as client, \
+            pytest.raises(ContentChangedError, match="not the file that passed the pre-send check"):
+        client.upload(tmp_path / NAME, expected_sha256=checked)
+    assert list(sshd.inbound.iterdir()) == []                 # no final name, no .part
+
+
+def test_upload_sends_the_file_it_opened_even_if_the_name_is_swapped(
+        sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_random(tmp_path / NAME, 4000)
+    real_put = SftpClient._put
+
+    def swap_then_put(self: SftpClient, *args: object) -> str:
+        other = tmp_path / "other"
+        other.write_bytes(b"swapped in")
+        os.replace(other, tmp_path / NAME)               # a new file under the same name
+        return real_put(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SftpClient, "_put", swap_then_put)
+    with SftpClient(sshd.settings()) as client:
+        client.upload(tmp_path / NAME, expected_sha256=hashlib.sha256(data).hexdigest())
+    assert remote_bytes(sshd) == {NAME: data}
+
+
+def test_existing_remote_with_the_checked_content_counts_even_if_local_changed(
+        sshd: LoopbackSshd, tmp_path: Path) -> None:
+    checked = os.urandom(3000)
+    (sshd.inbound / NAME).write_bytes(checked)        # delivered earlier; the reply was lost
+    write_random(tmp_path / NAME, 10)                 # edited since
+    with SftpClient(sshd.settings()) as client:
+        result = client.upload(tmp_path / NAME, expected_sha256=hashlib.sha256(checked).hexdigest())
+    assert result.already_delivered
+    with SftpClient(sshd.settings()) as client, pytest.raises(ContentChangedError):
+        client.upload(tmp_path / NAME, expected_sha256=hashlib.sha256(b"else").hexdigest())
+    assert remote_bytes(sshd) == {NAME: checked}
+
+
+def test_rename_refused_by_the_server_removes_the_part(
+        sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_random(tmp_path / NAME, 4000)
+
+    def refuse(self: object, old: str, new: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sftp_module.SFTPClient, "rename", refuse)
+    with SftpClient(sshd.settings()) as client, \
+            pytest.raises(RemoteRenameError, match="refused to rename") as caught:
+        client.upload(tmp_path / NAME)
+    assert "stays to be sent again" in str(caught.value)
+    assert list(sshd.inbound.iterdir()) == []                 # no .part left behind
+    monkeypatch.undo()
+    with SftpClient(sshd.settings()) as client:
+        assert not client.upload(tmp_path / NAME).already_delivered
+    assert remote_bytes(sshd) == {NAME: data}
+
+
+def remote_bytes(sshd: LoopbackSshd) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sshd.inbound.iterdir()}
 
 
 # --- host keys and authentication ---------------------------------------------------------
