@@ -192,7 +192,8 @@ def test_a_store_from_before_the_two_stamps_is_upgraded_without_false_changes(tm
     lowell = Lowell()
     import_records(site, [customer("C1"), invoice("I1", "C1", "1000.00")])
     lowell.accept(site, export(site))
-    db = site / "var" / "reskontro.db"
+    db = site / "reskontro.db"
+    assert db.is_file()
     with sqlite3.connect(db) as con:       # as the older version left it
         for table in ("entries", "customers"):
             con.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
