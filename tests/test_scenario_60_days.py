@@ -20,6 +20,14 @@ Also along the way:
   (a payout on the wrong invoice's group, a new payment on the right invoice);
 - day 25: a delivered customer changes address: sent again;
 - day 30: the receiver rejects the evening's file; its content goes again on day 31.
+- before day 0: the ledger's history goes as the backlog file; matches settled by then are
+  history and never go (unless one reopens: HS1 does on day 8), open invoices do;
+- day 12: the ERP sends its own reminder on a delivered invoice (dunning level, a field the
+  file does not carry): nothing is held, and its payment on day 13 closes it at Lowell too;
+- day 14: a payment booked and reversed in the ERP the same day (PR, RR): neither goes, and
+  the invoice stays open at Lowell;
+- day 21: the ERP reverses the wrongly booked PX (RX): held until the correction on day 22,
+  then off the hold list.
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ DAYS = 60
 START = date(2026, 9, 1)
 CENT = Decimal("0.01")
 REJECT_DAY = 30
+HISTORY = 1          # the backlog file goes before day 0: every daily file's sequence is d + 2
 
 
 class Erp:
@@ -54,6 +63,9 @@ class Erp:
         self.opted_out: set[str] = set()             # opted-out vouchers
         self.held: set[str] = set()                  # invoices held today (many-to-many)
         self.special: set[str] = set()               # invoices the random payments leave alone
+        self.cancelled: set[str] = set()             # reversed before any file carried them
+        self.history: set[str] = set()               # settled before the service started
+        self.record_of: dict[str, dict] = {}         # entry id -> the ERP's record
         self.customers: list[str] = []
         self.records: list[dict] = []
         self.n = defaultdict(int)
@@ -71,14 +83,15 @@ class Erp:
     def add_invoice(self, cid: str, amount: Decimal, day: date, eid: str | None = None, **kw) -> str:
         eid = eid or self.next_id("F")
         kid = valid_kid(f"{len(self.amount) + 1:07d}")
-        self.records.append(invoice(eid, cid, f"{amount:.2f}", day=day.isoformat(), kid=kid,
-                                    due_date=(day + timedelta(days=14)).isoformat(), **kw))
+        self.record_of[eid] = invoice(eid, cid, f"{amount:.2f}", day=day.isoformat(), kid=kid,
+                                      due_date=(day + timedelta(days=14)).isoformat(), **kw)
+        self.records.append(self.record_of[eid])
         self.amount[eid], self.etype[eid], self.customer_of[eid] = amount, "invoice", cid
         return eid
 
     def add_counter(self, etype: str, cid: str, amount: Decimal, day: date, eid: str | None = None,
                     **kw) -> str:
-        prefix = {"payment": "B", "credit_note": "K", "manual_voucher": "V"}[etype]
+        prefix = {"payment": "B", "credit_note": "K", "manual_voucher": "V", "payout": "U", "reversal": "R"}[etype]
         eid = eid or self.next_id(prefix)
         self.records.append(entry(eid, cid, etype, f"{amount:.2f}", day=day.isoformat(), **kw))
         self.amount[eid], self.etype[eid], self.customer_of[eid] = amount, etype, cid
@@ -109,25 +122,56 @@ class Erp:
         return [i for i, t in self.etype.items() if t == "invoice"]
 
     def transferred_invoices(self) -> set[str]:
-        return {i for i in self.invoices() if i not in self.excluded and i not in self.held}
+        return {i for i in self.invoices()
+                if i not in self.excluded and i not in self.held and i not in self.history}
 
     def lowell_balance(self, invoice_id: str) -> Decimal:
-        """The ledger's open balance as Lowell must see it: the group without opted-out vouchers."""
+        """The ledger's open balance as Lowell must see it: the group without opted-out
+        vouchers, and without what was reversed before it was ever sent."""
         mid = self.group_of.get(invoice_id)
         members = self.groups[mid] if mid else [invoice_id]
-        return sum((self.amount[i] for i in members if i not in self.opted_out), Decimal("0.00"))
+        return sum((self.amount[i] for i in members if i not in self.opted_out | self.cancelled),
+                   Decimal("0.00"))
+
+    # ------------------------------------------------------------------ before the service
+    def before_service(self) -> None:
+        """The ledger's history, sent as the backlog: settled pairs (history, never sent),
+        open and partly paid invoices (sent)."""
+        rng, day = self.rng, START - timedelta(days=40)
+        for n in range(1, 26):
+            business = n % 4 == 0
+            self.add_customer(f"C{n:02d}", name=f"Kunde {n} {'AS' if business else 'Hansen'}",
+                              type="business" if business else "private",
+                              **({"org_no": valid_org_no(rng)} if business else {}))
+        self.add_customer("CF", name="Factoring & Sønn AS", type="business",
+                          org_no=valid_org_no(rng), factoring_default=True)
+        for n in range(1, 6):                    # paid in full before the service started
+            inv = self.add_invoice(f"C{n:02d}", Decimal(100 * n), day, eid=f"HS{n}")
+            self.link(inv, self.add_counter("payment", f"C{n:02d}", -Decimal(100 * n), day, eid=f"HP{n}"))
+            self.history.add(inv)
+            self.special.add(inv)
+        for n in range(1, 4):                    # open, and partly paid, when the service starts
+            inv = self.add_invoice(f"C{n + 10:02d}", Decimal(300 * n), day, eid=f"HO{n}")
+            if n == 3:
+                self.link(inv, self.add_counter("payment", f"C{n + 10:02d}", Decimal("-100.00"), day))
 
     # ------------------------------------------------------------------ one day
     def day(self, d: int) -> None:
         rng, today = self.rng, START + timedelta(days=d)
-        if d == 0:
-            for n in range(1, 26):
-                business = n % 4 == 0
-                self.add_customer(f"C{n:02d}", name=f"Kunde {n} {'AS' if business else 'Hansen'}",
-                                  type="business" if business else "private",
-                                  **({"org_no": valid_org_no(rng)} if business else {}))
-            self.add_customer("CF", name="Factoring & Sønn AS", type="business",
-                              org_no=valid_org_no(rng), factoring_default=True)
+        if d == 8:   # a settled group of the history reopens: the payment is partly paid back
+            self.link("HS1", self.add_counter("payout", "C01", Decimal("40.00"), today, eid="HU1"))
+            self.history.discard("HS1")
+        if d == 12:  # the ERP's own reminder on a delivered invoice
+            self.records.append(dict(self.record_of["IR1"], dunning_level=1))
+        if d == 13:  # and the customer pays it
+            self.link("IR1", self.add_counter("payment", "C06", Decimal("-650.00"), today, eid="PR1"))
+        if d == 14:  # a payment booked and reversed the same day: the pair cancels out
+            self.special.add(self.add_invoice("C08", Decimal("800.00"), today, eid="IR"))
+            self.link("IR", self.add_counter("payment", "C08", Decimal("-800.00"), today, eid="PR"))
+            self.add_counter("reversal", "C08", Decimal("800.00"), today, eid="RR", reverses="PR")
+            self.cancelled |= {"PR", "RR"}
+        if d == 21:  # the ERP reverses the payment booked on the wrong invoice
+            self.add_counter("reversal", "C03", Decimal("500.00"), today, eid="RX", reverses="PX")
         if d == 15:
             self.add_customer("C26", name="Ny Kunde Dag 15")
         if d == 40:
@@ -169,6 +213,8 @@ class Erp:
             self.group_of.update({"IB": "MMB", "PB": "MMB"})
             self.records += [match("MMAB", "IA", "PA"), match("MMB", "IB", "PB")]
             self.held -= {"IA", "IB"}
+        if d == 11:
+            self.special.add(self.add_invoice("C06", Decimal("650.00"), today, eid="IR1"))
         if d == 18:
             self.special.add(self.add_invoice("C03", Decimal("500.00"), today, eid="IX"))
             self.special.add(self.add_invoice("C04", Decimal("500.00"), today, eid="IY"))
@@ -231,16 +277,31 @@ def test_sixty_days(tmp_path):
     lowell = Lowell()
     files = []
     never: set[str] = set()
+
+    erp.before_service()
+    import_records(site, erp.export_day())
+    backlog = export(site, "--backlog")
+    assert backlog.header["Kind"] == "backlog" and backlog.sequence == HISTORY
+    assert not {f"HS{n}" for n in range(1, 6)} & set(backlog.entries)
+    assert {"HO1", "HO2", "HO3"} <= set(backlog.entries)
+    lowell.accept(site, backlog)
+    assert "settled before the service started" in " ".join(
+        flat(cli(site, "explain", "HS2").output).split()).lower()
+
     for d in range(DAYS):
-        if d == 21:
+        if d == 22:
             out = flat(cli(site, "correct-payment", "PX", "--to", "IY").output)
             assert "UPX" in out and "NPX" in out
             erp.correct_payment("PX", "IY")
+            assert "exclude by rule reversal-corrected" in flat(cli(site, "explain", "RX").output)
         erp.day(d)
         import_records(site, erp.export_day())
+        if d == 21:
+            assert "hold by rule reversed-payment" in flat(cli(site, "explain", "RX").output)
         f = export(site)
         files.append(f)
-        assert f.sequence == d + 1
+        assert f.sequence == d + 1 + HISTORY
+        never |= erp.history - {"HS1"} | erp.cancelled
 
         # what must never leave: factoring (in-house) entries, opted-out vouchers, held groups
         never |= erp.excluded | erp.opted_out
@@ -273,7 +334,16 @@ def test_sixty_days(tmp_path):
             assert {"IA", "IB", "PA", "PB"} <= set(f.entries)
             assert {m: sorted(v) for m, v in f.matches.items() if m in ("MMAB", "MMB")} == {
                 "MMAB": ["IA", "PA"], "MMB": ["IB", "PB"]}
-        if d == 21:
+        if d == 8:
+            assert {"HS1", "HP1", "HU1"} <= set(f.entries)      # history reopened: now Lowell's
+        if d == 12:
+            assert "IR1" not in f.entries
+            assert "transfer by rule invoice" in flat(cli(site, "explain", "IR1").output)
+        if d == 13:
+            assert "PR1" in f.entries
+        if d == 14:
+            assert "IR" in f.entries and not {"PR", "RR"} & set(f.entries)
+        if d == 22:
             assert {"UPX", "NPX"} <= set(f.entries)
             assert f.entries["UPX"]["type"] == "payout" and f.entries["UPX"]["Amount"] == "500.00"
             assert f.entries["NPX"]["Amount"] == "-500.00"
@@ -302,6 +372,10 @@ def test_sixty_days(tmp_path):
     balances = lowell.model.open_balances()
     assert balances["IW"] == Decimal("600.00")      # paid 400.00; the in-house write-off is not Lowell's
     assert balances["IX"] == Decimal("500.00")      # the wrong payment is paid out again: open
+    assert balances["IR"] == Decimal("800.00")      # reversed before sending: open at Lowell too
+    assert balances["IR1"] == Decimal("0.00")       # the ERP's reminder froze nothing
+    assert balances["HS1"] == Decimal("40.00") and "HS2" not in balances
+    assert not {"PR", "RR", "RX"} & set(lowell.model.entries)
     assert balances["IY"] == Decimal("0.00")
     assert balances["IA"] == Decimal("0.00") and balances["IB"] == Decimal("0.00")
     assert lowell.model.group_of["UPX"] == lowell.model.group_of["PX"] == "MIX"
@@ -312,9 +386,9 @@ def test_sixty_days(tmp_path):
     assert "exclude by rule factoring-in-house" in flat(cli(site, "explain", "IFX").output)
     # 60 files, one a day; one rejected, its content in the next
     st = status_json(site)
-    assert [f["sequence"] for f in st["files"]] == list(range(1, DAYS + 1))
+    assert [f["sequence"] for f in st["files"]] == list(range(1, DAYS + HISTORY + 1))
     assert [f["state"] for f in st["files"]].count("rejected") == 1
-    assert st["files"][REJECT_DAY]["state"] == "rejected"          # day 30 = sequence 31
-    assert st["files"][REJECT_DAY + 1]["state"] == "accepted"
-    assert st["items"]["in_flight"] == 0
-    assert len(outbox_xml(site)) == DAYS
+    assert st["files"][REJECT_DAY + HISTORY]["state"] == "rejected"    # day 30 = sequence 32
+    assert st["files"][REJECT_DAY + HISTORY + 1]["state"] == "accepted"
+    assert st["items"]["in_flight"] == 0 and st["items"]["held"] == 0
+    assert len(outbox_xml(site)) == DAYS + HISTORY
