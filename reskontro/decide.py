@@ -18,7 +18,8 @@ from .facts import CustomerChecks, customer_checks, entry_fact, match_shape
 
 _RANK = {"transfer": 4, "hold": 3, "wait": 2, "exclude": 1}
 _ENTRY_COLS = ("id", "customer_id", "type", "status", "factoring", "opt_out", "amount_ore", "currency",
-               "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match")
+               "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match",
+               "bank_ref_conflict")
 _CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "post_code", "city", "country",
                   "factoring_default", "version")
 # Customer checks kept (a few µs each to redo): entries of one customer mostly come together;
@@ -113,7 +114,8 @@ class _Decider:
                           reverses_type=m["rev_type"] or "none",
                           reverses_sent=m["rev_sent"] is not None,
                           changed_after_sent=sent is not None and sent != m["version"],
-                          match_lost_member=lost or m["left_match"] is not None)
+                          match_lost_member=lost or m["left_match"] is not None,
+                          bank_ref_conflict=m["bank_ref_conflict"] is not None)
 
     def group(self, rows: list[Mapping], lost: bool) -> Iterator[Decided]:
         shape = match_shape(r["type"] for r in rows)

@@ -51,6 +51,9 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in (
     FieldSpec("customer_company_name", "bool", "the name ends in a company form (AS, ASA, ANS, DA, ENK, SA)"),
     FieldSpec("changed_after_sent", "bool", "the entry's content changed after it was sent to Lowell"),
     FieldSpec("match_lost_member", "bool", "its match lost a member after the match was sent"),
+    FieldSpec("bank_ref_conflict", "bool",
+              "the ERP's entry for a bank payment disagrees with the one entry the ledger keeps for it "
+              "(other content, or a second entry for the same payment)"),
 )}
 
 #: A healthy invoice, invoiced, in full-ledger mode: the base that rule examples vary.
@@ -60,7 +63,7 @@ DEFAULT_FACT: dict = {
     "reverses_type": "none", "reverses_sent": False, "match_shape": "none",
     "invoice_decision": "none", "customer_type": "private", "customer_address_complete": True,
     "customer_org_no": "absent", "customer_company_name": False, "changed_after_sent": False,
-    "match_lost_member": False,
+    "match_lost_member": False, "bank_ref_conflict": False,
 }
 
 _COMPANY = re.compile(r"(?:^|[\s,.])(AS|ASA|ANS|DA|ENK|SA)\.?$", re.IGNORECASE)
@@ -109,7 +112,7 @@ def match_shape(types: Iterable[str]) -> str:
 def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "none",
                invoice_decision: str = "none", reverses_type: str = "none",
                reverses_sent: bool = False, changed_after_sent: bool = False,
-               match_lost_member: bool = False) -> dict:
+               match_lost_member: bool = False, bank_ref_conflict: bool = False) -> dict:
     """The fact for one entry row (mapping with the schema's column names)."""
     etype = e["type"]
     factoring = e["factoring"]
@@ -134,4 +137,5 @@ def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "n
         "customer_company_name": checks.customer_company_name,
         "changed_after_sent": changed_after_sent,
         "match_lost_member": match_lost_member,
+        "bank_ref_conflict": bank_ref_conflict,
     }

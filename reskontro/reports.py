@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sqlalchemy import Connection
@@ -74,7 +74,7 @@ def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: 
 def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str) -> Explanation | None:
     for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id]):
         if d.entry["id"] == entry_id:
-            return engine.explain(d.fact)
+            return replace(engine.explain(d.fact), detail=d.entry["bank_ref_conflict"])
     return None
 
 

@@ -4,8 +4,8 @@ Amounts are kept as integer øre (exact on SQLite and PostgreSQL alike); the dom
 """
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Index, Integer, MetaData,
-                        String, Table, Text)
+from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Engine, Index, Integer, MetaData,
+                        String, Table, Text, inspect, text)
 
 metadata = MetaData()
 
@@ -44,9 +44,27 @@ entries = Table(
     Column("match_id", String(35), index=True),
     # the match this entry left after Lowell got it with this entry in it (a removal: held)
     Column("left_match", String(35)),
+    # the archive reference of the bank payment this entry is (bank_payments.archive_ref)
+    Column("bank_ref", String(120), index=True),
+    # who booked it: NULL = the ERP (imported); bank = this service, from a bank file;
+    # correction = this service, by correct-payment. The service's own entries are never
+    # overwritten by an import, and an import never takes them out of their match.
+    Column("origin", String(12)),
+    # why the ERP's copy of this bank payment disagrees with it (held: rule bank-ref-conflict)
+    Column("bank_ref_conflict", String(200)),
     Column("version", String(16), nullable=False),
 )
 Index("ix_entries_document_no", entries.c.document_no)
+
+# The ERP's ids for entries and matches this service already has under its own id: the ERP's
+# copy of a payment the service booked (same bank_ref), and the ERP's match for an invoice
+# whose match the service made or grew. Imports and matches naming the ERP id resolve here.
+aliases = Table(
+    "aliases", metadata,
+    Column("kind", String(8), primary_key=True),           # entry | match
+    Column("erp_id", String(35), primary_key=True),
+    Column("target_id", String(35), nullable=False, index=True),
+)
 
 matches = Table(
     "matches", metadata,
@@ -139,3 +157,40 @@ bank_payments = Table(
     Column("invoice_id", String(35)),
     Column("note", String(200)),
 )
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Columns added to a table after a store was created (nullable ones only): added in place,
+    so a site's store keeps working after an upgrade. Returns "table.column" for each added."""
+    added = []
+    insp = inspect(engine)
+    existing = set(insp.get_table_names())
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table.name not in existing:
+                continue
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in have or not col.nullable:
+                    continue
+                kind = col.type.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}"))
+                added.append(f"{table.name}.{col.name}")
+                for index in table.indexes:
+                    if col in index.columns.values():
+                        index.create(conn)
+        if "entries.origin" in added:
+            _backfill_origin(conn)
+    return added
+
+
+def _backfill_origin(conn) -> None:
+    """A store from before entries.origin: the payments it booked from bank files (their id is
+    the bank payment's) and its correct-payment entries (U<id>, N<id>, document KORR-<id>)."""
+    conn.execute(text(
+        "UPDATE entries SET origin = 'bank', bank_ref = (SELECT b.archive_ref FROM bank_payments b "
+        "WHERE b.id = entries.id) WHERE id IN (SELECT id FROM bank_payments WHERE status = 'matched')"))
+    conn.execute(text(
+        "UPDATE entries SET origin = 'correction' WHERE origin IS NULL AND type IN ('payout', 'payment') "
+        "AND document_no LIKE 'KORR-%' AND substr(id, 1, 1) IN ('U', 'N') "
+        "AND substr(id, 2, length(document_no) - 5) = substr(document_no, 6)"))

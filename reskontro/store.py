@@ -30,6 +30,7 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     s.metadata.create_all(engine)
+    s.add_missing_columns(engine)      # a store made by an earlier version
     return engine
 
 
@@ -88,7 +89,7 @@ def entry_row(e: Entry) -> dict:
                 currency=e.currency, kid=e.kid, status=e.status, factoring=e.factoring,
                 opt_out=e.opt_out, reverses=e.reverses, source=e.source,
                 dunning_level=e.dunning_level, text=e.text, kid_check=kid_state(e.kid),
-                version=entry_version(e))
+                bank_ref=e.bank_ref, version=entry_version(e))
 
 
 def row_entry(r: Row | dict) -> Entry:
@@ -98,7 +99,7 @@ def row_entry(r: Row | dict) -> Entry:
                  due_date=m["due_date"], amount=from_ore(m["amount_ore"]), currency=m["currency"],
                  kid=m["kid"], status=m["status"], factoring=m["factoring"],
                  opt_out=bool(m["opt_out"]), reverses=m["reverses"], source=m["source"],
-                 dunning_level=m["dunning_level"] or 0, text=m["text"])
+                 dunning_level=m["dunning_level"] or 0, text=m["text"], bank_ref=m["bank_ref"])
 
 
 class Ledger:
