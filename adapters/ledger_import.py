@@ -23,7 +23,7 @@ CUSTOMER_FIELDS = ("id", "name", "type", "org_no", "address1", "address2", "addr
                    "post_code", "city", "country", "email", "phone", "factoring_default")
 ENTRY_FIELDS = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount",
                 "currency", "kid", "status", "factoring", "opt_out", "reverses", "source",
-                "dunning_level", "text")
+                "dunning_level", "text", "bank_ref")
 MATCH_CSV_FIELDS = ("match_id", "entry_id")
 MAX_ERRORS = 25
 
@@ -246,12 +246,14 @@ def _entry(r: _Row) -> Entry | None:
     dunning = r.raw("dunning_level") or "0"
     if not _DUNNING.fullmatch(dunning):
         r.fail("dunning_level", f"{_show(dunning)} is not a whole number from 0 to 999 (digits 0-9)")
+    bank_ref = r.text("bank_ref", max_len=120)    # the bank's archive reference of this payment
     if not (eid and cust and etype and doc and ddate and amount is not None):
         return None
     return Entry(id=eid, customer_id=cust, type=etype, document_no=doc, document_date=ddate,
                  amount=amount, currency=currency, due_date=due, kid=kid, status=status,
                  factoring=factoring, opt_out=opt_out, reverses=reverses, source=r.raw("source"),
-                 dunning_level=int(dunning) if _DUNNING.fullmatch(dunning) else 0, text=r.text("text"))
+                 dunning_level=int(dunning) if _DUNNING.fullmatch(dunning) else 0, text=r.text("text"),
+                 bank_ref=bank_ref)
 
 
 def _check_errors(path: Path, errors: list[str]) -> None:
@@ -408,7 +410,14 @@ def _read_csv(path: Path, text: str) -> LedgerBatch:
 
 
 def _cross_check(path: Path, batch: LedgerBatch, errors: list[str]) -> None:
-    """Rules within the file: an entry joins at most one match."""
+    """Rules within the file: an entry joins at most one match; a bank payment is one entry."""
+    refs: dict[str, str] = {}
+    for e in batch.entries:
+        if e.bank_ref is not None:
+            if e.bank_ref in refs:
+                errors.append(f"{path.name}:{batch.lines[('entry', e.id)]}: bank_ref: entry "
+                              f"{refs[e.bank_ref]!r} has {e.bank_ref!r} too; one bank payment is one entry")
+            refs.setdefault(e.bank_ref, e.id)
     seen: dict[str, str] = {}
     for m in batch.matches:
         for eid in m.entry_ids:

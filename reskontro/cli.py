@@ -103,6 +103,14 @@ def import_(ctx: click.Context, files: tuple[Path, ...]) -> None:
     for r in results:
         t.add_row(r.path.name, "%d / %d" % r.customers, "%d / %d" % r.entries, "%d / %d" % r.matches)
     console.print(t)
+    for r in results:
+        if r.same_as_booked:
+            n = r.same_as_booked
+            console.print(f"{escape(r.path.name)}: {n} {'entry is one' if n == 1 else 'entries are ones'} this "
+                          "service booked (bank payments, corrections): kept as booked, not stored twice",
+                          highlight=False)
+        for note in r.notes:
+            err.print(f"[yellow]{escape(note)}[/]", highlight=False)
 
 
 @main.command()
@@ -230,21 +238,33 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     from .facts import fact_for_people
     from .reports import explain_entry
 
+    from .bankref import alias_target
+
     site = _site(ctx)
     engine = _engine(site)
     with site.db.connect() as conn:
         ex = explain_entry(conn, engine, site.config.mode, entry_id)
+        here = alias_target(conn, "entry", entry_id) if ex is None else None
+        if here is not None:      # the ERP's id of an entry this service booked
+            ex = explain_entry(conn, engine, site.config.mode, here)
     if ex is None:
         raise UserError(f"no entry with id {entry_id!r} in the ledger")
+    if here is not None:
+        if not as_json:
+            console.print(f"{escape(entry_id)} is the ERP's id of [bold]{escape(here)}[/], booked here:", highlight=False)
+        entry_id = here
     o = ex.outcome
     if as_json:
         click.echo(json.dumps({"entry": entry_id, "decision": o.decision, "rule": o.rule_id, "reason": o.reason,
+                               "detail": ex.detail,
                                "warnings": [{"rule": r, "text": t} for r, t in o.warnings],
                                "matched": [r.id for r in ex.matched], "facts": fact_for_people(ex.fact)},
                               indent=2, ensure_ascii=False))
         return
     console.print(f"[bold]{entry_id}[/]: [bold]{o.decision}[/] by rule [bold]{o.rule_id}[/]")
     console.print(f"  {escape(o.reason)}", highlight=False)
+    if ex.detail:
+        console.print(f"  [yellow]{escape(ex.detail)}[/]", highlight=False)
     for rid, text in o.warnings:
         console.print(f"  [yellow]warning[/] {rid}: {escape(text)}", highlight=False)
     others = [r for r in ex.matched if r.id != o.rule_id and r.warning is None]
@@ -431,7 +451,10 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
     from .domain import from_ore
 
     site = _site(ctx)
-    q = select(s.bank_payments).order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)
+    # the ledger entry that is this payment: the service's (booked here) or the ERP's (booked there)
+    q = (select(s.bank_payments, s.entries.c.id.label("entry_id"))
+         .outerjoin(s.entries, s.entries.c.bank_ref == s.bank_payments.c.archive_ref)
+         .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id))
     if unposted:
         q = q.where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
     with site.db.connect() as conn:
@@ -441,14 +464,15 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
                                 "date": (r["booking_date"] or r["payment_date"]).isoformat() if (r["booking_date"] or r["payment_date"]) else None,
                                 "payer": r["payer_name"], "amount": ore_text(r["amount_ore"]), "currency": r["currency"],
                                 "kid": r["kid"], "invoice_no": r["invoice_no"], "invoice": r["invoice_id"],
-                                "status": r["status"], "note": r["note"], "archive_ref": r["archive_ref"]}
+                                "status": r["status"], "note": r["note"], "archive_ref": r["archive_ref"],
+                                "entry": r["entry_id"]}
                                for r in rows], indent=2, ensure_ascii=False))
         return
     t = Table("id", "source", "date", "payer", "amount", "KID / invoice no", "invoice", "status", "note",
               title=f"Bank payments ({len(rows)})")
     for r in rows:
         day = r["booking_date"] or r["payment_date"]
-        colour = {"matched": "green", "unmatched": "red"}.get(r["status"], "cyan")
+        colour = {"matched": "green", "booked_in_erp": "green", "unmatched": "red"}.get(r["status"], "cyan")
         t.add_row(r["id"], r["source"], day.isoformat() if day else "", r["payer_name"] or "",
                   f"{from_ore(r['amount_ore']):,.2f} {r['currency']}", r["kid"] or r["invoice_no"] or "",
                   r["invoice_id"] or "", f"[{colour}]{r['status']}[/]", r["note"] or "")
@@ -464,9 +488,37 @@ def post(ctx: click.Context) -> None:
 
     site = _site(ctx)
     r = post_payments(site.db)
-    console.print(f"Booked {r.matched} payments; {r.closed} invoices closed; {len(r.unmatched)} unmatched.")
+    console.print(f"Booked {r.matched} payments; {r.closed} invoices closed; {len(r.unmatched)} unmatched"
+                  + (f"; {len(r.in_erp)} booked in the ERP already (not booked again)." if r.in_erp else "."))
     for pid, why in r.unmatched:
         console.print(f"  [red]{pid}[/]: {escape(why)}", highlight=False)
+    for pid, erp in r.in_erp:
+        console.print(f"  {pid}: booked in the ERP as entry {escape(erp)}", highlight=False)
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="The file to write (default: standard output).")
+@click.pass_context
+def bookings(ctx: click.Context, out: Path | None) -> None:
+    """What this service booked itself, for the ERP to import: JSON Lines in the import format.
+
+    Every entry the service booked (payments from bank files, with `bank_ref` = the bank's
+    archive reference; the payout and payment of `correct-payment`) and every match holding one,
+    with all its members. The ERP that books these under the same ids (or gives its own copy of
+    a bank payment that `bank_ref`) exports the same payments back: they map onto these, never
+    a second payment."""
+    from .bankref import write_bookings
+
+    site = _site(ctx)
+    with site.db.connect() as conn:
+        if out is None:
+            write_bookings(conn, sys.stdout)
+            return
+        tmp = out.with_name(out.name + ".part")
+        with tmp.open("w", encoding="utf-8") as f:
+            n, m = write_bookings(conn, f)
+        tmp.replace(out)
+    console.print(f"Wrote {n} entries and {m} matches this service booked to {out}.", highlight=False)
 
 
 @main.command("correct-payment")
@@ -474,9 +526,20 @@ def post(ctx: click.Context) -> None:
 @click.option("--to", "to_invoice", required=True, help="The invoice the payment really belongs to.")
 @click.pass_context
 def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> None:
-    """Correct a payment booked on the wrong invoice, the service's way: a payout linked to the
-    wrong invoice and the payment, and a new payment linked to the right invoice. (Unmatching
-    or reversing a payment Lowell has is never sent: the rules hold it.)"""
+    """Correct a payment Lowell has that was booked on the wrong invoice, the service's way.
+
+    \b
+    Creates (both go in the next file; both are the service's own, listed by `bookings`):
+      U<PAYMENT>  a payout of the payment's amount, on the payment's customer, linked into the
+                  payment's match with the wrong invoice (which is open again);
+      N<PAYMENT>  a new payment of the same amount, on the right invoice's customer with its KID,
+                  linked into the right invoice's match (made as M<INVOICE> if it has none).
+
+    Refuses, with the reason and exit status 1, creating nothing: a PAYMENT that is not a
+    booked payment, not matched, already on INVOICE, or corrected before; an INVOICE that is
+    not an invoice; and a payment that never reached Lowell (no version delivered or in
+    flight) — then re-linking it in the ERP is the whole fix. (Unmatching or reversing a
+    payment Lowell has is never sent: the rules hold it.)"""
     from .payments import correct_payment
 
     site = _site(ctx)

@@ -19,7 +19,7 @@ from .facts import CustomerChecks, customer_checks, entry_fact, match_shape
 _RANK = {"transfer": 4, "hold": 3, "wait": 2, "exclude": 1}
 _ENTRY_COLS = ("id", "customer_id", "type", "status", "factoring", "opt_out", "amount_ore", "currency",
                "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match",
-               "reverses")
+               "reverses", "bank_ref_conflict")
 _CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "post_code", "city", "country",
                   "factoring_default", "version")
 # Customer checks kept (a few µs each to redo): entries of one customer mostly come together;
@@ -67,8 +67,10 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
     by = s.entries.alias("by")
     po = s.entries.alias("po")
     hist = s.settled_history
-    # the payout that corrects a reversed payment: booked into the reversed payment's match
-    payout = (select(func.min(po.c.id)).where(po.c.match_id == rev.c.match_id, po.c.type == "payout")
+    # the payout that corrects a reversed payment: booked into the reversed payment's match,
+    # paying out what it had settled (any other payout there corrects something else)
+    payout = (select(func.min(po.c.id)).where(po.c.match_id == rev.c.match_id, po.c.type == "payout",
+                                              po.c.amount_ore == -rev.c.amount_ore)
               .correlate(rev).scalar_subquery())
     # Only what the rules and the export read: every column costs a conversion per row.
     cols = [*(e.c[k] for k in _ENTRY_COLS), *(c.c[k].label(f"c_{k}") for k in _CUSTOMER_COLS),
@@ -138,7 +140,8 @@ class _Decider:
                           reversed_=bool(m["reversed"]), sent=sent is not None,
                           changed_after_sent=sent is not None and sent != m["version"],
                           match_lost_member=lost or m["left_match"] is not None,
-                          split_with_excluded=split, settled_before_service=settled)
+                          split_with_excluded=split, settled_before_service=settled,
+                          bank_ref_conflict=m["bank_ref_conflict"] is not None)
 
     def decide(self, m: Mapping, f: dict) -> Decided:
         out = self.engine.decide(f)

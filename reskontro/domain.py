@@ -90,6 +90,7 @@ class Entry:
     source: str | None = None   # e.g. "Lowell" for payments through Lowell's payment agreement
     dunning_level: int = 0      # the ERP's own reminders on this invoice
     text: str | None = None
+    bank_ref: str | None = None  # the bank's archive reference of the payment this entry is
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ class Explanation:
     fact: dict
     outcome: Outcome
     matched: tuple[Rule, ...]          # every rule whose conditions hold, in file order
+    detail: str | None = None          # what the ledger notes beside the facts (a bank-ref conflict)
 
 
 class _Host(durable.Host):

@@ -51,7 +51,7 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in (
               ("absent", "valid", "invalid")),
     FieldSpec("customer_company_name", "bool", "the name ends in a company form (AS, ASA, ANS, DA, ENK, SA)"),
     FieldSpec("reverses_corrected", "bool",
-              "for a reversal: the reversed entry's match holds a payout (the correction is booked)"),
+              "for a reversal: the reversed entry's match holds a payout of its amount (the correction is booked)"),
     FieldSpec("reversed", "bool", "a reversal in the ledger reverses this entry"),
     FieldSpec("sent", "bool", "Lowell has a version of this entry (delivered, or in flight in a file)"),
     FieldSpec("changed_after_sent", "bool",
@@ -62,6 +62,9 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in (
               "while another goes to Lowell (the entry would settle both)"),
     FieldSpec("settled_before_service", "bool",
               "its match was settled (sums to 0.00) when the backlog was sent, and still is"),
+    FieldSpec("bank_ref_conflict", "bool",
+              "the ERP's entry for a bank payment disagrees with the one entry the ledger keeps for it "
+              "(other content, or a second entry for the same payment)"),
 )}
 
 #: A healthy invoice, invoiced, in full-ledger mode: the base that rule examples vary.
@@ -72,7 +75,7 @@ DEFAULT_FACT: dict = {
     "invoice_decision": "none", "customer_type": "private", "customer_address_complete": True,
     "customer_org_no": "absent", "customer_company_name": False, "reverses_corrected": False,
     "reversed": False, "sent": False, "changed_after_sent": False, "match_lost_member": False,
-    "split_with_excluded": False, "settled_before_service": False,
+    "split_with_excluded": False, "settled_before_service": False, "bank_ref_conflict": False,
 }
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
@@ -152,7 +155,7 @@ def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "n
                reverses_sent: bool = False, reverses_corrected: bool = False,
                reversed_: bool = False, sent: bool = False, changed_after_sent: bool = False,
                match_lost_member: bool = False, split_with_excluded: bool = False,
-               settled_before_service: bool = False) -> dict:
+               settled_before_service: bool = False, bank_ref_conflict: bool = False) -> dict:
     """The fact for one entry row (mapping with the schema's column names)."""
     etype = e["type"]
     factoring = e["factoring"]
@@ -182,4 +185,5 @@ def entry_fact(e: Mapping, checks: CustomerChecks, mode: str, *, shape: str = "n
         "match_lost_member": match_lost_member,
         "split_with_excluded": split_with_excluded,
         "settled_before_service": settled_before_service,
+        "bank_ref_conflict": bank_ref_conflict,
     }

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from reskontro.adapters.ledger_import import LedgerBatch, read_ledger_file
 
 from . import schema as s
+from .bankref import resolve, write_resolved
 from .domain import InputError
 from .store import Ledger
 
@@ -19,6 +20,8 @@ class ImportResult:
     customers: tuple[int, int]     # (new, changed)
     entries: tuple[int, int]
     matches: tuple[int, int]
+    same_as_booked: int = 0        # the ERP's copies of entries this service booked (not stored twice)
+    notes: tuple[str, ...] = ()    # what the import holds for a person (bank-ref-conflict)
 
     @property
     def unchanged(self) -> bool:
@@ -61,12 +64,16 @@ def import_files(engine: Engine, paths: list[Path]) -> list[ImportResult]:
         batch = read_ledger_file(path)
         with engine.begin() as conn:
             ledger = Ledger(conn)
-            errors = _references(path, batch, ledger)
+            # In the store's ids: the ERP's copies of what this service booked map onto it.
+            res = resolve(path, batch, conn)
+            batch = res.batch
+            errors = res.errors or _references(path, batch, ledger)
             if errors:
                 raise InputError(f"{path.name}: {len(errors)} problem(s), nothing imported:\n"
                                  + "\n".join(errors[:25]))
             c = ledger.upsert_customers(batch.customers)
             e = ledger.upsert_entries(batch.entries)
             m = ledger.set_matches(batch.matches)
-        results.append(ImportResult(path, c, e, m))
+            write_resolved(conn, res)
+        results.append(ImportResult(path, c, e, m, res.same, tuple(res.messages)))
     return results

@@ -1,9 +1,11 @@
 """Bank payments: listed from payment files, booked as ledger entries (source Lowell), matched to
 their invoices by KID (else invoice number), closing what is paid.
 
-A payment seen before (same archive reference) is never listed or booked twice. Booking a
-payment adds it to its invoice's match (a match only grows); what cannot be matched safely (an
-unknown KID, the KID of a closed invoice, an overpayment) stays unmatched for a person.
+A payment seen before (same archive reference) is never listed or booked twice, and one the
+ERP's imported ledger already has (an entry with its archive reference as ``bank_ref``) is not
+booked here. Booking a payment adds it to its invoice's match (a match only grows); what cannot
+be matched safely (an unknown KID, the KID of a closed invoice, an overpayment) stays unmatched
+for a person. What is booked here is the service's own (``entries.origin``): see bankref.py.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from reskontro.adapters.payment_files import read_payment_bytes
 
 from . import schema as s
+from .bankref import alias_target
 from .domain import Entry, InputError, Match, SkippedItem, from_ore, to_ore
 from .store import Ledger
 
@@ -72,6 +75,7 @@ class PostResult:
     matched: int
     closed: int
     unmatched: list[tuple[str, str]]      # (payment id, why)
+    in_erp: list[tuple[str, str]] = ()    # (payment id, the ERP's entry for it): booked there, not here
 
 
 def _group_balance(conn: Connection, invoice_id: str, match_id: str | None) -> int:
@@ -119,12 +123,21 @@ def post_payments(db: Engine) -> PostResult:
     """Book every unposted (or earlier unmatched) bank payment that can be matched safely."""
     matched = closed = 0
     unmatched: list[tuple[str, str]] = []
+    in_erp: list[tuple[str, str]] = []
     with db.connect() as conn:
         todo = conn.execute(select(s.bank_payments).where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
                             .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)).all()
     for row in todo:
         p = row._mapping
         with db.begin() as conn:
+            # The ERP booked it first (its entry carries the bank's reference): one payment, one entry.
+            erp = conn.execute(select(s.entries.c.id).where(s.entries.c.bank_ref == p["archive_ref"],
+                                                            s.entries.c.id != p["id"])).scalar()
+            if erp is not None:
+                conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"]).values(
+                    status="booked_in_erp", note=f"booked in the ERP as entry {erp}"[:200]))
+                in_erp.append((p["id"], erp))
+                continue
             invoice, why = _find_invoice(conn, p["kid"], p["invoice_no"])
             if invoice is not None and invoice["status"] != "invoiced":
                 invoice, why = None, f"invoice {invoice['id']} is a draft"
@@ -151,9 +164,11 @@ def post_payments(db: Engine) -> PostResult:
             entry = Entry(id=p["id"], customer_id=invoice["customer_id"], type="payment",
                           document_no=p["archive_ref"][-35:], document_date=day,
                           amount=-from_ore(p["amount_ore"]), currency=p["currency"], kid=p["kid"],
-                          source=p["source"], text=(f"Innbetaling {p['payer_name']}"[:200] if p["payer_name"] else None))
+                          source=p["source"], text=(f"Innbetaling {p['payer_name']}"[:200] if p["payer_name"] else None),
+                          bank_ref=p["archive_ref"])
             ledger = Ledger(conn)
             ledger.upsert_entries([entry])
+            _booked_here(conn, [entry.id], "bank")
             add_to_match(conn, dict(invoice), [entry.id])
             rest = balance - p["amount_ore"]
             conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"]).values(
@@ -161,16 +176,33 @@ def post_payments(db: Engine) -> PostResult:
                 note="invoice closed" if rest == 0 else f"partial: {from_ore(rest)} still open"))
             matched += 1
             closed += rest == 0
-    return PostResult(matched, closed, unmatched)
+    return PostResult(matched, closed, unmatched, in_erp)
+
+
+def _booked_here(conn: Connection, ids: list[str], origin: str) -> None:
+    """Mark entries as this service's own: an ERP import never overwrites them or takes them
+    out of their match (see reskontro.bankref)."""
+    conn.execute(update(s.entries).where(s.entries.c.id.in_(ids)).values(origin=origin))
+
+
+def reached_lowell(conn: Connection, entry_id: str) -> bool:
+    """Has some version of the entry been delivered to Lowell or is one in flight?"""
+    return conn.execute(select(s.sent.c.id).where(s.sent.c.kind == "entry", s.sent.c.id == entry_id)).first() \
+        is not None
 
 
 def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: date | None = None) -> tuple[str, str]:
-    """The service's correction of a payment booked on the wrong invoice: a payout linked to the
-    wrong invoice and the payment (the wrong invoice is open again), and a new payment linked
-    to the right invoice. Returns (payout id, new payment id)."""
+    """The service's correction of a payment booked on the wrong invoice that Lowell already has:
+    a payout U<payment> (the payment's customer, + its amount) linked into the payment's match
+    with the wrong invoice (which is open again), and a new payment N<payment> (the right
+    invoice's customer and KID, the same amount) linked into the right invoice's match (made
+    as M<invoice> if it has none). Both are this service's own entries (origin correction).
+    Refused, with nothing created, when the payment never reached Lowell: re-linking it in the
+    ERP is then the whole fix. Returns (payout id, new payment id)."""
     today = today or date.today()
     with db.begin() as conn:
         ledger = Ledger(conn)
+        payment_id_ = alias_target(conn, "entry", payment_id_) or payment_id_   # the ERP's id for it
         pay = conn.execute(select(s.entries).where(s.entries.c.id == payment_id_)).first()
         if pay is None:
             bank = conn.execute(select(s.bank_payments.c.status, s.bank_payments.c.note).where(
@@ -195,6 +227,12 @@ def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: dat
             s.entries.c.match_id == pay["match_id"], s.entries.c.type == "invoice")).scalars().all()
         if to_invoice in wrong_ids:
             raise InputError(f"{payment_id_} is already matched to {to_invoice}")
+        if not reached_lowell(conn, payment_id_):
+            raise InputError(
+                f"{payment_id_} never reached Lowell (no version of it is delivered or in flight), so "
+                "Lowell has nothing to correct and nothing was created: re-link it in the ERP instead (export "
+                f"the match that puts it on {to_invoice}; a payment this service booked is in "
+                "`reskontro bookings`), then import that")
         payout_id = f"U{payment_id_}"[:35]
         new_id = f"N{payment_id_}"[:35]
         if ledger.existing_ids(s.entries, [payout_id, new_id]):
@@ -209,6 +247,7 @@ def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: dat
                       currency=pay["currency"], kid=right["kid"], source=pay["source"],
                       text=f"Korrigert fra {payment_id_}"[:200])
         ledger.upsert_entries([payout, again])
+        _booked_here(conn, [payout_id, new_id], "correction")
         members = conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == pay["match_id"])).scalars().all()
         ledger.set_matches([Match(pay["match_id"], tuple(members) + (payout_id,))])
         add_to_match(conn, dict(right), [new_id])

@@ -93,7 +93,7 @@ def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str
     for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id]):
         if d.entry["id"] == entry_id:
             # the decision as deciding made it (its reason names the records it is about)
-            return replace(engine.explain(d.fact), outcome=d.outcome)
+            return replace(engine.explain(d.fact), outcome=d.outcome, detail=d.entry["bank_ref_conflict"])
     return None
 
 

@@ -4,8 +4,8 @@ Amounts are kept as integer øre (exact on SQLite and PostgreSQL alike); the dom
 """
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Index, Integer, MetaData,
-                        String, Table, Text)
+from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Engine, Index, Integer, MetaData,
+                        String, Table, Text, inspect, text)
 
 metadata = MetaData()
 
@@ -45,11 +45,29 @@ entries = Table(
     Column("match_id", String(35), index=True),
     # the match this entry left after Lowell got it with this entry in it (a removal: held)
     Column("left_match", String(35)),
+    # the archive reference of the bank payment this entry is (bank_payments.archive_ref)
+    Column("bank_ref", String(120), index=True),
+    # who booked it: NULL = the ERP (imported); bank = this service, from a bank file;
+    # correction = this service, by correct-payment. The service's own entries are never
+    # overwritten by an import, and an import never takes them out of their match.
+    Column("origin", String(12)),
+    # why the ERP's copy of this bank payment disagrees with it (held: rule bank-ref-conflict)
+    Column("bank_ref_conflict", String(200)),
     Column("version", String(16), nullable=False),      # what the transfer file carries
     Column("stamp", String(16), nullable=False),        # every field (a change re-decides)
 )
 Index("ix_entries_reverses", entries.c.reverses)
 Index("ix_entries_document_no", entries.c.document_no)
+
+# The ERP's ids for entries and matches this service already has under its own id: the ERP's
+# copy of a payment the service booked (same bank_ref), and the ERP's match for an invoice
+# whose match the service made or grew. Imports and matches naming the ERP id resolve here.
+aliases = Table(
+    "aliases", metadata,
+    Column("kind", String(8), primary_key=True),           # entry | match
+    Column("erp_id", String(35), primary_key=True),
+    Column("target_id", String(35), nullable=False, index=True),
+)
 
 matches = Table(
     "matches", metadata,
@@ -152,3 +170,4 @@ bank_payments = Table(
     Column("invoice_id", String(35)),
     Column("note", String(200)),
 )
+

@@ -87,7 +87,7 @@ def entry_version(e: Entry) -> str:
 
 def entry_stamp(e: Entry) -> str:
     return digest(entry_version(e), e.kid, e.text, e.due_date, e.status, e.factoring, e.opt_out,
-                  e.reverses, e.source, e.dunning_level)
+                  e.reverses, e.source, e.dunning_level, e.bank_ref)
 
 
 def match_version(m: Match) -> str:
@@ -117,7 +117,7 @@ def entry_row(e: Entry) -> dict:
                 currency=e.currency, kid=e.kid, status=e.status, factoring=e.factoring,
                 opt_out=e.opt_out, reverses=e.reverses, source=e.source,
                 dunning_level=e.dunning_level, text=e.text, kid_check=kid_state(e.kid),
-                version=entry_version(e), stamp=entry_stamp(e))
+                bank_ref=e.bank_ref, version=entry_version(e), stamp=entry_stamp(e))
 
 
 def row_entry(r: Row | dict) -> Entry:
@@ -127,7 +127,7 @@ def row_entry(r: Row | dict) -> Entry:
                  due_date=m["due_date"], amount=from_ore(m["amount_ore"]), currency=m["currency"],
                  kid=m["kid"], status=m["status"], factoring=m["factoring"],
                  opt_out=bool(m["opt_out"]), reverses=m["reverses"], source=m["source"],
-                 dunning_level=m["dunning_level"] or 0, text=m["text"])
+                 dunning_level=m["dunning_level"] or 0, text=m["text"], bank_ref=m["bank_ref"])
 
 
 class Ledger:

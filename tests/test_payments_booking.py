@@ -342,15 +342,18 @@ def test_correct_payment_on_an_unmatched_bank_payment_says_it_is_unmatched(poste
 
 # --- a match Lowell has, shrunk in the ERP --------------------------------------------------
 
-def test_payment_dropped_from_a_delivered_match_is_held_as_match_lost_member(posted: Ledger, tmp_path: Path) -> None:
+def test_an_erp_entry_dropped_from_a_delivered_match_is_held_as_match_lost_member(posted: Ledger, tmp_path: Path) -> None:
+    """The ERP owns K7 and its membership of M7; dropping it after Lowell has M7 is a removal.
+    (The payment the service booked into M7 stays there: see test_bank_ref.py.)"""
     posted.export_and_deliver()                                          # M7 {I7, K7, payment} delivered
     pid = BP["*1007"]
     assert posted.receiver.matches["M7"] == frozenset({"I7", "K7", pid})
     reimport = tmp_path / "reimport.jsonl"
-    reimport.write_text(json.dumps({"record": "match", "id": "M7", "entries": ["I7", "K7"]}) + "\n",
+    reimport.write_text(json.dumps({"record": "match", "id": "M7", "entries": ["I7", pid]}) + "\n",
                         encoding="utf-8")
     assert cli(posted.site, "import", str(reimport)).exit_code == 0
-    assert posted.entry(pid)["match_id"] is None                        # unmatched in the ERP
+    assert posted.entry("K7")["match_id"] is None                       # unmatched in the ERP
+    assert posted.members("M7") == {"I7", pid}
 
     invoice = json.loads(cli(posted.site, "explain", "I7", "--json").stdout)
     assert (invoice["decision"], invoice["rule"]) == ("hold", "match-lost-member")
@@ -358,9 +361,9 @@ def test_payment_dropped_from_a_delivered_match_is_held_as_match_lost_member(pos
     assert entries_of(root) == {} and matches_of(root) == {}
     assert posted.receiver.matches["M7"] == frozenset({"I7", "K7", pid})
 
-    r = cli(posted.site, "explain", pid, "--json")
+    r = cli(posted.site, "explain", "K7", "--json")
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)
     assert (got["decision"], got["rule"]) == ("hold", "match-lost-member"), got
-    text = flat(cli(posted.site, "explain", pid).stdout)
-    assert f"{pid}: hold by rule match-lost-member" in text and "removals are never transferred" in text
+    text = flat(cli(posted.site, "explain", "K7").stdout)
+    assert "K7: hold by rule match-lost-member" in text and "removals are never transferred" in text

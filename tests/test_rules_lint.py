@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from reskontro.cli import main
+from reskontro.facts import FIELDS
 from reskontro.lint import lint_file, lint_text
 from reskontro.rulefile import RuleFileError, load_rule_file
 from reskontro.site import init_site
@@ -350,7 +351,7 @@ def test_cli_lint_fails_on_a_broken_file_with_path_line_message(site: Path, tmp_
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"{bad}:{line_of(text, 'colour: red')}: unknown field 'colour' (known: entry_type, ")
-    assert lines[0].endswith("settled_before_service)")
+    assert lines[0].endswith(f"(known: {', '.join(FIELDS)})")      # every field, in `rules fields` order
     assert "ok" not in result.stdout
 
 
