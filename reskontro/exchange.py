@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 from sqlalchemy import Engine
 
-from reskontro.adapters.sftp import SftpClient, SftpError, SftpSettings
+from reskontro.adapters.sftp import (RemoteConflictError, SftpClient, SftpError, SftpSettings,
+                                     UnsafeNameError)
 
-from . import journal
+from . import faults, journal
 from .config import Config, ConfigError
 from .folders import is_temporary, set_aside
 from .manual_files import journal_manual_file
@@ -47,6 +48,7 @@ class SendResult:
     already: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)      # failed the pre-send check
     skipped: list[str] = field(default_factory=list)      # not complete yet, or not a transfer file
+    answered: list[str] = field(default_factory=list)     # its receipt was read already: moved to sent/
 
 
 def _header(path: Path) -> tuple[str, int, str] | None:
@@ -112,7 +114,14 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                     _refuse(path, outbox, why)
                     res.refused.append(f"{path.name}: {why}")
                     continue
-        elif rec.state not in ("written", "uploaded", "accepted", "rejected"):
+        elif rec.state in ("accepted", "rejected"):
+            # The receiver has answered for it (its upload was never confirmed here, or the run
+            # died before the move): it left, and sending it again would only be refused.
+            (outbox / "sent").mkdir(exist_ok=True)
+            os.replace(path, outbox / "sent" / path.name)
+            res.answered.append(f"{path.name} ({rec.state})")
+            continue
+        elif rec.state not in ("written", "uploading", "uploaded"):
             res.skipped.append(f"{path.name}: journal state {rec.state}")
             continue
         todo.append(path)
@@ -123,10 +132,26 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
     sent_dir.mkdir(exist_ok=True)
     with factory() as client:
         for path in todo:
-            result = client.upload(path)
+            # Journalled before the upload starts: should the confirmation never come (the
+            # connection drops after the remote rename, the run dies), the receiver may still
+            # have the file, and its receipt must then be believed.
             with db.begin() as conn:
                 rec = journal.file_record(conn, path.stem)
                 if rec is not None and rec.state == "written":
+                    journal.mark_uploading(conn, path.stem)
+            try:
+                result = client.upload(path)
+            except (RemoteConflictError, UnsafeNameError):
+                # Refused before anything was renamed remotely: it certainly did not leave.
+                with db.begin() as conn:
+                    rec = journal.file_record(conn, path.stem)
+                    if rec is not None and rec.state == "uploading":
+                        journal.set_state(conn, path.stem, "written")
+                raise
+            faults.point("after-upload")
+            with db.begin() as conn:
+                rec = journal.file_record(conn, path.stem)
+                if rec is not None and rec.state == "uploading":
                     journal.mark_uploaded(conn, path.stem)
             os.replace(path, sent_dir / path.name)
             (res.already if result.already_delivered else res.sent).append(path.name)
