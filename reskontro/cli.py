@@ -351,7 +351,9 @@ def export_cmd(ctx: click.Context, backlog: bool) -> None:
 @click.pass_context
 def receipts(ctx: click.Context) -> None:
     """Read the receiver's receipts (*.receipt.xml in inbox/) into the journal: accepted files
-    make their content delivered; a rejected file's content goes again in the next file."""
+    make their content delivered; a rejected file's content goes again in the next file. A
+    receipt that is not believed (for a file that never left, dated before its file, or
+    contradicting an earlier receipt) is set aside in inbox/failed/ with the reason; exit 1."""
     from .inbox import process_inbox
 
     site = _site(ctx)
@@ -577,13 +579,16 @@ def send(ctx: click.Context) -> None:
         console.print(f"[green]sent[/] {name}", highlight=False)
     for name in r.already:
         console.print(f"[green]already on the server[/] {name} (same content)", highlight=False)
+    for text in r.answered:
+        console.print(f"[green]answered already[/] {escape(text)}: the receiver has it; moved to outbox/sent/",
+                      highlight=False)
     for text in r.skipped:
         console.print(f"[yellow]left[/] {escape(text)}", highlight=False)
     for text in r.refused:
         err.print(f"[red]refused[/] {escape(text)} (moved to outbox/rejected/)", highlight=False)
     for text in r.lost:
         err.print(f"[red]lost[/] {escape(text)}", highlight=False)
-    if not (r.sent or r.already or r.refused or r.lost):
+    if not (r.sent or r.already or r.refused or r.lost or r.answered):
         console.print("Nothing to send.")
     if r.refused or r.lost:
         raise SystemExit(1)

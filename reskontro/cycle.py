@@ -120,6 +120,8 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
             def do_send() -> str:
                 r = send(config, db, client_factory)
                 text = f"{len(r.sent)} sent" + (f", {len(r.already)} were there already" if r.already else "")
+                if r.answered:
+                    text += f", {len(r.answered)} answered by the receiver already (moved to sent/)"
                 if r.refused:
                     text += "; refused: " + "; ".join(r.refused)
                 if r.lost:

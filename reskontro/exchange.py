@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 from sqlalchemy import Engine
 
-from reskontro.adapters.sftp import (ContentChangedError, SftpClient, SftpError, SftpSettings,
-                                     unsafe_name_reason)
+from reskontro.adapters.sftp import (ContentChangedError, RemoteConflictError, SftpClient, SftpError,
+                                     SftpSettings, UnsafeNameError, unsafe_name_reason)
 
-from . import journal
+from . import faults, journal
 from .config import Config, ConfigError
 from .folders import is_temporary, printable_name, set_aside
 from .manual_files import journal_manual_file
@@ -66,6 +66,7 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return not (self.refused or self.failed)
+    answered: list[str] = field(default_factory=list)     # its receipt was read already: moved to sent/
 
 
 def _header(path: Path) -> tuple[str, int, str] | None:
@@ -117,7 +118,7 @@ def reconcile_outbox(config: Config, db: Engine) -> list[str]:
             continue
         with db.begin() as conn:
             n = journal.withdraw(conn, f.file_id, "abandoned",
-                                 "the file disappeared from the outbox before it was sent")
+                                 "the file disappeared from the outbox before it was sent").again
         log.error("%s disappeared from %s before it was sent: abandoned; its %d items go again",
                   f.name, outbox, n)
         lost.append(f"{f.name} disappeared from the outbox before it was sent: abandoned, its "
@@ -173,7 +174,14 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                     res.refused.append(f"{path.name}: {why}")
                     continue
                 rec = journal.file_record(conn, head[0])
-        elif rec.state not in ("written", "uploaded", "accepted", "rejected"):
+        elif rec.state in ("accepted", "rejected"):
+            # The receiver has answered for it (its upload was never confirmed here, or the run
+            # died before the move): it left, and sending it again would only be refused.
+            (outbox / "sent").mkdir(exist_ok=True)
+            os.replace(path, outbox / "sent" / path.name)
+            res.answered.append(f"{path.name} ({rec.state})")
+            continue
+        elif rec.state not in ("written", "uploading", "uploaded"):
             res.skipped.append(f"{path.name}: journal state {rec.state}")
             continue
         todo.append((path, rec.sha256))
@@ -184,24 +192,40 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
     with factory() as client:
         for path, sha256 in todo:
             before_upload(path)
+            # Journalled before the upload starts: should the confirmation never come (the
+            # connection drops after the remote rename, the run dies), the receiver may still
+            # have the file, and its receipt must then be believed.
+            with db.begin() as conn:
+                rec = journal.file_record(conn, path.stem)
+                if rec is not None and rec.state == "written":
+                    journal.mark_uploading(conn, path.stem)
             try:
                 result = client.upload(path, expected_sha256=sha256)
             except ContentChangedError as exc:
-                # Not what was checked: it never goes. A file of ours that was only written
-                # is withdrawn (its content goes again, from the ledger, in the next file).
+                # Not what was checked: refused before the remote rename, it never goes. A file
+                # of ours not yet uploaded is withdrawn (its content goes again, from the
+                # ledger, in the next file).
                 with db.begin() as conn:
                     rec = journal.file_record(conn, path.stem)
                     note = ""
-                    if rec is not None and rec.state == "written":
+                    if rec is not None and rec.state in ("written", "uploading"):
                         journal.withdraw(conn, path.stem, "invalid", str(exc)[:4000])
                         note = "; its content goes again in the next file"
                 _refuse(path, outbox, f"{exc}{note}")
                 res.refused.append(f"{path.name}: {exc}{note}")
                 log.error("%s: %s%s", path.name, exc, note)
                 continue
+            except (RemoteConflictError, UnsafeNameError):
+                # Refused before anything was renamed remotely: it certainly did not leave.
+                with db.begin() as conn:
+                    rec = journal.file_record(conn, path.stem)
+                    if rec is not None and rec.state == "uploading":
+                        journal.set_state(conn, path.stem, "written")
+                raise
+            faults.point("after-upload")
             with db.begin() as conn:
                 rec = journal.file_record(conn, path.stem)
-                if rec is not None and rec.state == "written":
+                if rec is not None and rec.state == "uploading":
                     journal.mark_uploaded(conn, path.stem)
             try:
                 sent_dir.mkdir(exist_ok=True)

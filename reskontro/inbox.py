@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
@@ -51,23 +51,66 @@ def candidates(inbox: Path) -> list[Path]:
     return out
 
 
+# A receiver's clock may run a little behind ours (and a receipt may give whole seconds): a
+# receipt dated up to this much before its file was created is still believed.
+CLOCK_SKEW = timedelta(minutes=5)
+# Only a file that left can have a receipt: uploaded, or being uploaded when the connection
+# dropped or the run died (the receipt then shows the receiver got it).
+LEFT = ("uploading", "uploaded")
+
+
+def _items(n: int) -> str:
+    return f"{n} item{'' if n == 1 else 's'}"
+
+
 def apply_receipt(db: Engine, data: bytes, name: str) -> str:
+    """Read one receipt into the journal. A receipt that is not believed (malformed, for a file
+    this site never wrote or that never left, dated before the file, or contradicting an
+    earlier receipt) is an InputError saying why: the caller sets it aside, nothing changes."""
     receipt = read_receipt(data, name)
+    fid = receipt.file_id
     with db.begin() as conn:
-        rec = journal.file_record(conn, receipt.file_id)
+        rec = journal.file_record(conn, fid)
         if rec is None:
-            raise InputError(f"{name}: receipt for {receipt.file_id}, a file this site never wrote")
+            raise InputError(f"{name}: refused: a receipt for {fid}, a file this site never wrote")
+        if receipt.received_at < rec.created_at - CLOCK_SKEW:
+            raise InputError(f"{name}: refused: it says {fid} was received at {receipt.received_at.isoformat()}, "
+                             f"before the file was created ({rec.created_at.isoformat()}): it is not "
+                             "this file's receipt")
         if rec.state in ("accepted", "rejected"):
-            # Settled once: a rejected file's content has gone again, so a later receipt
-            # (a duplicate, or a contradicting one) changes nothing.
-            return f"{receipt.file_id}: already {rec.state}; this receipt ({receipt.status}) changes nothing"
+            if receipt.status == rec.state:       # the same answer again: nothing to do
+                return f"{fid}: already {rec.state}; this receipt repeats it and changes nothing"
+            raise InputError(f"{name}: refused: it says {fid} was {receipt.status}, but an earlier receipt said "
+                             f"{rec.state}, and the journal keeps that; ask the receiver which holds")
+        if rec.state not in LEFT:
+            hint = {"written": "it is complete in the outbox but was never uploaded; if it did reach the "
+                               "receiver another way, run `reskontro send` (a remote copy with the same "
+                               "content counts as delivered) and put this receipt back into inbox/",
+                    "invalid": "it failed the pre-send check and was never sent"}.get(
+                rec.state, "it was never completed, so never sent")
+            raise InputError(f"{name}: refused: a receipt ({receipt.status}) for {fid}, which is in state "
+                             f"{rec.state}: {hint}")
         if receipt.status == "accepted":
-            journal.accept(conn, receipt.file_id)
-            return f"{receipt.file_id}: accepted"
+            journal.accept(conn, fid)
+            return f"{fid}: accepted"
         errors = "; ".join(f"[{e.code}]{' ' + e.ref if e.ref else ''} {e.text}" for e in receipt.errors)
         errors = errors or "the receipt gives no reason"
-        n = journal.reject(conn, receipt.file_id, errors)
-        return f"{receipt.file_id}: REJECTED by the receiver ({errors}); {n} items go again in the next file"
+        r = journal.reject(conn, fid, errors)
+        text = f"{fid}: REJECTED by the receiver ({errors}); {_items(r.again)} {'goes' if r.again == 1 else 'go'} again in the next file"
+        if r.elsewhere:
+            text += f"; {_items(r.elsewhere)} the receiver has or will have from another file"
+        if r.not_in_ledger:
+            ids = ", ".join(f"{kind} {id_}" for kind, id_ in r.not_in_ledger_ids)
+            more = ", …" if r.not_in_ledger > len(r.not_in_ledger_ids) else ""
+            if rec.kind == "manual":
+                text += (f"; {r.not_in_ledger} {'was' if r.not_in_ledger == 1 else 'were'} only in the "
+                         f"hand-dropped file and {'is' if r.not_in_ledger == 1 else 'are'} not in the ledger "
+                         f"({ids}{more}): we cannot send them; drop a corrected file if the receiver must "
+                         "have them")
+            else:
+                text += (f"; {r.not_in_ledger} {'is' if r.not_in_ledger == 1 else 'are'} no longer in the "
+                         f"ledger ({ids}{more}) and cannot go again")
+        return text
 
 
 def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes, str, str], str] | None = None,

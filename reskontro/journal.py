@@ -1,11 +1,13 @@
 """The transfer journal: which version of which customer, entry and match went in which file,
 and each file's state. It is what makes every run exactly-once.
 
-File states: writing (reserved, not complete) -> written (complete in outbox/) -> uploaded ->
-accepted | rejected; invalid (failed the pre-send check, or changed after it) and abandoned (a
-crash before the file was complete, or a written file that disappeared from the outbox) never
-reached the receiver. An item is *in flight* while the file that
-carries its current version is written or uploaded, *delivered* once that file is accepted.
+File states: writing (reserved, not complete) -> written (complete in outbox/) -> uploading
+(an upload started; it stays so if the connection drops or the run dies before the upload is
+confirmed) -> uploaded -> accepted | rejected; invalid (failed the pre-send check, or changed
+after it) and abandoned (a crash before the file was complete, or a written file that
+disappeared from the outbox) never reached the receiver. Only a file that is uploading or
+uploaded can have a receipt. An item is *in flight* while the file that carries its current
+version is written, uploading or uploaded, *delivered* once that file is accepted.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from sqlalchemy import (Column, Connection, MetaData, String, Table, Text, and_,
 from . import schema as s
 from .store import Ledger, upsert_insert
 
-LIVE = ("written", "uploaded", "accepted")      # files whose content the receiver has or will have
-IN_FLIGHT = ("written", "uploaded")
+LIVE = ("written", "uploading", "uploaded", "accepted")   # files whose content the receiver has or will have
+IN_FLIGHT = ("written", "uploading", "uploaded")
 KINDS = ("customer", "entry", "match")
 
 
@@ -139,6 +141,12 @@ def drop_file(conn: Connection, file_id: str, state: str, detail: str) -> None:
     _rebuild_sent(conn, file_id)
 
 
+def mark_uploading(conn: Connection, file_id: str) -> None:
+    """An upload of the file starts: from now on the receiver may have it (and its receipt
+    is believed) even if the confirmation of the upload never comes back."""
+    set_state(conn, file_id, "uploading")
+
+
 def mark_uploaded(conn: Connection, file_id: str) -> None:
     set_state(conn, file_id, "uploaded")
 
@@ -148,25 +156,61 @@ def accept(conn: Connection, file_id: str) -> None:
     conn.execute(update(s.sent).where(s.sent.c.file_id == file_id).values(state="delivered"))
 
 
-def reject(conn: Connection, file_id: str, detail: str) -> int:
+@dataclass(frozen=True)
+class Rejection:
+    """What withdrawing a file (rejected, invalid, abandoned) does to its items."""
+    again: int                  # in the ledger and in no other live file: pending, they go again
+    elsewhere: int              # delivered or in flight in another file (nothing to resend)
+    not_in_ledger: int          # only the file had them (a hand-dropped file): we cannot send them
+    not_in_ledger_ids: tuple[tuple[str, str], ...]   # (kind, id) of the first few of those
+
+
+_LEDGER_TABLES = {"customer": s.customers, "entry": s.entries, "match": s.matches}
+
+
+def reject(conn: Connection, file_id: str, detail: str, show: int = 10) -> Rejection:
     """The receiver rejected the file: its content returns to pending, to go again corrected."""
-    return withdraw(conn, file_id, "rejected", detail)
+    return withdraw(conn, file_id, "rejected", detail, show)
 
 
-def withdraw(conn: Connection, file_id: str, state: str, detail: str) -> int:
+def withdraw(conn: Connection, file_id: str, state: str, detail: str, show: int = 10) -> Rejection:
     """A complete file whose content the receiver will not get from it (rejected; changed
     after its check: invalid; gone from the outbox: abandoned): its content returns to
-    pending and goes again. The number of items."""
+    pending and goes again.
+
+    Only what the ledger has can go again, in the ledger's version: an item only a
+    hand-dropped file carried (its journal version is no ledger content) is not made pending
+    (no export would ever take it), it is counted and named for a person instead."""
     set_state(conn, file_id, state, detail)
     _rebuild_sent(conn, file_id)
     ledger = Ledger(conn)
-    n = 0
+    fi = s.file_items
+    again = elsewhere = missing = 0
+    shown: list[tuple[str, str]] = []
     for kind in KINDS:
-        ids = conn.execute(select(s.file_items.c.id).where(
-            s.file_items.c.file_id == file_id, s.file_items.c.kind == kind)).scalars().all()
+        table = _LEDGER_TABLES[kind]
+        rows = conn.execute(
+            select(fi.c.id, table.c.version.label("ledger"), s.sent.c.version.label("live"))
+            .outerjoin(table, table.c.id == fi.c.id)
+            .outerjoin(s.sent, and_(s.sent.c.kind == kind, s.sent.c.id == fi.c.id))
+            .where(fi.c.file_id == file_id, fi.c.kind == kind)).all()
+        ids = []
+        for r in rows:
+            if r.ledger is None:
+                missing += 1
+                if len(shown) < show:
+                    shown.append((kind, r.id))
+            elif r.live is None:
+                again += 1
+                ids.append(r.id)
+            else:
+                # Another live file carries it: decided again only if the ledger's version is
+                # not that one (a customer update to send, an entry changed after it was sent).
+                elsewhere += 1
+                if r.live != r.ledger:
+                    ids.append(r.id)
         ledger.mark_pending(kind, ids)
-        n += len(ids)
-    return n
+    return Rejection(again, elsewhere, missing, tuple(shown))
 
 
 def _upsert_sent(conn: Connection, file_id: str) -> bool:

@@ -90,7 +90,7 @@ files = Table(
     Column("file_id", String(64), primary_key=True),
     Column("sequence", Integer, nullable=False, unique=True),
     Column("kind", String(8), nullable=False),            # daily | backlog | manual
-    Column("state", String(12), nullable=False),          # writing | written | uploaded | accepted | rejected | invalid | abandoned
+    Column("state", String(12), nullable=False),          # writing | written | uploading | uploaded | accepted | rejected | invalid | abandoned
     Column("name", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("cut_off", DateTime(timezone=True)),

@@ -307,7 +307,7 @@ def test_hand_dropped_file_is_journalled_item_by_item(tmp_path: Path, sshd: Loop
 
     # The receiver rejects support's file: what it carried was never delivered, and goes in
     # our next file, with the ledger's content.
-    receipt = render_receipt(Receipt(header.file_id, "rejected", datetime(2026, 11, 29, 18, 5, tzinfo=timezone.utc)))
+    receipt = render_receipt(Receipt(header.file_id, "rejected", datetime.now(timezone.utc)))
     (site / "inbox" / f"{header.file_id}.receipt.xml").write_bytes(receipt)
     r = cli(site, "receipts")
     assert r.exit_code == 1 and "REJECTED" in r.output      # a rejection is news: status 1
@@ -547,7 +547,9 @@ def test_sshd_killed_mid_cycle_then_the_next_run_completes(
         assert left == {first.name: first_data}
     else:
         assert set(left) <= {first.name + ".part"}           # a stale .part at most
-    assert states(site)[first.stem] == "written"
+    # The upload started and was never confirmed: whether the receiver has the file is not
+    # known here, so its receipt would be believed (a file only written would have none).
+    assert states(site)[first.stem] == "uploading"
 
     sshd.restart()
     r = cli(site, "run")
@@ -563,6 +565,39 @@ def test_sshd_killed_mid_cycle_then_the_next_run_completes(
     receipts = ReceiverModel(site / "templates" / "ledger-transfer-1.xsd").serve_folder(
         sshd.inbound, sshd.outbound)
     assert [(x.file_id, x.status) for x in receipts] == [(Path(n).stem, "accepted") for n in sorted(sent)]
+
+
+def test_receipt_for_a_file_whose_upload_was_never_confirmed_is_believed(
+        tmp_path: Path, sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection drops after the remote rename: the receiver has the file, we never heard
+    so. Its receipt, fetched by the next run, must be believed (the file was being uploaded,
+    not merely written), and the file must not go a second time."""
+    site = make_site(tmp_path, sshd)
+    killer = _KillAtRename(sshd, after=True)
+    monkeypatch.setattr(paramiko.sftp_client.SFTPClient, "rename",
+                        lambda client, old, new: killer(client, old, new))
+    r = cli(site, "run")
+    assert killer.fired and r.exit_code == 1, r.output
+    (first,) = outbox_xml(site)
+    assert states(site) == {first.stem: "uploading"}
+    receiver = ReceiverModel(site / "templates" / "ledger-transfer-1.xsd")
+    assert [(x.file_id, x.status) for x in receiver.serve_folder(sshd.inbound, sshd.outbound)] == \
+        [(first.stem, "accepted")]
+
+    sshd.restart()
+    r = cli(site, "run")
+    assert r.exit_code == 0, r.output
+    out = flat(r.stdout)
+    assert "1 inbox files (0 failed)" in out and "1 answered by the receiver already" in out, out
+    second = {p.name for p in (site / "outbox" / "sent").iterdir()} - {first.name}
+    assert len(second) == 1
+    (second,) = second
+    assert states(site) == {first.stem: "accepted", Path(second).stem: "uploaded"}
+    assert json.loads(cli(site, "status", "--json").stdout)["items"]["delivered"] == 3    # C1, I1, I2
+    # The receiver got each file once: the second is accepted, nothing was refused as a repeat.
+    assert [(x.file_id, x.status) for x in receiver.serve_folder(sshd.inbound, sshd.outbound)] == \
+        [(Path(second).stem, "accepted")]
+    assert sorted(p.name for p in (sshd.inbound / "processed").iterdir()) == sorted([first.name, second])
 
 
 def test_sshd_killed_mid_download_then_the_next_run_fetches_it_once(

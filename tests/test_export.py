@@ -181,12 +181,16 @@ class Lowell:
     """The stand-in receiver: the receiver model, which writes its receipts into the site's inbox."""
 
     def __init__(self) -> None:
-        self.model = ReceiverModel(XSD, clock=lambda: datetime(2026, 11, 28, 20, 0, tzinfo=timezone.utc))
+        # The receiver's clock: its receipts are dated after the files they answer.
+        self.model = ReceiverModel(XSD, clock=lambda: datetime.now(timezone.utc).replace(microsecond=0))
         self.receipts: list[Receipt] = []
 
     def take(self, site: Path, f: TransferFile | Path, data: bytes | None = None) -> Receipt:
-        """Receive the file (or `data`, the file as it arrived) and write the receipt into the inbox."""
+        """Receive the file (or `data`, the file as it arrived) and write the receipt into the inbox.
+        A file still in the outbox is journalled uploaded first, as `reskontro send` would: only
+        a file that left can have a receipt."""
         path = f.path if isinstance(f, TransferFile) else f
+        _journal_uploaded(site, path.stem)
         receipt = self.model.receive(data if data is not None else path.read_bytes(), path.name)
         (site / "inbox" / f"{receipt.file_id}.receipt.xml").write_bytes(render_receipt(receipt))
         self.receipts.append(receipt)
@@ -204,6 +208,14 @@ class Lowell:
         assert receipt.accepted, receipt.errors
         out = cli(site, "receipts")
         assert f"{receipt.file_id}: accepted" in flat(out.output)
+
+
+def _journal_uploaded(site: Path, file_id: str) -> None:
+    from reskontro import journal
+    with Site.open(site).db.begin() as conn:
+        rec = journal.file_record(conn, file_id)
+        if rec is not None and rec.state == "written":
+            journal.mark_uploaded(conn, file_id)
 
 
 def status_json(site: Path) -> dict:

@@ -92,6 +92,12 @@ def age(path: Path, seconds: float = STALE_AFTER + 60) -> None:
     os.utime(path, (old, old))
 
 
+def uploaded(site: Path, file_id: str) -> None:
+    """Journal an exported file uploaded, as `reskontro send` does: only then can it have a receipt."""
+    with Site.open(site).db.begin() as conn:
+        journal.mark_uploaded(conn, file_id)
+
+
 def inbox_rows(site: Path) -> int:
     with Site.open(site).db.connect() as conn:
         return conn.execute(select(func.count()).select_from(s.inbox_files)).scalar_one()
@@ -141,6 +147,7 @@ def test_watch_once_sorts_a_mixed_inbox(tmp_path: Path, corpus: Path) -> None:
     exported = cli(site, "export")
     assert exported.exit_code == 0, exported.output
     (sent,) = (site / "outbox").glob("LT_*.xml")
+    uploaded(site, sent.stem)
     inbox = site / "inbox"
 
     good = cremul(["*2001", "*2002"], "V1")
@@ -148,7 +155,7 @@ def test_watch_once_sorts_a_mixed_inbox(tmp_path: Path, corpus: Path) -> None:
     cut = half_bad.rfind(b"DTM+203:20261120")
     half_bad = half_bad[:cut] + b"DTM+203:20261340" + half_bad[cut + 16:]
     whole = cremul(["*4001"], "T1")
-    receipt = render_receipt(Receipt(sent.stem, "accepted", datetime(2026, 11, 29, 17, 5, tzinfo=timezone.utc)))
+    receipt = render_receipt(Receipt(sent.stem, "accepted", datetime.now(timezone.utc)))
     files = {
         "CREMUL_V1.DAT": good,
         "perspilling__CREMUL0003.DAT": (corpus / "cremul" / "perspilling__CREMUL0003.DAT").read_bytes(),
@@ -399,7 +406,8 @@ def test_watcher_leaves_a_receipt_being_written_until_it_is_complete(watcher: Wa
     """A receipt is complete when its root element is closed, not at any '>'."""
     assert cli(watcher.site, "export").exit_code == 0
     (sent,) = (watcher.site / "outbox").glob("LT_*.xml")
-    receipt = render_receipt(Receipt(sent.stem, "accepted", datetime(2026, 11, 29, 17, 5, tzinfo=timezone.utc)))
+    uploaded(watcher.site, sent.stem)
+    receipt = render_receipt(Receipt(sent.stem, "accepted", datetime.now(timezone.utc)))
     cut = receipt.index(b"</Status>") + len(b"</Status>")
     slow = watcher.inbox / f"{sent.stem}.receipt.xml"
     with slow.open("wb") as f:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+
+import pytest
 from decimal import Decimal
 from pathlib import Path
 
@@ -315,3 +317,323 @@ def test_sent_holds_the_newest_live_version_whichever_file_is_marked_written_las
             assert sent_rows(conn) == {("entry", "E1"): ("v2", "F2", "delivered"),
                                        ("match", "M1"): ("v2", "F2", "delivered")}, order
         db.dispose()
+
+
+# ============================================================================ hand-dropped files
+
+def _ledger_objects(site: Path, kind: str, *ids: str):
+    """Customers or entries of the site's ledger as domain objects (as our export reads them)."""
+    from sqlalchemy import select
+
+    from reskontro import schema as s
+    from reskontro.store import row_customer, row_entry
+    table, conv = (s.customers, row_customer) if kind == "customer" else (s.entries, row_entry)
+    with Site.open(site).db.connect() as conn:
+        rows = {r.id: conv(r) for r in conn.execute(select(table).where(table.c.id.in_(ids)))}
+    return [rows[i] for i in ids]
+
+
+def drop_manual_file(site: Path, sequence: int, customers, entries, matches) -> Path:
+    """A Ledger Transfer file rendered elsewhere and dropped into the outbox by support."""
+    import io
+    from datetime import datetime
+
+    from reskontro.transfer_file import OSLO, FileHeader, make_environment, render_transfer
+    cfg = Site.open(site).config
+    now = datetime.now(OSLO).replace(microsecond=0)
+    header = FileHeader(cfg.sender_id, cfg.creditor_org_no, sequence, "backlog", now, now)
+    out = io.BytesIO()
+    render_transfer(out, header, customers, entries, matches, make_environment(site / "templates"))
+    path = site / "outbox" / f"{header.file_id}.xml"
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def test_rejected_hand_dropped_file_sends_the_ledgers_content_again(tmp_path):
+    """Support drops a file carrying the ledger's C1, I1, P1, M1, a changed copy of I2 (the
+    ledger has 500.00, the file 450.00) and C9, I9, which the ledger does not have. The
+    receiver rejects it. `receipts` must say what goes again and what cannot, and the next
+    export must send exactly that: the ledger's versions, accepted by the receiver."""
+    from dataclasses import replace
+
+    from reskontro.domain import Address, Customer, Entry, Match
+
+    site = make_site(tmp_path)
+    cfg = Site.open(site).config
+    sftp = FakeSftp(tmp_path / "lowell" / "inbound")
+    lowell = Lowell()
+    import_records(site, [customer("C2"), invoice("I3", "C2", "70.00")])
+    f1 = export(site)
+    send(cfg, Site.open(site).db, client_factory=lambda: sftp)
+    lowell.accept(site, sftp.inbound / f1.path.name)
+
+    kid = valid_kid("90000090")
+    import_records(site, [customer("C1"), invoice("I1", "C1", "1000.00", kid=kid),
+                          payment("P1", "C1", "-400.00"), match("M1", "I1", "P1"),
+                          invoice("I2", "C1", "500.00")])
+    (c1,) = _ledger_objects(site, "customer", "C1")
+    i1, p1, i2 = _ledger_objects(site, "entry", "I1", "P1", "I2")
+    c9 = Customer("C9", "Ola Bare-i-fila", "private", Address(("Kirkeveien 2",), "5003", "BERGEN", "NO"))
+    i9 = replace(i1, id="I9", customer_id="C9", document_no="F-I9", kid=None, amount=Decimal("99.00"))
+    manual = drop_manual_file(site, 20, [c1, c9], [i1, p1, replace(i2, amount=Decimal("450.00")), i9],
+                              [Match("M1", ("I1", "P1"))])
+    sent = send(cfg, Site.open(site).db, client_factory=lambda: sftp)
+    assert sent.sent == [manual.name] and sent.refused == []
+    assert status_json(site)["items"]["pending"] == 0          # all of it is in flight now
+
+    # The receiver rejects the file (I1's KID damaged in transit): nothing of it is there.
+    receipt = lowell.take(site, sftp.inbound / manual.name,
+                          tamper_kid((sftp.inbound / manual.name).read_bytes(), kid))
+    assert receipt.status == "rejected"
+    out = flat(cli(site, "receipts", code=1).output)
+    assert "REJECTED" in out
+    # C1, I1, P1, M1, I2 go again (the ledger's versions); C9, I9 only the file had.
+    assert "5 items go again in the next file" in out, out
+    assert "2 were only in the hand-dropped file and are not in the ledger (customer C9, entry I9)" in out, out
+    assert "drop a corrected file" in out
+
+    f2 = export(site)
+    assert set(f2.customers) == {"C1"} and set(f2.entries) == {"I1", "P1", "I2"}
+    assert f2.matches == {"M1": ["I1", "P1"]}
+    assert f2.entries["I2"]["Amount"] == "500.00"               # the ledger's, not the file's
+    send(cfg, Site.open(site).db, client_factory=lambda: sftp)
+    lowell.accept(site, sftp.inbound / f2.path.name)
+    assert lowell.model.open_balances() == {"I1": Decimal("600.00"), "I2": Decimal("500.00"),
+                                            "I3": Decimal("70.00")}
+    assert "C9" not in lowell.model.customers and "I9" not in lowell.model.entries
+    items = status_json(site)["items"]
+    assert items["pending"] == 0 and items["in_flight"] == 0    # nothing waits for ever
+    assert items["delivered"] == 2 + 5                          # C2, I3 and C1, I1, P1, I2, M1
+    assert export(site).entries == {}                           # and nothing goes twice
+
+
+# ============================================================================ receipts not believed
+
+def _receipt(file_id: str, status: str = "accepted", at=None) -> bytes:
+    from datetime import datetime, timezone
+
+    from reskontro.receipts import Receipt, render_receipt
+    return render_receipt(Receipt(file_id, status, at or datetime.now(timezone.utc).replace(microsecond=0)))
+
+
+def _state(site: Path, file_id: str) -> str:
+    from reskontro import journal
+    with Site.open(site).db.connect() as conn:
+        return journal.file_record(conn, file_id).state
+
+
+def _failed_reason(site: Path, name: str) -> str:
+    failed = site / "inbox" / "failed"
+    assert (failed / name).is_file(), f"{name} not set aside: {sorted(p.name for p in failed.iterdir())}"
+    return (failed / f"{name}.reason.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def no_log_handlers():
+    """`run` adds a log file handler to the 'reskontro' logger of this process: remove it again."""
+    import logging
+    logger = logging.getLogger("reskontro")
+    before, level = list(logger.handlers), logger.level
+    yield
+    for h in logger.handlers[:]:
+        if h not in before:
+            logger.removeHandler(h)
+            h.close()
+    logger.setLevel(level)
+
+
+@pytest.mark.parametrize("path", ["receipts", "run", "watch"])
+def test_receipt_for_a_file_that_never_left_is_refused_on_every_path(tmp_path, path, no_log_handlers):
+    """An accepted receipt for a file still only written in the outbox is not believed, whether
+    `reskontro receipts`, the nightly `run` or the inbox watcher reads it: set aside with the
+    reason, nothing delivered, a non-zero exit where there is one. Once the file is sent, the
+    same receipt put back is read."""
+    site = make_site(tmp_path)
+    import_records(site, [customer("C1"), invoice("I1", "C1", "100.00")])
+    f = export(site)
+    fid = f.path.stem
+    name = f"{fid}.receipt.xml"
+    (site / "inbox" / name).write_bytes(_receipt(fid))
+
+    if path == "receipts":
+        out = flat(cli(site, "receipts", code=1).output)
+    elif path == "run":
+        out = flat(cli(site, "run", "--no-sftp", code=1).output)
+        assert "inbox: FAILED" in out, out
+    else:
+        out = flat(cli(site, "watch", "--once").output)
+    assert f"{name}: refused" in out and "state written" in out, out
+    reason = _failed_reason(site, name)
+    assert f"a receipt (accepted) for {fid}, which is in state written" in reason
+    assert "reskontro send" in reason                  # what to do if it did leave after all
+    assert _state(site, fid) == "written"
+    items = status_json(site)["items"]
+    assert items["delivered"] == 0 and items["in_flight"] == 2
+
+    # It leaves; the receipt put back is believed (a refused receipt is not remembered as read).
+    sftp = FakeSftp(tmp_path / "lowell" / "inbound")
+    send(Site.open(site).config, Site.open(site).db, client_factory=lambda: sftp)
+    assert _state(site, fid) == "uploaded"
+    (site / "inbox" / "failed" / name).rename(site / "inbox" / name)
+    assert f"{fid}: accepted" in flat(cli(site, "receipts").output)
+    assert _state(site, fid) == "accepted" and status_json(site)["items"]["delivered"] == 2
+
+
+def _uploaded_file(tmp_path: Path):
+    site = make_site(tmp_path)
+    import_records(site, [customer("C1"), invoice("I1", "C1", "100.00")])
+    f = export(site)
+    sftp = FakeSftp(tmp_path / "lowell" / "inbound")
+    send(Site.open(site).config, Site.open(site).db, client_factory=lambda: sftp)
+    assert _state(site, f.path.stem) == "uploaded"
+    return site, f.path.stem
+
+
+def _created_at(site: Path, file_id: str):
+    from reskontro import journal
+    with Site.open(site).db.connect() as conn:
+        return journal.file_record(conn, file_id).created_at
+
+
+def test_contradicting_receipts_are_refused_and_a_repeated_one_is_harmless(tmp_path):
+    from datetime import timedelta
+
+    site, fid = _uploaded_file(tmp_path)
+    name = f"{fid}.receipt.xml"
+    inbox = site / "inbox"
+    created = _created_at(site, fid)
+    (inbox / name).write_bytes(_receipt(fid, "rejected"))
+    assert "REJECTED" in flat(cli(site, "receipts", code=1).output)
+    assert status_json(site)["items"]["pending"] == 2
+
+    # A later "accepted" for the rejected file: refused (red, exit 1), the journal unchanged.
+    (inbox / name).write_bytes(_receipt(fid, "accepted", created + timedelta(minutes=10)))
+    out = flat(cli(site, "receipts", code=1).output)
+    assert f"{name}: refused: it says {fid} was accepted, but an earlier receipt said rejected" in out
+    assert "earlier receipt said rejected" in _failed_reason(site, name)
+    assert _state(site, fid) == "rejected"
+    st = status_json(site)["items"]
+    assert st["delivered"] == 0 and st["pending"] == 2
+
+    # The same answer again (other bytes: another ReceivedAt) changes nothing and is no error.
+    (inbox / name).write_bytes(_receipt(fid, "rejected", created + timedelta(minutes=20)))
+    out = flat(cli(site, "receipts").output)
+    assert f"{fid}: already rejected; this receipt repeats it and changes nothing" in out
+    assert (inbox / "done" / name).is_file()
+
+    # And the other way round: "rejected" after "accepted" is refused too.
+    site2, fid2 = _uploaded_file(tmp_path / "two")
+    (site2 / "inbox" / f"{fid2}.receipt.xml").write_bytes(_receipt(fid2, "accepted"))
+    cli(site2, "receipts")
+    delivered = status_json(site2)["items"]["delivered"]
+    assert delivered == 2
+    (site2 / "inbox" / f"{fid2}.receipt.xml").write_bytes(
+        _receipt(fid2, "rejected", _created_at(site2, fid2) + timedelta(minutes=5)))
+    out = flat(cli(site2, "receipts", code=1).output)
+    assert "refused" in out and "earlier receipt said accepted" in out
+    assert _state(site2, fid2) == "accepted" and status_json(site2)["items"]["delivered"] == delivered
+
+
+def test_receipt_dated_before_its_file_was_created_is_refused(tmp_path):
+    from datetime import timedelta
+
+    from reskontro.inbox import CLOCK_SKEW
+
+    site, fid = _uploaded_file(tmp_path)
+    name = f"{fid}.receipt.xml"
+    created = _created_at(site, fid)
+    (site / "inbox" / name).write_bytes(_receipt(fid, "accepted", created - CLOCK_SKEW - timedelta(seconds=1)))
+    out = flat(cli(site, "receipts", code=1).output)
+    assert "refused" in out and "before the file was created" in out
+    assert "before the file was created" in _failed_reason(site, name)
+    assert _state(site, fid) == "uploaded"
+    # A receiver clock a little behind ours (within CLOCK_SKEW) is not a reason to refuse.
+    (site / "inbox" / name).write_bytes(_receipt(fid, "accepted", created - timedelta(seconds=30)))
+    assert f"{fid}: accepted" in flat(cli(site, "receipts").output)
+    assert _state(site, fid) == "accepted"
+
+
+BAD_RECEIPTS = {
+    "unknown-file": (lambda fid: _receipt("LT_123456_20261130_000999"),
+                     "a receipt for LT_123456_20261130_000999, a file this site never wrote"),
+    "empty-file-id": (lambda fid: _receipt(fid).replace(f"<FileId>{fid}</FileId>".encode(), b"<FileId> </FileId>"),
+                      "FileId is empty"),
+    "bad-status": (lambda fid: _receipt(fid).replace(b"<Status>accepted<", b"<Status>ok<"),
+                   "Status 'ok' is not accepted or rejected"),
+    "no-offset": (lambda fid: _receipt(fid, at=None).replace(b"+00:00</ReceivedAt>", b"</ReceivedAt>"),
+                  "is not a date-time with a UTC offset"),
+    # The entity would expand to the real FileId: only the DOCTYPE check stands in the way.
+    "doctype-internal-entity": (
+        lambda fid: _receipt(fid).replace(b"?>\n", f'?>\n<!DOCTYPE TransferReceipt [<!ENTITY f "{fid}">]>\n'.encode(), 1)
+        .replace(f"<FileId>{fid}</FileId>".encode(), b"<FileId>&f;</FileId>"),
+        "DOCTYPE"),
+    "doctype-alone": (lambda fid: _receipt(fid).replace(b"?>\n", b"?>\n<!DOCTYPE TransferReceipt>\n", 1),
+                      "DOCTYPE"),
+    "doctype-external-dtd": (
+        lambda fid: _receipt(fid).replace(b"?>\n", b'?>\n<!DOCTYPE TransferReceipt SYSTEM "http://127.0.0.1:9/r.dtd">\n', 1),
+        "DOCTYPE"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECEIPTS))
+def test_a_receipt_that_is_not_believed_is_set_aside_with_its_reason(tmp_path, case):
+    site, fid = _uploaded_file(tmp_path)
+    make, why = BAD_RECEIPTS[case]
+    data = make(fid)
+    assert data != _receipt(fid)
+    name = f"{fid}.receipt.xml"
+    (site / "inbox" / name).write_bytes(data)
+    out = flat(cli(site, "receipts", code=1).output)
+    assert why in out, out
+    assert why in _failed_reason(site, name)
+    assert (site / "inbox" / "failed" / name).read_bytes() == data       # kept as it came
+    assert _state(site, fid) == "uploaded"
+    assert status_json(site)["items"]["delivered"] == 0
+
+
+def test_receipt_parser_resolves_no_entity_and_reads_no_dtd(tmp_path):
+    """The parser itself, below the DOCTYPE check: an external entity is not read, an internal
+    one not expanded, an external DTD not loaded."""
+    from lxml import etree
+
+    from reskontro.receipts import _parser
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-42", encoding="utf-8")
+    dtd = tmp_path / "r.dtd"
+    dtd.write_text('<!ENTITY d "FROM-DTD">', encoding="utf-8")
+    for doc in (f'<!DOCTYPE r [<!ENTITY x SYSTEM "{secret.as_uri()}">]><r>&x;</r>',
+                '<!DOCTYPE r [<!ENTITY x "INTERNAL">]><r>&x;</r>',
+                f'<!DOCTYPE r SYSTEM "{dtd.as_uri()}"><r>&d;</r>'):
+        root = etree.fromstring(doc.encode(), _parser())
+        text = etree.tostring(root).decode()
+        assert root.text is None and not any(s in text for s in ("SECRET-42", "INTERNAL", "FROM-DTD")), text
+
+
+def test_rejected_hand_dropped_file_repeating_what_the_receiver_has_sends_only_the_rest(tmp_path):
+    """Support's file repeats C1 and I1, which our accepted file delivered, and carries I2 the
+    ledger has not sent yet. On its rejection only I2 goes again; C1 and I1 are not counted as
+    going again, not resent, and not left pending."""
+    site = make_site(tmp_path)
+    cfg = Site.open(site).config
+    sftp = FakeSftp(tmp_path / "lowell" / "inbound")
+    lowell = Lowell()
+    import_records(site, [customer("C1"), invoice("I1", "C1", "100.00")])
+    f1 = export(site)
+    send(cfg, Site.open(site).db, client_factory=lambda: sftp)
+    lowell.accept(site, sftp.inbound / f1.path.name)
+    import_records(site, [invoice("I2", "C1", "20.00")])
+    (c1,) = _ledger_objects(site, "customer", "C1")
+    manual = drop_manual_file(site, 7, [c1], _ledger_objects(site, "entry", "I1", "I2"), [])
+    send(cfg, Site.open(site).db, client_factory=lambda: sftp)
+    (site / "inbox" / f"{manual.stem}.receipt.xml").write_bytes(_receipt(manual.stem, "rejected"))
+    out = flat(cli(site, "receipts", code=1).output)
+    assert "1 item goes again in the next file; 2 items the receiver has or will have from another file" in out, out
+    assert "not in the ledger" not in out
+    f2 = export(site)
+    assert set(f2.entries) == {"I2"} and f2.customers == {}
+    send(cfg, Site.open(site).db, client_factory=lambda: sftp)
+    lowell.accept(site, sftp.inbound / f2.path.name)
+    assert lowell.model.open_balances() == {"I1": Decimal("100.00"), "I2": Decimal("20.00")}
+    items = status_json(site)["items"]
+    assert items["pending"] == 0 and items["delivered"] == 3

@@ -30,6 +30,7 @@ from lxml import etree
 from sqlalchemy import select
 from stdnum import luhn
 
+from reskontro import journal
 from reskontro import schema as s
 from reskontro.adapters.cremul import render_cremul
 from reskontro.domain import BankPayment
@@ -114,6 +115,8 @@ class Ledger:
         r = cli(self.site, "export")
         assert r.exit_code == 0, r.output
         (path,) = [p for p in (self.site / "outbox").glob("LT_*.xml") if p.name not in self.delivered]
+        with self.db.begin() as conn:            # it leaves, as `reskontro send` journals it
+            journal.mark_uploaded(conn, path.stem)
         receipt = self.receiver.receive(path.read_bytes(), path.name)
         assert receipt.status == "accepted", receipt.errors
         self.delivered.append(path.name)
