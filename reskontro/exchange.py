@@ -23,8 +23,9 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 from sqlalchemy import Engine
 
-from reskontro.adapters.sftp import (ContentChangedError, RemoteConflictError, SftpClient, SftpError,
-                                     SftpSettings, UnsafeNameError, unsafe_name_reason)
+from reskontro.adapters.sftp import (ContentChangedError, RemoteConflictError, RemoteRenameError,
+                                     SftpClient, SftpError, SftpSettings, UnsafeNameError,
+                                     unsafe_name_reason)
 
 from . import faults, journal
 from .config import Config, ConfigError
@@ -54,6 +55,7 @@ class SendResult:
     refused: list[str] = field(default_factory=list)      # failed the pre-send check, changed after it, odd name
     skipped: list[str] = field(default_factory=list)      # not complete yet, or not a transfer file
     lost: list[str] = field(default_factory=list)         # written files gone from the outbox
+    answered: list[str] = field(default_factory=list)     # its receipt was read already: moved to sent/
 
 
 @dataclass
@@ -66,7 +68,6 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return not (self.refused or self.failed)
-    answered: list[str] = field(default_factory=list)     # its receipt was read already: moved to sent/
 
 
 def _header(path: Path) -> tuple[str, int, str] | None:
@@ -215,7 +216,7 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
                 res.refused.append(f"{path.name}: {exc}{note}")
                 log.error("%s: %s%s", path.name, exc, note)
                 continue
-            except (RemoteConflictError, UnsafeNameError):
+            except (RemoteConflictError, RemoteRenameError, UnsafeNameError):
                 # Refused before anything was renamed remotely: it certainly did not leave.
                 with db.begin() as conn:
                     rec = journal.file_record(conn, path.stem)
