@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterator
 
+from .private import private_dir
+
 
 class LockedError(RuntimeError):
     pass
@@ -15,8 +17,8 @@ class LockedError(RuntimeError):
 
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -111,9 +111,16 @@ def post_payments(db: Engine) -> PostResult:
     with db.connect() as conn:
         todo = conn.execute(select(s.bank_payments).where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
                             .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)).all()
+    bp = s.bank_payments
     for row in todo:
         p = row._mapping
         with db.begin() as conn:
+            # The claim, the transaction's first write (so the database serialises it): a
+            # payment another `post` booked since the list above was read is left alone.
+            claimed = conn.execute(update(bp).where(bp.c.id == p["id"], bp.c.status.in_(("unposted", "unmatched")))
+                                   .values(status=bp.c.status)).rowcount
+            if not claimed:
+                continue
             invoice, why = _find_invoice(conn, p["kid"], p["invoice_no"])
             if invoice is not None and invoice["status"] != "invoiced":
                 invoice, why = None, f"invoice {invoice['id']} is a draft"
