@@ -552,6 +552,7 @@ def load_private_key(s: SftpSettings) -> paramiko.PKey:
     """Load the ed25519/RSA client key; if it is encrypted, with the passphrase from the env
     variable or the file named in the settings (never from the command line)."""
     path = Path(s.key_file)
+    check_key_permissions(path)
     try:
         key = _load_key(path, None)
     except FileNotFoundError:
@@ -564,6 +565,19 @@ def load_private_key(s: SftpSettings) -> paramiko.PKey:
     if key.get_name() not in ("ssh-ed25519", "ssh-rsa"):
         raise SftpAuthError(f"key file {path} holds a {key.get_name()} key; use ed25519 or RSA")
     return key
+
+
+def check_key_permissions(path: Path) -> None:
+    """Refuse a private key others may read or write, as OpenSSH does (sshkey_perm_ok): only
+    for a key we own; a missing or unreadable key is reported when it is loaded."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        raise SftpAuthError(f"Permissions 0{st.st_mode & 0o777:03o} for '{path}' are too open. It is "
+                            "required that your private key files are NOT accessible by others. "
+                            "This private key will be ignored.")
 
 
 def _load_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:

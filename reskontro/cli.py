@@ -1,7 +1,10 @@
 """The `reskontro` command line (click + rich)."""
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -9,9 +12,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import ConfigError
 from .domain import InputError
+from .errors import StoreError, describe, store_name
+from .lock import LockedError
 from .rulefile import RuleFileError
 from .site import Site, init_site
 
@@ -25,6 +31,36 @@ class UserError(click.ClickException):
     def show(self, file=None):
         # the message carries outside data (ids, file names): never read it as markup
         err.print(f"[bold red]error:[/] {escape(self.message)}", markup=True, highlight=False)
+
+
+# Errors an operator acts on (a full disk, a damaged store, an unreadable file, a held lock):
+# one line naming the file or resource and exit status 1, whichever command met them; the
+# traceback goes to the site's log at debug level. Anything else is a bug and keeps its traceback.
+_ONE_LINE = (OSError, SQLAlchemyError, sqlite3.Error, StoreError, LockedError, ConfigError, InputError)
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except _ONE_LINE as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise                       # click's own handling of a closed stdout
+            site = (ctx.obj or {}).get("site_obj")
+            line = describe(exc, store_name(site.config.database) if site else None)
+            _log_traceback(site, f"{ctx.info_name} {ctx.invoked_subcommand}: {line}", exc)
+            raise UserError(line) from None
+
+
+def _log_traceback(site: Site | None, message: str, exc: BaseException) -> None:
+    if site is None:
+        return
+    from .logfile import setup_logging
+    try:
+        setup_logging(site.config.log_file)
+    except OSError:
+        return                              # no log to be had: the one line is all there is
+    logging.getLogger("reskontro.cli").debug("%s", message, exc_info=exc)
 
 
 def _site(ctx: click.Context) -> Site:
@@ -47,7 +83,7 @@ def _engine(site: Site):
                         "run `reskontro rules lint` to find the rule") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--site", type=click.Path(file_okay=False, path_type=Path), envvar="RESKONTRO_SITE",
               default=".", show_default=True, help="The site folder (holds reskontro.toml). Env: RESKONTRO_SITE.")
 @click.version_option(package_name="reskontro")
@@ -80,6 +116,8 @@ def init(target: Path, sender_id: str, org_no: str, force: bool) -> None:
         made = init_site(target, sender_id=sender_id, org_no=org_no, force=force)
     except (FileExistsError, ConfigError) as exc:
         raise UserError(str(exc)) from None
+    except SQLAlchemyError as exc:          # a store kept by --force that is not one
+        raise UserError(describe(exc, str(target / "reskontro.db"))) from None
     console.print(f"Created site [bold]{target}[/] ({len(made)} files). Next: edit "
                   f"{target / 'reskontro.toml'}, then `reskontro --site {target} import FILE`.")
 
@@ -311,18 +349,16 @@ def _lock(site: Site):
 
 
 def _export(site: Site, backlog: bool):
-    from .export import ExportError, export
-    from .lock import LockedError
+    from .errors import about
+    from .export import export
+    from .store import check_integrity
 
     engine = _engine(site)
-    try:
-        with _lock(site), console.status("Exporting…") as status:
+    with _lock(site):
+        check_integrity(site.db)            # a damaged store sends nothing, not even an empty file
+        with about(site.config.outbox), console.status("Exporting…") as status:
             return export(site.config, site.db, engine, backlog=backlog,
                           progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
-    except (LockedError, ExportError) as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:    # the outbox (or var/) not writable, a full disk: a message, no traceback
-        raise UserError(f"export failed: {exc}") from None
 
 
 def _print_export(r) -> None:
@@ -489,7 +525,8 @@ def post(ctx: click.Context) -> None:
     from .payments import post_payments
 
     site = _site(ctx)
-    r = post_payments(site.db)
+    with _lock(site):                       # two posts at once never book a payment twice
+        r = post_payments(site.db)
     console.print(f"Booked {r.matched} payments; {r.closed} invoices closed; {len(r.unmatched)} unmatched"
                   + (f"; {len(r.in_erp)} booked in the ERP already (not booked again)." if r.in_erp else "."))
     for pid, why in r.unmatched:
@@ -546,7 +583,8 @@ def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> No
 
     site = _site(ctx)
     try:
-        payout, again = correct_payment(site.db, payment, to_invoice)
+        with _lock(site):
+            payout, again = correct_payment(site.db, payment, to_invoice)
     except InputError as exc:
         raise UserError(str(exc)) from None
     console.print(f"Registered payout {payout} (linked to the wrong invoice and {payment}) and payment "
@@ -557,8 +595,7 @@ def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> No
 def _sftp_errors():
     from reskontro.adapters.sftp import SftpError
 
-    from .lock import LockedError
-    return (SftpError, LockedError, ConfigError, OSError)
+    return (SftpError, LockedError, ConfigError)   # an OSError: the one line of _Commands
 
 
 @main.command()
@@ -635,15 +672,11 @@ def run_cmd(ctx: click.Context, no_sftp: bool) -> None:
     export tonight's file, send. Exit status 0 only when every step went well; the log goes to
     the configured log file."""
     from .cycle import run_cycle, setup_logging
-    from .lock import LockedError
 
     site = _site(ctx)
     engine = _engine(site)
     setup_logging(site.config)
-    try:
-        result = run_cycle(site.config, site.db, engine, sftp=not no_sftp, on_step=_print_step)
-    except LockedError as exc:
-        raise UserError(str(exc)) from None
+    result = run_cycle(site.config, site.db, engine, sftp=not no_sftp, on_step=_print_step)
     console.print(("[green]All went well.[/]" if result.ok else
                    f"[bold red]Some steps failed[/]; details in {site.config.log_file}"), highlight=False)
     if not result.ok:

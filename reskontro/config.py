@@ -86,7 +86,13 @@ def load_config(site: Path) -> Config:
         raise ConfigError(f"{path}: no configuration here; create a site with `reskontro init DIR` "
                           "or point --site / RESKONTRO_SITE at one")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(raw, site, str(path))

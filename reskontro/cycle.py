@@ -12,13 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import logfile
 from .config import Config
 from .engine import RuleEngine
+from .errors import StoreError, about, describe, store_name
 from .exchange import fetch, next_run, reconcile_outbox, send
 from .export import export
 from .inbox import process_inbox
-from .lock import run_lock
+from .lock import LockedError, run_lock
 from .payments import list_payment_file, post_payments
+from .store import check_integrity
 
 log = logging.getLogger("reskontro.run")
 
@@ -40,13 +45,7 @@ class CycleResult:
 
 
 def setup_logging(config: Config) -> logging.Handler:
-    config.log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(config.log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("reskontro")
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
-    return handler
+    return logfile.setup_logging(config.log_file)
 
 
 def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, client_factory=None,
@@ -54,19 +53,34 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
     """One nightly cycle. The caller holds no lock; this takes it."""
     result = CycleResult()
 
+    def report(s: Step) -> None:
+        log.info("%s: %s: %s", s.name, "ok" if s.ok else "FAILED", s.summary)
+        result.steps.append(s)
+        if on_step:
+            on_step(s)
+
     def step(name: str, fn: Callable[[], str]) -> bool:
         try:
             s = Step(name, True, fn())
         except Exception as exc:  # every failure is reported, and the cycle carries on where safe
             log.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
-            s = Step(name, False, f"{type(exc).__name__}: {exc}")
-        log.info("%s: %s: %s", name, "ok" if s.ok else "FAILED", s.summary)
-        result.steps.append(s)
-        if on_step:
-            on_step(s)
+            if isinstance(exc, (OSError, SQLAlchemyError)):   # one line naming the file or the store
+                s = Step(name, False, describe(exc, store_name(config.database)))
+            else:
+                s = Step(name, False, f"{type(exc).__name__}: {exc}")
+        report(s)
         return s.ok
 
     with run_lock(config.site / "var" / "reskontro.lock"):
+        # A damaged store fails the whole cycle before anything is fetched, booked or sent:
+        # tonight's file would otherwise vouch for a ledger nobody can read.
+        try:
+            check_integrity(db)
+        except StoreError as exc:
+            log.error("store: %s", exc)
+            report(Step("store", False, str(exc)))
+            return result
+
         if sftp:
             def do_fetch() -> str:
                 r = fetch(config, client_factory)
@@ -83,10 +97,16 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
             step("fetch", do_fetch)
 
         def do_inbox() -> str:
-            rs = process_inbox(db, config.inbox, payments=list_payment_file)
+            # The same completeness test as the watcher's: a file still being written stays
+            # (and the watcher, in `serve`, never works on the same file: process_inbox).
+            waiting: list[str] = []
+            rs = process_inbox(db, config.inbox, payments=list_payment_file, waiting=waiting)
             failed = [r for r in rs if r.kind == "failed"]
             rejected = [r for r in rs if "REJECTED" in r.detail]
             text = f"{len(rs)} inbox files ({len(failed)} failed)"
+            if waiting:
+                text += (f"; {len(waiting)} not complete yet, left for the next pass: "
+                         + ", ".join(waiting[:5]) + (" …" if len(waiting) > 5 else ""))
             # failures and rejections, and each payment file's summary (what was listed, and
             # what was not a payment with its reason)
             for r in failed + rejected + [r for r in rs if r.kind == "payments"]:
@@ -110,7 +130,8 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
         step("outbox", do_outbox)
 
         def do_export() -> str:
-            r = export(config, db, engine, now=now)
+            with about(config.outbox):
+                r = export(config, db, engine, now=now)
             if r.path is None:
                 raise RuntimeError(f"{r.file_id} failed the pre-send check: {'; '.join(r.problems[:5])}")
             return f"{r.file_id}: {r.customers} customers, {r.entries} entries, {r.matches} matches"
@@ -156,7 +177,16 @@ def serve(config: Config, db, engine: RuleEngine, stop: threading.Event, *, sftp
                 stop.wait(min(left, 30.0))   # short waits: a changed system clock is noticed
             if stop.is_set():
                 break
-            run_cycle(config, db, engine, sftp=sftp, on_step=on_step)
+            while not stop.is_set():
+                try:
+                    run_cycle(config, db, engine, sftp=sftp, on_step=on_step)
+                except LockedError as exc:   # a run by hand: tonight's cycle follows it
+                    log.warning("%s; trying again in a minute", exc)
+                    stop.wait(60.0)
+                    continue
+                except Exception:            # the service keeps serving; tomorrow is another cycle
+                    log.exception("the cycle failed")
+                break
     finally:
         stop.set()
         if watcher is not None:

@@ -52,9 +52,9 @@ PARALLEL_DECIDE_FROM = 50_000
 _PARALLEL_CHECK_FROM = 20_000
 
 
-class ExportError(RuntimeError):
+class ExportError(OSError):
     """The file could not be written (a read-only or full outbox, say); nothing of it counts
-    as sent."""
+    as sent. An OSError: the CLI shows it as one line, like any other."""
 
 
 @dataclass(frozen=True)

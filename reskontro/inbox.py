@@ -1,22 +1,30 @@
 """Files arriving in inbox/: receipts go to the journal, payment files to the bank payments.
 
-Each file is claimed by a rename into ``inbox/processing/``, handled, then moved to
-``inbox/done/`` or to ``inbox/failed/`` with ``<name>.reason.txt`` beside it. A file whose
-content was processed before (same SHA-256) is not processed again. A crash leaves the file in
-processing/, and the next pass takes it up again; the content hash and the archive references
-make that retry idempotent.
+Every path into the inbox (the watcher, `watch --once`, `receipts`, the nightly cycle) takes a
+file only when :func:`complete` says so, and only while it holds the claim lock (an flock on
+``inbox/processing/`` itself): one pass at a time owns that folder. A file is claimed by a
+rename into ``processing/``, handled, then moved to ``inbox/done/`` or to ``inbox/failed/``
+with ``<name>.reason.txt`` beside it. A file whose content was processed before (same
+SHA-256) is not processed again. A crash leaves the file in processing/ (and releases the
+lock), and the next pass takes it up again; the content hash and the archive references make
+that retry idempotent.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
+
+from reskontro.adapters.payment_files import is_complete
 
 from . import faults, journal
 from . import schema as s
@@ -25,6 +33,12 @@ from .folders import is_temporary, set_aside, unique
 from .receipts import read_receipt
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,200}")
+_RECEIPT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?TransferReceipt\s*>\s*\Z")
+STALE_AFTER = 600.0   # seconds: an incomplete file unchanged this long is taken anyway (and fails loudly)
+
+
+class InboxBusy(RuntimeError):
+    """Another pass (the cycle, or another watcher) owns processing/ right now."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ def _sha256(path: Path) -> str:
 
 
 def candidates(inbox: Path) -> list[Path]:
-    """Complete-looking files waiting in the inbox (temporary names are left alone)."""
+    """Regular files waiting in the inbox (temporary names are left alone)."""
     out = []
     for p in sorted(inbox.iterdir()) if inbox.is_dir() else []:
         if p.is_file() and not p.is_symlink() and not is_temporary(p.name):
@@ -61,6 +75,47 @@ LEFT = ("uploading", "uploaded")
 
 def _items(n: int) -> str:
     return f"{n} item{'' if n == 1 else 's'}"
+def complete(path: Path, now: float | None = None) -> bool:
+    """The one completeness test of the inbox: the format's end marker is present (UNZ for
+    CREMUL, the closed root for camt.054 and receipts, record 89 for OCR giro), or the file has
+    not changed for STALE_AFTER seconds (then it is taken, and a truncated one fails loudly).
+    A file still being written or uploaded in place is therefore left where it is."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    now = time.time() if now is None else now
+    if now - st.st_mtime >= STALE_AFTER:
+        return True
+    if st.st_size == 0:
+        return False
+    with path.open("rb") as f:   # the head tells the format, the tail holds its end marker
+        if st.st_size <= 1 << 17:
+            data = f.read()
+        else:
+            head = f.read(4096)
+            f.seek(-65536, 2)
+            data = head + f.read()
+    if path.name.endswith(".receipt.xml"):
+        return bool(_RECEIPT_END.search(data))
+    return is_complete(data)
+
+
+@contextmanager
+def claim_lock(inbox: Path, *, wait: bool = True) -> Iterator[None]:
+    """Own processing/ for one pass: held by one pass at a time, in this process or another
+    (flock; released by the kernel if the process dies). `wait=False`: InboxBusy if taken."""
+    processing = inbox / "processing"
+    processing.mkdir(parents=True, exist_ok=True)
+    fd = os.open(processing, os.O_RDONLY | os.O_DIRECTORY)   # the folder itself is the lock
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise InboxBusy(f"{inbox}: another pass is processing the inbox") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def apply_receipt(db: Engine, data: bytes, name: str) -> str:
@@ -114,17 +169,37 @@ def apply_receipt(db: Engine, data: bytes, name: str) -> str:
 
 
 def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes, str, str], str] | None = None,
-                  only_receipts: bool = False, skip: set[str] = frozenset(),
-                  max_bytes: int = 64 << 20) -> list[Processed]:
-    """One pass over the inbox (and anything a crash left in processing/)."""
-    processing, done, failed = inbox / "processing", inbox / "done", inbox / "failed"
-    for d in (processing, done, failed):
+                  only_receipts: bool = False, wait: bool = True, waiting: list[str] | None = None,
+                  now: float | None = None, max_bytes: int = 64 << 20) -> list[Processed]:
+    """One pass over the inbox (and anything a crash left in processing/), holding the claim
+    lock: it waits for another pass to end, or with `wait=False` raises InboxBusy. The names of
+    files not complete yet are added to `waiting`."""
+    for d in (inbox / "done", inbox / "failed"):
         d.mkdir(parents=True, exist_ok=True)
+    try:
+        with claim_lock(inbox, wait=False):
+            return _process(db, inbox, payments, only_receipts, waiting, now, max_bytes)
+    except InboxBusy:
+        faults.point("inbox-busy")
+        if not wait:
+            raise
+    with claim_lock(inbox, wait=True):
+        return _process(db, inbox, payments, only_receipts, waiting, now, max_bytes)
+
+
+def _process(db: Engine, inbox: Path, payments, only_receipts: bool, waiting: list[str] | None,
+             now: float | None, max_bytes: int) -> list[Processed]:
+    processing, done, failed = inbox / "processing", inbox / "done", inbox / "failed"
     results = []
+    # What is in processing/ now was left by a pass that died: this pass owns the folder.
     leftovers = candidates(processing)
     for path in leftovers + candidates(inbox):
         is_receipt = path.name.endswith(".receipt.xml")
-        if (only_receipts and not is_receipt) or (path.parent == inbox and path.name in skip):
+        if only_receipts and not is_receipt:
+            continue
+        if path.parent == inbox and not complete(path, now):
+            if waiting is not None:
+                waiting.append(path.name)
             continue
         if not _SAFE_NAME.fullmatch(path.name):
             set_aside(path, failed, f"refused: the file name {path.name!r} is not a safe name", "unsafe-name")
@@ -137,7 +212,7 @@ def process_inbox(db: Engine, inbox: Path, *, payments: Callable[[Engine, bytes,
             try:
                 os.replace(path, claimed)   # the claim: atomic on one filesystem
             except FileNotFoundError:
-                continue                    # another pass (the watcher) claimed it first
+                continue                    # gone meanwhile (the sender took it back)
         faults.point("inbox-claimed")
         digest = _sha256(claimed)
         try:

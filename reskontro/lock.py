@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterator
 
+from .private import private_dir
+
 
 class LockedError(RuntimeError):
     pass
@@ -16,10 +18,10 @@ class LockedError(RuntimeError):
 
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         # never through a link planted at the name: the pid would be written wherever it points
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise LockedError(f"{path} is a symbolic link; the run lock is never taken through one "

@@ -127,9 +127,16 @@ def post_payments(db: Engine) -> PostResult:
     with db.connect() as conn:
         todo = conn.execute(select(s.bank_payments).where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
                             .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)).all()
+    bp = s.bank_payments
     for row in todo:
         p = row._mapping
         with db.begin() as conn:
+            # The claim, the transaction's first write (so the database serialises it): a
+            # payment another `post` booked since the list above was read is left alone.
+            claimed = conn.execute(update(bp).where(bp.c.id == p["id"], bp.c.status.in_(("unposted", "unmatched")))
+                                   .values(status=bp.c.status)).rowcount
+            if not claimed:
+                continue
             # The ERP booked it first (its entry carries the bank's reference): one payment, one entry.
             erp = conn.execute(select(s.entries.c.id).where(s.entries.c.bank_ref == p["archive_ref"],
                                                             s.entries.c.id != p["id"])).scalar()

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from .config import CONFIG_NAME, Config, load_config, parse_config
 from .engine import RuleEngine
 from .folders import replace_file
+from .private import private_dir, write_private
 from .rulefile import load_rule_file
 from .store import open_engine
 
@@ -65,30 +66,40 @@ def package_data(name: str) -> Path:
 
 def init_site(target: Path, *, sender_id: str = "123456", org_no: str = "923609016",
               force: bool = False) -> list[Path]:
-    """Create a working site; refuses to overwrite an existing configuration unless forced."""
-    # Check the values first: a refused init leaves nothing behind.
+    """Create a working site. A file init would write that exists already (the config, a rule
+    file, a template) or an existing store refuses it unless forced; forced, the config, rules
+    and templates are written anew and an existing store is kept as it is. The config, the
+    store, var/ and keys/ are private (0600 / 0700) whatever the umask."""
+    # Check first: a refused init leaves nothing behind.
     parse_config({"creditor": {"sender_id": sender_id, "org_no": org_no}}, target, "--sender-id/--org-no")
-    target.mkdir(parents=True, exist_ok=True)
     cfg = target / CONFIG_NAME
-    if os.path.lexists(cfg) and not force:
-        raise FileExistsError(f"{cfg} exists already; use --force to overwrite the site's defaults")
+    store = target / "reskontro.db"
+    copies = [(f, target / name / f.name) for name in ("rules", "templates")
+              for f in sorted(package_data(name).iterdir()) if f.suffix in (".yaml", ".j2", ".xsd")]
+    if not force:
+        there = [p for p in [cfg, store, *(dst for _, dst in copies)] if p.exists() or p.is_symlink()]
+        if there:
+            names = ", ".join(str(p.relative_to(target)) for p in there[:5])
+            more = f" and {len(there) - 5} more" if len(there) > 5 else ""
+            raise FileExistsError(f"{target} already holds {names}{more}: init changed nothing. Use --force to "
+                                  "write the default config, rules and templates over them (an existing store "
+                                  "is kept as it is)")
+    target.mkdir(parents=True, exist_ok=True)
     made = []
-    for name in ("rules", "templates"):
-        src = package_data(name)
-        dst = target / name
-        dst.mkdir(exist_ok=True)
-        for f in sorted(src.iterdir()):
-            if f.suffix in (".yaml", ".j2", ".xsd"):
-                # a new file renamed into place: a link at the name is replaced, never followed
-                replace_file(dst / f.name, f.read_bytes())
-                made.append(dst / f.name)
-    for name in ("inbox", "outbox", "var", "keys"):
+    for src, dst in copies:
+        dst.parent.mkdir(exist_ok=True)
+        # a new file renamed into place: a link at the name is replaced, never followed
+        replace_file(dst, src.read_bytes())
+        made.append(dst)
+    for name in ("inbox", "outbox"):
         (target / name).mkdir(exist_ok=True)
-    replace_file(cfg, DEFAULT_CONFIG.format(sender_id=sender_id, org_no=org_no).encode("utf-8"))
+    for name in ("var", "keys"):
+        private_dir(target / name)
+    write_private(cfg, DEFAULT_CONFIG.format(sender_id=sender_id, org_no=org_no))
     made.append(cfg)
     site = Site(load_config(target))
-    site.db  # creates the empty store
-    made.append(target / "reskontro.db")
+    site.db.dispose()  # creates the empty store (private), or adds what a kept one lacks
+    made.append(store)
     return made
 
 

@@ -7,22 +7,33 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import migrate
 from . import schema as s
 from .domain import Address, Customer, Entry, Match, from_ore, to_ore
+from .errors import StoreError, describe, one_line, store_name
 from .facts import kid_state
+from .private import create_private, private_dir
 
 BATCH = 500
 
 
 def open_engine(url: str) -> Engine:
-    """Create the engine and the tables (idempotent)."""
+    """Create the engine and the tables (idempotent). A new SQLite file is created private
+    (0600, in a 0700 folder when that is new too); SQLite gives its -wal and -shm files the
+    same mode."""
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
+        path = engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_dir(Path(path).parent)
+            create_private(Path(path))
+
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL: readers (status, plan) never block the nightly run
             cur = dbapi_conn.cursor()
@@ -33,6 +44,25 @@ def open_engine(url: str) -> Engine:
     s.metadata.create_all(engine)
     migrate.upgrade(engine)
     return engine
+
+
+def check_integrity(db: Engine) -> None:
+    """Before an export: SQLite's `PRAGMA quick_check` must pass, else StoreError. A damaged
+    page may hold nothing tonight's file reads, and the file would still say all is well."""
+    if db.dialect.name != "sqlite":
+        return
+    where = store_name(db.url)
+    try:
+        with db.connect() as conn:
+            problems = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check(20)")]
+    except SQLAlchemyError as exc:
+        raise StoreError(f"{describe(exc, where)} (PRAGMA quick_check); nothing is exported or sent "
+                         "from it") from exc
+    if problems != ["ok"]:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise StoreError(one_line(
+            f"{where}: the store is damaged: PRAGMA quick_check: {problems[0]}{more}; nothing is "
+            "exported or sent from it: restore it from a backup"))
 
 
 def upsert_insert(conn: Connection, table):

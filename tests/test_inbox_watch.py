@@ -423,3 +423,137 @@ def test_watcher_leaves_a_receipt_being_written_until_it_is_complete(watcher: Wa
     assert (r.kind, r.detail) == ("receipt", f"{sent.stem}: accepted")
     with watcher.db.connect() as conn:
         assert journal.file_record(conn, sent.stem).state == "accepted"
+
+
+# --- one completeness test, one owner of processing/ (issue 10, point 13) --------------------
+
+def test_the_cycle_leaves_a_payment_file_still_being_written(tmp_path: Path) -> None:
+    """18:00: the cycle met a CREMUL still being uploaded in place. It must leave it (as the
+    watcher does), so that once complete all its payments are listed."""
+    site = make_site(tmp_path)
+    inbox = site / "inbox"
+    data = cremul([f"*{2100 + i}" for i in range(29)], "N1")
+    path = inbox / "CREMUL_N1.DAT"
+    path.write_bytes(data[:3000])                  # the upload so far
+
+    r = cli(site, "watch", "--once")
+    assert r.exit_code == 0, r.output
+    r = cli(site, "run", "--no-sftp")
+    assert r.exit_code == 0, r.output
+    assert "1 not complete yet, left for the next pass: CREMUL_N1.DAT" in r.stdout
+    assert path.read_bytes() == data[:3000]
+    assert names(inbox / "failed") == set() and names(inbox / "processing") == set()
+
+    with path.open("ab") as f:                     # the writer finishes, in place
+        f.write(data[3000:])
+    r = cli(site, "run", "--no-sftp")
+    assert r.exit_code == 0, r.output
+    assert (inbox / "done" / "CREMUL_N1.DAT").read_bytes() == data
+    assert len(refs(site)) == 29
+
+
+def test_receipts_leaves_a_receipt_still_being_written(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    assert cli(site, "export").exit_code == 0
+    (sent,) = (site / "outbox").glob("LT_*.xml")
+    receipt = render_receipt(Receipt(sent.stem, "accepted", datetime(2026, 11, 29, 17, 5, tzinfo=timezone.utc)))
+    path = site / "inbox" / f"{sent.stem}.receipt.xml"
+    path.write_bytes(receipt[:receipt.index(b"</Status>")])
+    r = cli(site, "receipts")
+    assert r.exit_code == 0 and "No receipts in the inbox." in r.stdout, r.output
+    assert names(site / "inbox" / "failed") == set()
+    path.write_bytes(receipt)
+    r = cli(site, "receipts")
+    assert r.exit_code == 0 and f"{sent.stem}: accepted" in r.stdout, r.output
+
+
+def test_the_watcher_never_takes_a_file_the_cycle_has_claimed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve`: the cycle's inbox step has claimed a file (it is in processing/) when the
+    watcher looks. The watcher must leave it to the cycle: neither take it as a crash leftover
+    nor fail it; and it takes the next file as usual."""
+    from reskontro import faults
+
+    site = make_site(tmp_path)
+    inbox = site / "inbox"
+    (inbox / "CREMUL_X.DAT").write_bytes(cremul(["*2201"], "X1"))
+    db = Site.open(site).db
+    claimed, go, watcher_saw = threading.Event(), threading.Event(), []
+
+    def point(name: str) -> None:
+        who = threading.current_thread().name
+        if who == "cycle-pass" and name == "inbox-claimed":
+            claimed.set()
+            assert go.wait(15)
+        elif who == "watcher-under-test" and name in ("inbox-claimed", "inbox-busy"):
+            watcher_saw.append(name)
+    monkeypatch.setattr(faults, "point", point)
+
+    cycle_results: list[list[Processed]] = []
+    cycle = threading.Thread(target=lambda: cycle_results.append(process_inbox(db, inbox, payments=list_payment_file)),
+                             name="cycle-pass", daemon=True)
+    cycle.start()
+    assert claimed.wait(15)
+    assert names(inbox / "processing") == {"CREMUL_X.DAT"}
+    w = Watcher(site)
+    w.thread.start()
+    try:
+        wait_for(lambda: watcher_saw, 15, "the watcher to look at the inbox")
+        assert watcher_saw[0] == "inbox-busy", watcher_saw       # not a claim of the cycle's file
+        assert w.report_for("CREMUL_X.DAT") is None
+        go.set()
+        cycle.join(timeout=15)
+        assert [(r.name, r.kind) for r in cycle_results[0]] == [("CREMUL_X.DAT", "payments")]
+        drop(inbox, "CREMUL_Y.DAT", cremul(["*2202"], "Y1"))
+        assert w.wait("CREMUL_Y.DAT").kind == "payments"
+    finally:
+        go.set()
+        w.stop.set()
+        w.thread.join(timeout=5)
+    assert w.errors == [] and w.report_for("CREMUL_X.DAT") is None
+    assert names(inbox / "done") == {"CREMUL_X.DAT", "CREMUL_Y.DAT"} and names(inbox / "failed") == set()
+    assert refs(site) == ["*2201", "*2202"] and inbox_rows(site) == 2
+
+
+def test_watch_and_run_at_once_on_one_inbox_take_each_file_once(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    inbox = site / "inbox"
+    n = 150
+    for i in range(n):
+        (inbox / f"CREMUL_{i:03d}.DAT").write_bytes(cremul([f"*{5000 + 2 * i}", f"*{5001 + 2 * i}"], f"S{i}"))
+    env = {**os.environ, "COLUMNS": "400"}
+    env.pop("RESKONTRO_FAULT", None)
+    base = [sys.executable, "-m", "reskontro.cli", "--site", str(site)]
+    procs = [subprocess.Popen(base + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for args in (["watch", "--once"], ["run", "--no-sftp"], ["watch", "--once"])]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, (out, err)
+        assert "Traceback" not in err
+    assert names(inbox / "done") == {f"CREMUL_{i:03d}.DAT" for i in range(n)}     # each once (no .1)
+    assert names(inbox / "failed") == set() and names(inbox / "processing") == set()
+    assert len(refs(site)) == 2 * n and inbox_rows(site) == n
+
+
+def test_an_idle_watcher_remembers_nothing_and_does_not_rescan(tmp_path: Path) -> None:
+    from reskontro.watcher import InboxWatcher
+
+    site = make_site(tmp_path)
+    inbox = site / "inbox"
+    w = InboxWatcher(Site.open(site).db, inbox, rescan=60.0)
+    for i in range(30):
+        (inbox / f"CREMUL_{i:03d}.DAT").write_bytes(cremul([f"*{6000 + i}"], f"I{i}"))
+    half = cremul(["*6999"], "H1")
+    (inbox / "CREMUL_H.DAT").write_bytes(half[:200])
+    now = time.time()
+    assert w.due(now, woken=False)                     # the first look
+    assert len(w.run_pass(now)) == 30
+    assert w.waiting == {"CREMUL_H.DAT"}
+    assert w.due(now + 1, woken=False)                 # a file waits to be complete: look again soon
+    (inbox / "CREMUL_H.DAT").write_bytes(half)
+    assert [r.name for r in w.run_pass(now + 1)] == ["CREMUL_H.DAT"]
+    # Idle: nothing remembered of the 31 files, no pass until an event or the rescan interval.
+    assert w.waiting == frozenset() and not w.busy
+    assert not w.due(now + 2, woken=False) and not w.due(now + 60, woken=False)
+    assert w.due(now + 2, woken=True) and w.due(now + 61.5, woken=False)
+    assert w.handled == 31
