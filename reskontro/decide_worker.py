@@ -44,7 +44,12 @@ class DecideWorker(HelperProcess):
             pickle.dump((rule_file, mode, db_url, backlog), self._proc.stdin)
             self._proc.stdin.close()
         except (BrokenPipeError, OSError):
-            pass        # the child died at start-up: results() says so
+            # the child died at start-up: results() says so. The pipe is closed here (its
+            # buffered bytes can never be written), not left for the garbage collector.
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
 
     def results(self) -> Iterator[tuple] | None:
         """The child's records; None when it failed (the caller then decides its share)."""
