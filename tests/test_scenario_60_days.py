@@ -27,7 +27,10 @@ Also along the way:
 - day 14: a payment booked and reversed in the ERP the same day (PR, RR): neither goes, and
   the invoice stays open at Lowell;
 - day 21: the ERP reverses the wrongly booked PX (RX): held until the correction on day 22,
-  then off the hold list.
+  then off the hold list;
+- day 17: the bank's CREMUL pays IB1: the service books the payment and sends it; day 18 the
+  ERP exports the same payment under its own id (with the bank's reference) in a match of its
+  own: one payment, one entry, at Lowell and in the ledger.
 """
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
 
+from reskontro.adapters.cremul import render_cremul
 from reskontro.decide import decide_ledger
+from reskontro.domain import BankPayment
+from reskontro.payments import payment_id
 from reskontro.sample import valid_org_no
 from reskontro.site import Site
 from test_export import (Lowell, cli, customer, entry, export, flat, import_records, invoice,
@@ -47,6 +53,7 @@ START = date(2026, 9, 1)
 CENT = Decimal("0.01")
 REJECT_DAY = 30
 HISTORY = 1          # the backlog file goes before day 0: every daily file's sequence is d + 2
+BANK_REF = "*60017"  # the bank's archive reference of the payment of IB1 (day 17)
 
 
 class Erp:
@@ -172,6 +179,16 @@ class Erp:
             self.cancelled |= {"PR", "RR"}
         if d == 21:  # the ERP reverses the payment booked on the wrong invoice
             self.add_counter("reversal", "C03", Decimal("500.00"), today, eid="RX", reverses="PX")
+        if d == 16:
+            self.special.add(self.add_invoice("C09", Decimal("900.00"), today, eid="IB1"))
+        if d == 17:  # booked by the service from the bank's file (see test_sixty_days)
+            pid = payment_id(BANK_REF)
+            self.amount[pid], self.etype[pid], self.customer_of[pid] = Decimal("-900.00"), "payment", "C09"
+            self.groups["MIB1"] = ["IB1", pid]
+            self.group_of.update(IB1="MIB1", **{pid: "MIB1"})
+        if d == 18:  # the ERP books the same bank payment, under its own ids
+            self.records += [entry("E-IB1", "C09", "payment", "-900.00", day=today.isoformat(), bank_ref=BANK_REF),
+                             match("EM-IB1", "IB1", "E-IB1")]
         if d == 15:
             self.add_customer("C26", name="Ny Kunde Dag 15")
         if d == 40:
@@ -296,6 +313,13 @@ def test_sixty_days(tmp_path):
             assert "exclude by rule reversal-corrected" in flat(cli(site, "explain", "RX").output)
         erp.day(d)
         import_records(site, erp.export_day())
+        if d == 17:   # the bank's payment file arrives; the service books it
+            kid = erp.record_of["IB1"]["kid"]
+            day = START + timedelta(days=d)
+            (site / "inbox" / "CREMUL-IB1.txt").write_text(render_cremul(
+                [BankPayment("cremul", BANK_REF, Decimal("900.00"), "NOK", day, day, kid=kid)]), encoding="latin-1")
+            cli(site, "watch", "--once")
+            assert "Booked 1 payments; 1 invoices closed" in flat(cli(site, "post").output)
         if d == 21:
             assert "hold by rule reversed-payment" in flat(cli(site, "explain", "RX").output)
         f = export(site)
@@ -343,6 +367,11 @@ def test_sixty_days(tmp_path):
             assert "PR1" in f.entries
         if d == 14:
             assert "IR" in f.entries and not {"PR", "RR"} & set(f.entries)
+        if d == 17:
+            assert payment_id(BANK_REF) in f.entries and set(f.matches["MIB1"]) == {"IB1", payment_id(BANK_REF)}
+        if d == 18:   # the ERP's copy is the payment Lowell has: nothing new, nothing twice
+            assert "E-IB1" not in f.entries and "EM-IB1" not in f.matches
+            assert "E-IB1 is the ERP's id of" in flat(cli(site, "explain", "E-IB1").output)
         if d == 22:
             assert {"UPX", "NPX"} <= set(f.entries)
             assert f.entries["UPX"]["type"] == "payout" and f.entries["UPX"]["Amount"] == "500.00"
@@ -375,7 +404,8 @@ def test_sixty_days(tmp_path):
     assert balances["IR"] == Decimal("800.00")      # reversed before sending: open at Lowell too
     assert balances["IR1"] == Decimal("0.00")       # the ERP's reminder froze nothing
     assert balances["HS1"] == Decimal("40.00") and "HS2" not in balances
-    assert not {"PR", "RR", "RX"} & set(lowell.model.entries)
+    assert not {"PR", "RR", "RX", "E-IB1"} & set(lowell.model.entries)
+    assert balances["IB1"] == Decimal("0.00")       # paid once, though booked by the bank and the ERP
     assert balances["IY"] == Decimal("0.00")
     assert balances["IA"] == Decimal("0.00") and balances["IB"] == Decimal("0.00")
     assert lowell.model.group_of["UPX"] == lowell.model.group_of["PX"] == "MIX"
