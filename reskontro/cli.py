@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .config import ConfigError
 from .domain import InputError
-from .errors import StoreError, describe, store_name
+from .errors import ExportError, StoreError, describe, store_name
 from .lock import LockedError
 from .rulefile import RuleFileError
 from .site import Site, init_site
@@ -36,7 +36,8 @@ class UserError(click.ClickException):
 # Errors an operator acts on (a full disk, a damaged store, an unreadable file, a held lock):
 # one line naming the file or resource and exit status 1, whichever command met them; the
 # traceback goes to the site's log at debug level. Anything else is a bug and keeps its traceback.
-_ONE_LINE = (OSError, SQLAlchemyError, sqlite3.Error, StoreError, LockedError, ConfigError, InputError)
+_ONE_LINE = (OSError, SQLAlchemyError, sqlite3.Error, StoreError, ExportError, LockedError, ConfigError,
+             InputError)
 
 
 class _Commands(click.Group):

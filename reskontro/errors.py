@@ -16,6 +16,11 @@ class StoreError(RuntimeError):
     """The store cannot be trusted (it failed its integrity check) or not be opened at all."""
 
 
+class ExportError(RuntimeError):
+    """Tonight's file could not be written (a read-only or full outbox, say); nothing of it
+    counts as sent. The message names the file and what the operator does about it."""
+
+
 _DAMAGED = ("file is not a database", "database disk image is malformed")
 
 

@@ -40,6 +40,7 @@ from .facts import DEFAULT_FACT, customer_checks
 from .folders import check_pinned, create_temporary, set_aside
 from .domain import Customer, Entry, Match, from_ore
 from .engine import RuleEngine
+from .errors import ExportError
 from .store import BATCH, Ledger, digest, row_customer
 from .transfer_file import FileHeader, make_environment, render_transfer
 
@@ -50,11 +51,6 @@ PARALLEL_DECIDE_FROM = 50_000
 # From this many entries the check runs in a second process while the file is written (its
 # start-up, ~0.3 s of one core, is then small beside the work it takes over).
 _PARALLEL_CHECK_FROM = 20_000
-
-
-class ExportError(OSError):
-    """The file could not be written (a read-only or full outbox, say); nothing of it counts
-    as sent. An OSError: the CLI shows it as one line, like any other."""
 
 
 @dataclass(frozen=True)

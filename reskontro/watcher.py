@@ -67,6 +67,8 @@ class InboxWatcher:
         self.waiting = frozenset(waiting)
         for r in results:
             self.handled += 1
+            # every inbox file in the log, with what became of it (a failure as a warning)
+            (log.warning if r.kind == "failed" else log.info)("%s (%s): %s", r.name, r.kind, r.detail)
             if self.report:
                 self.report(r)
         return results

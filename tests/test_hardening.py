@@ -253,7 +253,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path | None]:
     """A 256 KiB tmpfs (None where this sandbox may not mount one)."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mnt)],
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
                         capture_output=True).returncode == 0 if os.geteuid() == 0 else False
     yield mnt if ok else None
     if ok:

@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from reskontro import journal
 from reskontro.receipts import Receipt, ReceiptError, render_receipt
+from reskontro.site import Site
 from test_export import (Lowell, cli, customer, entry, export, import_records, invoice, make_site, match,
                          payment, status_json)
 from test_integrity import plan_json
@@ -100,10 +102,12 @@ def test_plan_status_and_export_agree_on_random_ledgers(tmp_path_factory, days, 
         if next(outcome) == "accept":
             lowell.accept(site, f)
         else:
-            receipt = Receipt(f.header["FileId"], "rejected", datetime(2026, 11, 28, 20, 0, tzinfo=timezone.utc),
+            with Site.open(site).db.begin() as conn:     # it left (only then is a receipt believed)
+                journal.mark_uploaded(conn, f.header["FileId"])
+            receipt = Receipt(f.header["FileId"], "rejected", datetime.now(timezone.utc),
                               (ReceiptError("test", None, "rejected by the test"),))
             (site / "inbox" / f"{receipt.file_id}.receipt.xml").write_bytes(render_receipt(receipt))
-            cli(site, "receipts", code=1)
+            assert "REJECTED" in cli(site, "receipts", code=1).output
         # after the receipt, the next plan still agrees with the next export
         planned = check_agreement(site, False)
         f2 = export(site)
