@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
-from reskontro.kid import is_valid as kid_is_valid
+from reskontro.domain.kid import is_valid as kid_is_valid
 
 from reskontro.domain import BankPayment, InputError, PaymentFile, money
 
@@ -57,7 +57,7 @@ _KID_IN_TEXT = re.compile(r"\bKID\b\)?(?:[ .:-]*(?:NR|NUMMER)\.?)?[ .:)-]*(\d{2,
 # --------------------------------------------------------------------------- KID checks
 
 def kid_valid(kid: str) -> bool:
-    """True when the KID passes MOD10 (Luhn) or MOD11 (reskontro.kid)."""
+    """True when the KID passes MOD10 (Luhn) or MOD11 (reskontro.domain.kid)."""
     return kid_is_valid(kid)
 
 

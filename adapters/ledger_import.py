@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from reskontro.amount import AmountError, parse_amount
+from reskontro.domain.amount import AmountError, parse_amount
 from reskontro.domain import (CUSTOMER_TYPES, ENTRY_TYPES, INVOICE_STATUSES, Address, Customer,
                               Entry, InputError, Match)
 

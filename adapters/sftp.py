@@ -48,7 +48,7 @@ from paramiko.sftp_file import SFTPFile
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential
 
-from reskontro.folders import create_temporary
+from reskontro.files.folders import create_temporary
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reskontro.decide import decide_ledger  # noqa: E402
-from reskontro.engine import RuleEngine  # noqa: E402
-from reskontro.importer import import_files  # noqa: E402
-from reskontro.rulefile import load_rule_file  # noqa: E402
-from reskontro.sample import write_sample_file  # noqa: E402
-from reskontro.store import open_engine  # noqa: E402
+from reskontro.rules.decide import decide_ledger  # noqa: E402
+from reskontro.rules.engine import RuleEngine  # noqa: E402
+from reskontro.ledger.importer import import_files  # noqa: E402
+from reskontro.rules.rulefile import load_rule_file  # noqa: E402
+from reskontro.ledger.sample import write_sample_file  # noqa: E402
+from reskontro.ledger.store import open_engine  # noqa: E402
 
 
 def rss_mib() -> float:

@@ -1,7 +1,7 @@
 """`reskontro export`: the backlog file end to end, and the daily file's cost against ledger size.
 
 1. Backlog: for each ledger size (default 100,000 and 1,000,000 entries) build a site in a
-   temporary folder, write a sample ledger (reskontro.sample) big enough for that many entries,
+   temporary folder, write a sample ledger (reskontro.ledger.sample) big enough for that many entries,
    import it, then time `export --backlog` end to end (decide + journal + render + XSD and
    contract check + rename) in a subprocess of its own, and read that subprocess's peak RSS
    (its VmHWM; os.wait4's ru_maxrss where /proc is missing: on Linux that one also counts the
@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from reskontro import schema as s  # noqa: E402
-from reskontro.importer import import_files  # noqa: E402
-from reskontro.inbox import process_inbox  # noqa: E402
-from reskontro.receipts import Receipt, render_receipt  # noqa: E402
-from reskontro.sample import generate  # noqa: E402
+from reskontro.ledger import schema as s  # noqa: E402
+from reskontro.ledger.importer import import_files  # noqa: E402
+from reskontro.payments.inbox import process_inbox  # noqa: E402
+from reskontro.transfer.receipts import Receipt, render_receipt  # noqa: E402
+from reskontro.ledger.sample import generate  # noqa: E402
 from reskontro.site import Site, init_site  # noqa: E402
 
 TARGET_RATE = 60_000
@@ -78,8 +78,8 @@ def sample():   # this process and its helpers (check, decide), summed: their pe
 threading.Thread(target=sample, daemon=True).start()
 
 t0 = time.perf_counter()
-from reskontro.export import export
-from reskontro.lock import run_lock
+from reskontro.transfer.export import export
+from reskontro.files.lock import run_lock
 from reskontro.site import Site
 site = Site.open(Path(sys.argv[1]))
 t1 = time.perf_counter()
@@ -197,7 +197,7 @@ def new_day(folder: Path, n_entries: int) -> Path:
 
 
 def profile_backlog(site_dir: Path, top: int = 10) -> None:
-    from reskontro.export import export
+    from reskontro.transfer.export import export
     site = Site.open(site_dir)
     engine = site.rules
     prof = cProfile.Profile()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reskontro.adapters.sftp import SftpClient
-from reskontro.loopback_sshd import LoopbackSshd
+from reskontro.testing.loopback_sshd import LoopbackSshd
 
 NAME = "bench.bin"
 

@@ -14,12 +14,12 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from .config import ConfigError
-from .domain import InputError
-from .errors import ExportError, StoreError, describe, store_name
-from .lock import LockedError
-from .rulefile import RuleFileError
-from .site import Site, init_site
+from reskontro.config import ConfigError
+from reskontro.domain import InputError
+from reskontro.errors import ExportError, StoreError, describe, store_name
+from reskontro.files.lock import LockedError
+from reskontro.rules.rulefile import RuleFileError
+from reskontro.site import Site, init_site
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)   # `path:line: message` stays one line (no wrap at 80 columns)
@@ -56,7 +56,7 @@ class _Commands(click.Group):
 def _log_traceback(site: Site | None, message: str, exc: BaseException) -> None:
     if site is None:
         return
-    from .logfile import setup_logging
+    from reskontro.files.logfile import setup_logging
     try:
         setup_logging(site.config.log_file)
     except OSError:
@@ -131,7 +131,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...]) -> None:
 
     Idempotent (the same file twice changes nothing) and all-or-nothing per file: a bad row is
     reported with file, line and field, and nothing of that file is stored."""
-    from .importer import import_files
+    from reskontro.ledger.importer import import_files
 
     site = _site(ctx)
     try:
@@ -158,7 +158,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...]) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The JSON Lines file to write.")
 def sample(customers: int, seed: int, out: Path) -> None:
     """Write a realistic sample ledger in the import format (for the demo, tests, benchmarks)."""
-    from .sample import write_sample_file
+    from reskontro.ledger.sample import write_sample_file
 
     n = write_sample_file(out, customers, seed)
     console.print(f"Wrote {n} records for {customers} customers to {out}.")
@@ -177,7 +177,7 @@ def lint(ctx: click.Context, files: tuple[Path, ...]) -> None:
     """Report problems in rule files with file and line; exit status 1 when there are any.
 
     Without FILES: the site's rules/transfer.yaml."""
-    from .lint import lint_file
+    from reskontro.rules.lint import lint_file
 
     paths = list(files) or [_site(ctx).config.rule_file]
     bad = 0
@@ -197,7 +197,7 @@ def lint(ctx: click.Context, files: tuple[Path, ...]) -> None:
 @click.pass_context
 def rules_test(ctx: click.Context, file: Path | None) -> None:
     """Run the examples kept beside the rules (transfer.examples.yaml); exit 1 on a failure."""
-    from .lint import examples_path, lint_file, run_examples
+    from reskontro.rules.lint import examples_path, lint_file, run_examples
 
     path = file or _site(ctx).config.rule_file
     rf, problems = lint_file(path)
@@ -220,7 +220,7 @@ def rules_test(ctx: click.Context, file: Path | None) -> None:
 @rules.command()
 def fields() -> None:
     """The fields a rule can test, with their values."""
-    from .facts import DEFAULT_FACT, FIELDS, fact_for_people
+    from reskontro.rules.facts import DEFAULT_FACT, FIELDS, fact_for_people
 
     t = Table("field", "kind", "values", "example default", "meaning")
     shown = fact_for_people(DEFAULT_FACT)       # amounts in kroner, as rule files write them
@@ -241,7 +241,7 @@ def fields() -> None:
 def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
     """What tonight's run would send, exclude and hold: counts, amounts and reasons, of every
     entry not yet delivered or in flight. Its transfer count is what the next `export` writes."""
-    from .reports import make_plan
+    from reskontro.rules.reports import make_plan
 
     site = _site(ctx)
     engine = _engine(site)
@@ -274,10 +274,10 @@ def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
 @click.pass_context
 def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     """Why ENTRY_ID gets its decision: the facts, the deciding rule, every other rule that matched."""
-    from .facts import fact_for_people
-    from .reports import explain_entry
+    from reskontro.rules.facts import fact_for_people
+    from reskontro.rules.reports import explain_entry
 
-    from .bankref import alias_target
+    from reskontro.ledger.bankref import alias_target
 
     site = _site(ctx)
     engine = _engine(site)
@@ -322,7 +322,7 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context, as_json: bool) -> None:
     """The data-quality report per customer: what holds or warns their entries, and what to fix."""
-    from .reports import quality_report
+    from reskontro.rules.reports import quality_report
 
     site = _site(ctx)
     engine = _engine(site)
@@ -345,14 +345,14 @@ def check(ctx: click.Context, as_json: bool) -> None:
 
 # --- transfer ---------------------------------------------------------------------------------
 def _lock(site: Site):
-    from .lock import run_lock
+    from reskontro.files.lock import run_lock
     return run_lock(site.config.site / "var" / "reskontro.lock")
 
 
 def _export(site: Site, backlog: bool):
-    from .errors import about
-    from .export import export
-    from .store import check_integrity
+    from reskontro.errors import about
+    from reskontro.transfer.export import export
+    from reskontro.ledger.store import check_integrity
 
     engine = _engine(site)
     with _lock(site):
@@ -391,7 +391,7 @@ def receipts(ctx: click.Context) -> None:
     make their content delivered; a rejected file's content goes again in the next file. A
     receipt that is not believed (for a file that never left, dated before its file, or
     contradicting an earlier receipt) is set aside in inbox/failed/ with the reason; exit 1."""
-    from .inbox import process_inbox
+    from reskontro.payments.inbox import process_inbox
 
     site = _site(ctx)
     results = process_inbox(site.db, site.config.inbox, only_receipts=True)
@@ -412,8 +412,8 @@ def receipts(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     """The transfer files and their states, and what is pending, in flight and held."""
-    from . import journal
-    from .reports import make_plan
+    from reskontro.transfer import journal
+    from reskontro.rules.reports import make_plan
 
     site = _site(ctx)
     with site.db.connect() as conn:
@@ -461,7 +461,7 @@ def watch(ctx: click.Context, once: bool, rescan: float) -> None:
     import signal
     import threading
 
-    from .watcher import watch as run_watch
+    from reskontro.payments.watcher import watch as run_watch
 
     site = _site(ctx)
     stop = threading.Event()
@@ -485,9 +485,9 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
     """List the bank payments: source, date, payer, amount, KID, the invoice it matches, status."""
     from sqlalchemy import select
 
-    from . import schema as s
-    from .amount import ore_text
-    from .domain import from_ore
+    from reskontro.ledger import schema as s
+    from reskontro.domain.amount import ore_text
+    from reskontro.domain import from_ore
 
     site = _site(ctx)
     # the ledger entry that is this payment: the service's (booked here) or the ERP's (booked there)
@@ -523,7 +523,7 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
 def post(ctx: click.Context) -> None:
     """Book the listed bank payments: matched by KID (else invoice number) to an open invoice,
     closing it when paid in full; what cannot be matched safely is listed for a person."""
-    from .payments import post_payments
+    from reskontro.payments.booking import post_payments
 
     site = _site(ctx)
     with _lock(site):                       # two posts at once never book a payment twice
@@ -547,7 +547,7 @@ def bookings(ctx: click.Context, out: Path | None) -> None:
     with all its members. The ERP that books these under the same ids (or gives its own copy of
     a bank payment that `bank_ref`) exports the same payments back: they map onto these, never
     a second payment."""
-    from .bankref import write_bookings
+    from reskontro.ledger.bankref import write_bookings
 
     site = _site(ctx)
     with site.db.connect() as conn:
@@ -580,7 +580,7 @@ def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> No
     not an invoice; and a payment that never reached Lowell (no version delivered or in
     flight) — then re-linking it in the ERP is the whole fix. (Unmatching or reversing a
     payment Lowell has is never sent: the rules hold it.)"""
-    from .payments import correct_payment
+    from reskontro.payments.booking import correct_payment
 
     site = _site(ctx)
     try:
@@ -605,7 +605,7 @@ def send(ctx: click.Context) -> None:
     """Upload every complete file in outbox/ to the receiver's inbound/ (as .part, size checked,
     renamed; a remote name is never overwritten). Sent files move to outbox/sent/. Files dropped
     into the outbox by hand go too, after the same check; .part and hidden files are left alone."""
-    from .exchange import send as do_send
+    from reskontro.exchange.remote import send as do_send
 
     site = _site(ctx)
     try:
@@ -638,7 +638,7 @@ def fetch(ctx: click.Context) -> None:
     """Download every file in the receiver's outbound/ (receipts, payment files) into inbox/,
     removing each remotely only once it is safely stored. Unsafe remote names, files over
     sftp.max_fetch_size and files that change while fetched are left on the server."""
-    from .exchange import fetch as do_fetch
+    from reskontro.exchange.remote import fetch as do_fetch
 
     site = _site(ctx)
     try:
@@ -672,7 +672,7 @@ def run_cmd(ctx: click.Context, no_sftp: bool) -> None:
     """The nightly cycle, for cron: fetch, read receipts and payment files, book payments,
     export tonight's file, send. Exit status 0 only when every step went well; the log goes to
     the configured log file."""
-    from .cycle import run_cycle, setup_logging
+    from reskontro.exchange.cycle import run_cycle, setup_logging
 
     site = _site(ctx)
     engine = _engine(site)
@@ -693,8 +693,8 @@ def serve(ctx: click.Context, no_sftp: bool) -> None:
     import signal
     import threading
 
-    from .cycle import serve as do_serve, setup_logging
-    from .exchange import next_run
+    from reskontro.exchange.cycle import serve as do_serve, setup_logging
+    from reskontro.exchange.remote import next_run
     from datetime import datetime
 
     site = _site(ctx)

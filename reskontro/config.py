@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stdnum.no import orgnr
 
-from .domain import MODES
+from reskontro.domain import MODES
 
 CONFIG_NAME = "reskontro.toml"
 

@@ -1,7 +1,7 @@
 """`make demo`: the whole loop on the embedded default, in the repository's own site.
 
 SQLite store in var/, a real OpenSSH server on 127.0.0.1 (installed where missing) standing in
-for Lowell's SFTP server, and a stand-in receiver (reskontro.receiver_model) that reads what we
+for Lowell's SFTP server, and a stand-in receiver (reskontro.testing.receiver_model) that reads what we
 upload, writes its receipt and a CREMUL payment file. Two evenings:
 1. import a sample ledger, plan, run the nightly cycle (export + send); the receiver accepts
    the file and an invoice gets paid at the bank;
@@ -27,17 +27,17 @@ from sqlalchemy import select
 from reskontro.adapters.cremul import render_cremul
 from reskontro.adapters.sftp import SftpClient
 
-from . import journal
-from . import schema as s
-from .config import SftpConfig, load_config
-from .cycle import run_cycle
-from .domain import BankPayment, from_ore
-from .importer import import_files
-from .loopback_sshd import LoopbackSshd
-from .receiver_model import ReceiverModel
-from .reports import make_plan
-from .sample import write_sample_file
-from .site import Site
+from reskontro.transfer import journal
+from reskontro.ledger import schema as s
+from reskontro.config import SftpConfig, load_config
+from reskontro.exchange.cycle import run_cycle
+from reskontro.domain import BankPayment, from_ore
+from reskontro.ledger.importer import import_files
+from reskontro.testing.loopback_sshd import LoopbackSshd
+from reskontro.testing.receiver_model import ReceiverModel
+from reskontro.rules.reports import make_plan
+from reskontro.ledger.sample import write_sample_file
+from reskontro.site import Site
 
 console = Console()
 ROOT = Path(__file__).resolve().parent.parent

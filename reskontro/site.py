@@ -11,12 +11,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from .config import CONFIG_NAME, Config, load_config, parse_config
-from .engine import RuleEngine
-from .folders import replace_file
-from .private import private_dir, write_private
-from .rulefile import load_rule_file
-from .store import open_engine
+from reskontro.config import CONFIG_NAME, Config, load_config, parse_config
+from reskontro.rules.engine import RuleEngine
+from reskontro.files.folders import replace_file
+from reskontro.files.private import private_dir, write_private
+from reskontro.rules.rulefile import load_rule_file
+from reskontro.ledger.store import open_engine
 
 DEFAULT_CONFIG = """\
 # reskontro site configuration. Relative paths are relative to this file's folder.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reskontro.loopback_sshd import LoopbackSshd, SshdUnavailable, ensure_openssh_server
+from reskontro.testing.loopback_sshd import LoopbackSshd, SshdUnavailable, ensure_openssh_server
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The one amount reader (reskontro.amount): what it accepts means the same number to a
+"""The one amount reader (reskontro.domain.amount): what it accepts means the same number to a
 Norwegian and to an English reader, and everything else is refused with a reason."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from reskontro.amount import MAX_AMOUNT, AmountError, format_amount, ore_text, parse_amount
+from reskontro.domain.amount import MAX_AMOUNT, AmountError, format_amount, ore_text, parse_amount
 from reskontro.domain import money, to_ore
 
 ASCII_DIGITS = set("0123456789")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from reskontro import schema as s
+from reskontro.ledger import schema as s
 from clirun import cli, flat  # noqa: E402
 from test_payments_booking import (BP, PAYMENTS, Ledger, bank, entries_of, kid10,  # noqa: F401
                                    ledger, matches_of, posted)

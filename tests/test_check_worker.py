@@ -1,4 +1,4 @@
-"""The pre-send check in a second process (reskontro.check_worker): reading the file while it
+"""The pre-send check in a second process (reskontro.transfer.check_worker): reading the file while it
 is written, it must find exactly what the check in this process finds, including the errors
 that need the file read a second time; a child that fails must never cost the check, and one
 whose export is gone must stop."""
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reskontro.check_worker import Announcing, CheckWorker
-from reskontro.contract import check_transfer_file
+from reskontro.transfer.check_worker import Announcing, CheckWorker
+from reskontro.transfer.contract import check_transfer_file
 from test_contract import XSD, customer, day_customers, day_entries, edit, invoice, render_day
 
 
@@ -80,7 +80,7 @@ def test_a_child_that_fails_answers_none_and_never_blocks_the_writer(tmp_path):
 
 
 def test_a_child_that_cannot_start_answers_none(tmp_path, monkeypatch):
-    import reskontro.helper_process as helper_process
+    import reskontro.transfer.helper_process as helper_process
     monkeypatch.setattr(helper_process.sys, "executable", "/nonexistent/python")
     path = render_day(tmp_path)
     errors, part = _through_worker(path, _db(tmp_path))
@@ -115,7 +115,7 @@ def test_a_backlog_export_checks_in_the_child(tmp_path, monkeypatch):
     """A backlog that fails the check is refused by the child's answer, not the fallback."""
     from test_export import day_one, import_records, make_site
 
-    import reskontro.export as export_module
+    import reskontro.transfer.export as export_module
     site = make_site(tmp_path)
     import_records(site, day_one())
     answers = []

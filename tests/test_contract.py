@@ -21,11 +21,11 @@ from lxml import etree
 from stdnum import luhn
 from stdnum.no import orgnr
 
-from reskontro.contract import (ContractError, ContractViolation, TransferChecker,
+from reskontro.transfer.contract import (ContractError, ContractViolation, TransferChecker,
                                 assert_sendable, check_transfer_file, kid_is_valid,
                                 luhn_is_valid, mod11_kid_check)
 from reskontro.domain import Address, Customer, Entry, Match
-from reskontro.transfer_file import FileHeader, TransferTotals, make_environment, render_transfer
+from reskontro.transfer.render import FileHeader, TransferTotals, make_environment, render_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"

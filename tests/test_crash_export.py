@@ -1,6 +1,6 @@
 """Crash safety of `reskontro export`: killed (SIGKILL) at each step, then run again.
 
-The export runs in a subprocess with RESKONTRO_FAULT=<point> (reskontro.faults kills the
+The export runs in a subprocess with RESKONTRO_FAULT=<point> (reskontro.testing.faults kills the
 process there, as a power cut or an OOM kill would). Afterwards a normal export must complete
 the work: every transferable entry reaches the receiver exactly once, no .part file is ever
 sent or left behind, and sequence numbers still rise (gaps allowed).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reskontro.exchange import outbox_files, send
+from reskontro.exchange.remote import outbox_files, send
 from reskontro.site import Site
 from test_export import (DAY_ONE_ENTRIES, DAY_ONE_MATCHES, Lowell, cli, customer, day_one, flat,
                          import_records, invoice, make_site, match, outbox_xml, parse_file, payment,
@@ -161,8 +161,8 @@ def _helpers_of(pid: int, site: Path) -> list[str]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue          # ended while we looked
-        if ("reskontro.check_worker" in cmd and str(site) in cmd) or \
-                ("reskontro.decide_worker" in cmd and cmd.split()[-1] == str(pid)):
+        if ("reskontro.transfer.check_worker" in cmd and str(site) in cmd) or \
+                ("reskontro.transfer.decide_worker" in cmd and cmd.split()[-1] == str(pid)):
             found.append(cmd)
     return found
 
@@ -175,7 +175,7 @@ def test_backlog_with_helper_processes_killed_then_run_again(tmp_path, fault):
     from clirun import wait_for
     site = make_site(tmp_path)
     import_records(site, day_one())
-    force = ("import reskontro.export as e; e.PARALLEL_DECIDE_FROM = 0; "
+    force = ("import reskontro.transfer.export as e; e.PARALLEL_DECIDE_FROM = 0; "
              "from reskontro.cli import main; main()")
     argv = [sys.executable, "-c", force, "--site", str(site), "export", "--backlog"]
     env = {k: v for k, v in os.environ.items() if k != "RESKONTRO_FAULT"}

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from stdnum.no import orgnr
 
 from reskontro.cli import main
-from reskontro.decide import decide_ledger
-from reskontro.rulefile import load_rule_file
+from reskontro.rules.decide import decide_ledger
+from reskontro.rules.rulefile import load_rule_file
 from reskontro.site import Site, init_site
 
 ROOT = Path(__file__).resolve().parent.parent

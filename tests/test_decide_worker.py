@@ -1,4 +1,4 @@
-"""Deciding the unmatched entries in a second process (reskontro.decide_worker): the file,
+"""Deciding the unmatched entries in a second process (reskontro.transfer.decide_worker): the file,
 the journal and what stays pending must be exactly what one process makes, and a child that
 fails must cost time, never a decision."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-import reskontro.decide_worker as decide_worker
-import reskontro.export as export_module
+import reskontro.transfer.decide_worker as decide_worker
+import reskontro.transfer.export as export_module
 from reskontro.site import Site
 from test_export import cli, customer, import_records, invoice, make_site
 
@@ -63,10 +63,10 @@ def test_two_processes_make_the_same_file_and_journal_as_one(tmp_path, monkeypat
 
 @pytest.mark.parametrize("python, says", [
     ("false", "the decide process failed"),                 # starts, exits 1 at once
-    ("/nonexistent/python", "could not start reskontro.decide_worker"),   # cannot start
+    ("/nonexistent/python", "could not start reskontro.transfer.decide_worker"),   # cannot start
 ])
 def test_a_child_that_fails_leaves_the_work_to_the_export(tmp_path, monkeypatch, caplog, python, says):
-    import reskontro.helper_process as helper_process
+    import reskontro.transfer.helper_process as helper_process
     monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 10**9)
     alone = _outcome(_site_with_sample(tmp_path, "alone"), True)
     monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 0)

@@ -14,11 +14,11 @@ import yaml
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
-import reskontro.engine as engine_mod
-from reskontro.engine import RULESET, Outcome, RuleEngine, RuleEngineError
-from reskontro.facts import DEFAULT_FACT, FIELDS
-from reskontro.rulefile import RuleFile, load_rule_file, parse_rule_text
-from reskontro.rulefile import Test as Cond
+import reskontro.rules.engine as engine_mod
+from reskontro.rules.engine import RULESET, Outcome, RuleEngine, RuleEngineError
+from reskontro.rules.facts import DEFAULT_FACT, FIELDS
+from reskontro.rules.rulefile import RuleFile, load_rule_file, parse_rule_text
+from reskontro.rules.rulefile import Test as Cond
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "transfer.yaml"

@@ -32,19 +32,19 @@ import paramiko.sftp_client
 import pytest
 from stdnum import luhn
 
-from reskontro import journal
+from reskontro.transfer import journal
 from reskontro.adapters import sftp as sftp_module
 from reskontro.adapters.cremul import render_cremul
 from reskontro.config import load_config
-from reskontro.cycle import Step, serve
+from reskontro.exchange.cycle import Step, serve
 from reskontro.domain import Address, BankPayment, Customer, Entry
-from reskontro.exchange import next_run
-from reskontro.loopback_sshd import LoopbackSshd, generate_key
-from reskontro.lock import run_lock
-from reskontro.receipts import Receipt, render_receipt
-from reskontro.receiver_model import ReceiverModel
+from reskontro.exchange.remote import next_run
+from reskontro.testing.loopback_sshd import LoopbackSshd, generate_key
+from reskontro.files.lock import run_lock
+from reskontro.transfer.receipts import Receipt, render_receipt
+from reskontro.testing.receiver_model import ReceiverModel
 from reskontro.site import Site, init_site
-from reskontro.transfer_file import FileHeader, make_environment, render_transfer
+from reskontro.transfer.render import FileHeader, make_environment, render_transfer
 from clirun import cli, flat, wait_for  # noqa: E402  (tests/ is on sys.path)
 
 pytestmark = pytest.mark.sshd
@@ -127,7 +127,7 @@ def states(site: Path) -> dict[str, str]:
 
 def manual_file(site: Path, seq: int, *, day: date | None = None, customer: str = "C90",
                 invoice: str = "I90", customer_ref: str | None = None) -> tuple[str, bytes]:
-    """A Ledger Transfer file as support would drop it: rendered with reskontro.transfer_file."""
+    """A Ledger Transfer file as support would drop it: rendered with reskontro.transfer.render."""
     cut = datetime.combine(day, dtime(12, 0), OSLO) if day else datetime.now(OSLO).replace(microsecond=0)
     header = FileHeader(SENDER, ORG, seq, "backlog", cut, cut)
     cust = Customer(customer, "Ola Nordmann", "private", Address(("Kirkeveien 2",), "5003", "BERGEN", "NO"))

@@ -19,13 +19,14 @@ import paramiko.sftp_client
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from reskontro import exchange, journal
-from reskontro.export import export as do_export
-from reskontro.folders import set_aside
-from reskontro.lock import LockedError, run_lock
-from reskontro.loopback_sshd import LoopbackSshd
+from reskontro.exchange import remote as exchange
+from reskontro.transfer import journal
+from reskontro.transfer.export import export as do_export
+from reskontro.files.folders import set_aside
+from reskontro.files.lock import LockedError, run_lock
+from reskontro.testing.loopback_sshd import LoopbackSshd
 from reskontro.site import Site, init_site
-from reskontro.store import open_engine
+from reskontro.ledger.store import open_engine
 from test_exchange import (LEDGER, cremul_bytes, export, kid10, make_site, manual_file, outbox_xml,
                            remote_files, states)
 from test_exchange import _wide_console_and_clean_logging  # noqa: F401  (autouse fixture)

@@ -2,7 +2,7 @@
 
 Everything goes through the CLI (click's CliRunner on reskontro.cli.main) against a site made
 with init_site in tmp_path, with small ledgers written here as JSON Lines. Every file written
-is checked against the receiver's contract: the XSD and reskontro.contract, and (where the
+is checked against the receiver's contract: the XSD and reskontro.transfer.contract, and (where the
 test reads receipts or chains files) the receiver model across files.
 
 The helpers at the top are shared with the other transfer tests (test_journal_receipts,
@@ -23,10 +23,10 @@ from lxml import etree
 from stdnum import luhn
 
 from reskontro.cli import main
-from reskontro.contract import check_transfer_file
-from reskontro.facts import kid_state
-from reskontro.receipts import Receipt, render_receipt
-from reskontro.receiver_model import ReceiverModel, default_xsd_path
+from reskontro.transfer.contract import check_transfer_file
+from reskontro.rules.facts import kid_state
+from reskontro.transfer.receipts import Receipt, render_receipt
+from reskontro.testing.receiver_model import ReceiverModel, default_xsd_path
 from reskontro.site import Site, init_site
 
 NS = "{urn:reskontro:ledger-transfer:1}"
@@ -154,7 +154,7 @@ def ledger_entry_type(site: Path):
     """known_entry_type for the contract check: the type of any entry of the site's ledger."""
     from sqlalchemy import select
 
-    from reskontro import schema as s
+    from reskontro.ledger import schema as s
     db = Site.open(site).db
 
     def known(ref: str) -> str | None:
@@ -197,7 +197,7 @@ class Lowell:
         return receipt
 
     def accept(self, site: Path, f: TransferFile | Path) -> None:
-        """The file must pass the contract (XSD and reskontro.contract, with what the receiver
+        """The file must pass the contract (XSD and reskontro.transfer.contract, with what the receiver
         knows from earlier files) and be accepted; `reskontro receipts` reads the receipt."""
         path = f.path if isinstance(f, TransferFile) else f
         problems = check_transfer_file(
@@ -211,7 +211,7 @@ class Lowell:
 
 
 def _journal_uploaded(site: Path, file_id: str) -> None:
-    from reskontro import journal
+    from reskontro.transfer import journal
     with Site.open(site).db.begin() as conn:
         rec = journal.file_record(conn, file_id)
         if rec is not None and rec.state == "written":
@@ -511,7 +511,7 @@ def test_sequence_rises_by_one_across_daily_and_backlog_files(tmp_path):
     (datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc), "20261128", "2026-11-28T18:00:00+01:00"),
 ])
 def test_file_id_date_and_cut_off_are_europe_oslo(tmp_path, now, day, cut_off):
-    from reskontro.export import export as do_export
+    from reskontro.transfer.export import export as do_export
 
     site_dir = make_site(tmp_path)
     import_records(site_dir, day_one())
@@ -526,7 +526,7 @@ def test_file_id_date_and_cut_off_are_europe_oslo(tmp_path, now, day, cut_off):
 
 
 def test_files_are_written_as_part_then_renamed(tmp_path, monkeypatch):
-    from reskontro import faults
+    from reskontro.testing import faults
 
     site = make_site(tmp_path)
     import_records(site, day_one())

@@ -24,14 +24,14 @@ import pytest
 from sqlalchemy import create_engine, select
 from stdnum import luhn
 
-from reskontro import schema as s
+from reskontro.ledger import schema as s
 from reskontro.adapters.cremul import render_cremul
 from reskontro.adapters.sftp import SftpAuthError, SftpSettings, load_private_key
 from reskontro.domain import BankPayment
-from reskontro.inbox import process_inbox
-from reskontro.lock import run_lock
-from reskontro.loopback_sshd import generate_key
-from reskontro.payments import list_payment_file, post_payments
+from reskontro.payments.inbox import process_inbox
+from reskontro.files.lock import run_lock
+from reskontro.testing.loopback_sshd import generate_key
+from reskontro.payments.booking import list_payment_file, post_payments
 from reskontro.site import Site, init_site
 from clirun import cli, flat  # noqa: E402  (tests/ is on sys.path)
 
@@ -281,7 +281,7 @@ def test_a_full_disk_during_export_is_one_line_and_loses_nothing(
         set_config(site, 'outbox = "outbox"', f'outbox = "{outbox}"')
         filler = fill(tiny_disk)
     else:                              # no mount here: the renderer's write fails as on a full disk
-        import reskontro.export as export_module
+        import reskontro.transfer.export as export_module
         outbox, filler = site / "outbox", None
         real = export_module.render_transfer
 

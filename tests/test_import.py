@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from reskontro import schema as s
+from reskontro.ledger import schema as s
 from reskontro.adapters.ledger_import import read_ledger_file
 from reskontro.cli import main
 from reskontro.domain import Address, Customer, Entry, InputError, Match
-from reskontro.importer import import_files
+from reskontro.ledger.importer import import_files
 from reskontro.site import init_site
-from reskontro.store import Ledger, open_engine, row_entry
+from reskontro.ledger.store import Ledger, open_engine, row_entry
 
 # --- the ledger the tests import, as domain objects ------------------------------------------
 C1 = Customer("C1", "Kari Nordmann", "private", Address(("Storgata 1", "Oppgang B"), "0150", "OSLO", "NO"),

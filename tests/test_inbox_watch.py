@@ -1,4 +1,4 @@
-"""The inbox: `reskontro watch --once` and the watcher (reskontro.watcher.watch) on real files.
+"""The inbox: `reskontro watch --once` and the watcher (reskontro.payments.watcher.watch) on real files.
 
 Every test works on a site in tmp_path (reskontro.site.init_site). Corpus files are copied
 from ../shared/corpus into that inbox (fixture `corpus`, skipped when absent), never into the
@@ -24,15 +24,15 @@ import pytest
 from sqlalchemy import func, select
 from stdnum import luhn
 
-from reskontro import journal
-from reskontro import schema as s
+from reskontro.transfer import journal
+from reskontro.ledger import schema as s
 from reskontro.adapters.cremul import render_cremul
 from reskontro.domain import BankPayment
-from reskontro.inbox import Processed, process_inbox
-from reskontro.payments import list_payment_file
-from reskontro.receipts import Receipt, render_receipt
+from reskontro.payments.inbox import Processed, process_inbox
+from reskontro.payments.booking import list_payment_file
+from reskontro.transfer.receipts import Receipt, render_receipt
 from reskontro.site import Site, init_site
-from reskontro.watcher import STALE_AFTER, watch
+from reskontro.payments.watcher import STALE_AFTER, watch
 from clirun import cli, wait_for  # noqa: E402  (tests/ is on sys.path)
 
 DAY = date(2026, 11, 20)
@@ -307,7 +307,7 @@ def test_killed_watch_is_completed_by_the_next_pass_without_booking_twice(
 # --- the watcher, running -----------------------------------------------------------------
 
 class Watcher:
-    """reskontro.watcher.watch in a thread, with small rescan and settle values."""
+    """reskontro.payments.watcher.watch in a thread, with small rescan and settle values."""
 
     def __init__(self, site: Path):
         self.site = site
@@ -456,7 +456,7 @@ def test_receipts_leaves_a_receipt_still_being_written(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     assert cli(site, "export").exit_code == 0
     (sent,) = (site / "outbox").glob("LT_*.xml")
-    from reskontro import journal
+    from reskontro.transfer import journal
     with Site.open(site).db.begin() as conn:        # it left: only then is a receipt believed
         journal.mark_uploaded(conn, sent.stem)
     receipt = render_receipt(Receipt(sent.stem, "accepted", datetime.now(timezone.utc)))
@@ -475,7 +475,7 @@ def test_the_watcher_never_takes_a_file_the_cycle_has_claimed(
     """`serve`: the cycle's inbox step has claimed a file (it is in processing/) when the
     watcher looks. The watcher must leave it to the cycle: neither take it as a crash leftover
     nor fail it; and it takes the next file as usual."""
-    from reskontro import faults
+    from reskontro.testing import faults
 
     site = make_site(tmp_path)
     inbox = site / "inbox"
@@ -539,7 +539,7 @@ def test_watch_and_run_at_once_on_one_inbox_take_each_file_once(tmp_path: Path) 
 
 
 def test_an_idle_watcher_remembers_nothing_and_does_not_rescan(tmp_path: Path) -> None:
-    from reskontro.watcher import InboxWatcher
+    from reskontro.payments.watcher import InboxWatcher
 
     site = make_site(tmp_path)
     inbox = site / "inbox"

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from reskontro.adapters.sftp import UploadResult
-from reskontro.exchange import send
+from reskontro.exchange.remote import send
 from reskontro.site import Site
 from test_export import (Lowell, cli, customer, day_one, export, flat, import_records, invalid_kid,
                          invoice, make_site, match, payment, status_json, valid_kid)
@@ -50,7 +50,7 @@ def items_total(site: Path) -> int:
     """Customers + entries + matches in the ledger."""
     from sqlalchemy import func, select
 
-    from reskontro import schema as s
+    from reskontro.ledger import schema as s
     with Site.open(site).db.connect() as conn:
         return sum(conn.execute(select(func.count()).select_from(t)).scalar_one()
                    for t in (s.customers, s.entries, s.matches))
@@ -200,7 +200,7 @@ def test_status_json_times_carry_a_zone(tmp_path):
     """DESIGN: "times carry a zone". A file's created_at in `status --json` must say which."""
     from datetime import datetime, timezone
 
-    from reskontro.export import export as do_export
+    from reskontro.transfer.export import export as do_export
 
     site_dir = make_site(tmp_path)
     import_records(site_dir, day_one())
@@ -289,9 +289,9 @@ def test_sent_holds_the_newest_live_version_whichever_file_is_marked_written_las
 
     from sqlalchemy import select
 
-    from reskontro import journal
-    from reskontro import schema as s
-    from reskontro.store import open_engine
+    from reskontro.transfer import journal
+    from reskontro.ledger import schema as s
+    from reskontro.ledger.store import open_engine
 
     def sent_rows(conn):
         return {(r.kind, r.id): (r.version, r.file_id, r.state) for r in conn.execute(select(s.sent))}
@@ -325,8 +325,8 @@ def _ledger_objects(site: Path, kind: str, *ids: str):
     """Customers or entries of the site's ledger as domain objects (as our export reads them)."""
     from sqlalchemy import select
 
-    from reskontro import schema as s
-    from reskontro.store import row_customer, row_entry
+    from reskontro.ledger import schema as s
+    from reskontro.ledger.store import row_customer, row_entry
     table, conv = (s.customers, row_customer) if kind == "customer" else (s.entries, row_entry)
     with Site.open(site).db.connect() as conn:
         rows = {r.id: conv(r) for r in conn.execute(select(table).where(table.c.id.in_(ids)))}
@@ -338,7 +338,7 @@ def drop_manual_file(site: Path, sequence: int, customers, entries, matches) -> 
     import io
     from datetime import datetime
 
-    from reskontro.transfer_file import OSLO, FileHeader, make_environment, render_transfer
+    from reskontro.transfer.render import OSLO, FileHeader, make_environment, render_transfer
     cfg = Site.open(site).config
     now = datetime.now(OSLO).replace(microsecond=0)
     header = FileHeader(cfg.sender_id, cfg.creditor_org_no, sequence, "backlog", now, now)
@@ -412,12 +412,12 @@ def test_rejected_hand_dropped_file_sends_the_ledgers_content_again(tmp_path):
 def _receipt(file_id: str, status: str = "accepted", at=None) -> bytes:
     from datetime import datetime, timezone
 
-    from reskontro.receipts import Receipt, render_receipt
+    from reskontro.transfer.receipts import Receipt, render_receipt
     return render_receipt(Receipt(file_id, status, at or datetime.now(timezone.utc).replace(microsecond=0)))
 
 
 def _state(site: Path, file_id: str) -> str:
-    from reskontro import journal
+    from reskontro.transfer import journal
     with Site.open(site).db.connect() as conn:
         return journal.file_record(conn, file_id).state
 
@@ -490,7 +490,7 @@ def _uploaded_file(tmp_path: Path):
 
 
 def _created_at(site: Path, file_id: str):
-    from reskontro import journal
+    from reskontro.transfer import journal
     with Site.open(site).db.connect() as conn:
         return journal.file_record(conn, file_id).created_at
 
@@ -537,7 +537,7 @@ def test_contradicting_receipts_are_refused_and_a_repeated_one_is_harmless(tmp_p
 def test_receipt_dated_before_its_file_was_created_is_refused(tmp_path):
     from datetime import timedelta
 
-    from reskontro.inbox import CLOCK_SKEW
+    from reskontro.payments.inbox import CLOCK_SKEW
 
     site, fid = _uploaded_file(tmp_path)
     name = f"{fid}.receipt.xml"
@@ -596,7 +596,7 @@ def test_receipt_parser_resolves_no_entity_and_reads_no_dtd(tmp_path):
     one not expanded, an external DTD not loaded."""
     from lxml import etree
 
-    from reskontro.receipts import _parser
+    from reskontro.transfer.receipts import _parser
 
     secret = tmp_path / "secret.txt"
     secret.write_text("SECRET-42", encoding="utf-8")

@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import select
 from stdnum import luhn
 
-from reskontro import schema as s
+from reskontro.ledger import schema as s
 from reskontro.adapters.camt054 import read_camt054
 from reskontro.adapters.cremul import render_cremul
 from reskontro.adapters.payment_files import read_payment_bytes
 from reskontro.domain import BankPayment, InputError, SkippedItem
-from reskontro.inbox import process_inbox
-from reskontro.payments import list_payment_file, payment_id
+from reskontro.payments.inbox import process_inbox
+from reskontro.payments.booking import list_payment_file, payment_id
 from reskontro.site import Site, init_site
 from clirun import cli, flat  # noqa: E402  (tests/ is on sys.path)
 

@@ -1,5 +1,5 @@
 """Incoming payments, booked: `reskontro payments`, `post`, `correct-payment`, `explain`, and
-what the next transfer file makes of them at the receiver (reskontro.receiver_model).
+what the next transfer file makes of them at the receiver (reskontro.testing.receiver_model).
 
 Each test builds a site in tmp_path with a small ledger whose every invoice has a known fate:
 
@@ -15,7 +15,7 @@ Each test builds a site in tmp_path with a small ledger whose every invoice has 
   and a payment with a KID no invoice has.
 
 The bank file is a CREMUL rendered with adapters.cremul.render_cremul; it is listed through
-the inbox (reskontro.inbox.process_inbox), then everything else goes through the CLI.
+the inbox (reskontro.payments.inbox.process_inbox), then everything else goes through the CLI.
 """
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ from lxml import etree
 from sqlalchemy import select
 from stdnum import luhn
 
-from reskontro import journal
-from reskontro import schema as s
+from reskontro.transfer import journal
+from reskontro.ledger import schema as s
 from reskontro.adapters.cremul import render_cremul
 from reskontro.domain import BankPayment
-from reskontro.inbox import process_inbox
-from reskontro.payments import list_payment_file, payment_id
-from reskontro.receipts import render_receipt
-from reskontro.receiver_model import ReceiverModel
+from reskontro.payments.inbox import process_inbox
+from reskontro.payments.booking import list_payment_file, payment_id
+from reskontro.transfer.receipts import render_receipt
+from reskontro.testing.receiver_model import ReceiverModel
 from reskontro.site import Site, init_site
 from clirun import cli, flat  # noqa: E402  (tests/ is on sys.path)
 

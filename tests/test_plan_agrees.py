@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reskontro import journal
-from reskontro.receipts import Receipt, ReceiptError, render_receipt
+from reskontro.transfer import journal
+from reskontro.transfer.receipts import Receipt, ReceiptError, render_receipt
 from reskontro.site import Site
 from test_export import (Lowell, cli, customer, entry, export, import_records, invoice, make_site, match,
                          payment, status_json)

@@ -31,11 +31,11 @@ def run(site: Path, *args: str) -> str:
 def test_the_nightly_loop_on_postgresql(tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 
-    from reskontro import journal
-    from reskontro import schema as s
+    from reskontro.transfer import journal
+    from reskontro.ledger import schema as s
     from reskontro.adapters.cremul import render_cremul
     from reskontro.domain import BankPayment
-    from reskontro.receiver_model import ReceiverModel
+    from reskontro.testing.receiver_model import ReceiverModel
 
     engine = create_engine(URL)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from reskontro.domain import InputError, Match
-from reskontro.receipts import Receipt, ReceiptError, read_receipt, render_receipt
-from reskontro.receiver_model import ReceiverModel
+from reskontro.transfer.receipts import Receipt, ReceiptError, read_receipt, render_receipt
+from reskontro.testing.receiver_model import ReceiverModel
 from test_contract import OSLO, XSD, counter, customer, header, invoice, kid10, render
 
 NOW = datetime(2026, 11, 28, 18, 30, tzinfo=OSLO)

@@ -13,10 +13,10 @@ import yaml
 from click.testing import CliRunner
 
 from reskontro.cli import main
-from reskontro.engine import RuleEngine
-from reskontro.facts import DEFAULT_FACT, FIELDS
-from reskontro.lint import examples_path, run_examples
-from reskontro.rulefile import load_rule_file
+from reskontro.rules.engine import RuleEngine
+from reskontro.rules.facts import DEFAULT_FACT, FIELDS
+from reskontro.rules.lint import examples_path, run_examples
+from reskontro.rules.rulefile import load_rule_file
 from reskontro.site import init_site
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from reskontro.cli import main
-from reskontro.facts import FIELDS
-from reskontro.lint import lint_file, lint_text
-from reskontro.rulefile import RuleFileError, load_rule_file
+from reskontro.rules.facts import FIELDS
+from reskontro.rules.lint import lint_file, lint_text
+from reskontro.rules.rulefile import RuleFileError, load_rule_file
 from reskontro.site import init_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -387,7 +387,7 @@ def _too_complex() -> str:
 def test_the_engine_refuses_a_rule_with_too_many_alternatives(tmp_path: Path) -> None:
     import durable_rules_engine
 
-    from reskontro.engine import RuleEngine
+    from reskontro.rules.engine import RuleEngine
 
     path = tmp_path / "transfer.yaml"
     path.write_text(_too_complex(), encoding="utf-8")

@@ -40,10 +40,10 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from reskontro.adapters.cremul import render_cremul
-from reskontro.decide import decide_ledger
+from reskontro.rules.decide import decide_ledger
 from reskontro.domain import BankPayment
-from reskontro.payments import payment_id
-from reskontro.sample import valid_org_no
+from reskontro.payments.booking import payment_id
+from reskontro.ledger.sample import valid_org_no
 from reskontro.site import Site
 from test_export import (Lowell, cli, customer, entry, export, flat, import_records, invoice,
                          make_site, match, outbox_xml, status_json, valid_kid)

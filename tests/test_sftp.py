@@ -23,7 +23,7 @@ from reskontro.adapters import sftp as sftp_module
 from reskontro.adapters.sftp import (ContentChangedError, HostKeyError, RemoteConflictError,
                                      RemoteRenameError, SftpAuthError, SftpClient,
                                      SftpConnectionError, unsafe_name_reason)
-from reskontro.loopback_sshd import LoopbackSshd, generate_key
+from reskontro.testing.loopback_sshd import LoopbackSshd, generate_key
 
 pytestmark = pytest.mark.sshd
 

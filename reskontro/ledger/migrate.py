@@ -1,0 +1,87 @@
+"""Bringing a store made by an earlier version up to the current schema, once, at open.
+
+create_all() makes missing tables only, so columns and indexes added after a table's first
+release are added here, in place (nullable columns: old rows say NULL, or are filled below):
+- ``entries.origin``/``bank_ref``: the payments the store booked from bank files, and its
+  correct-payment entries, are marked the service's own;
+- ``stamp`` (entries, customers): stores from before the two stamps (``version`` = what the
+  transfer file carries, ``stamp`` = every field) had one version over every field; their
+  rows get both, and the journal's record of what was sent is carried over to the new
+  versions, so nothing Lowell already has turns changed-after-sent by the upgrade.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Connection, Engine, inspect, select, text, update
+
+from reskontro.ledger import schema as s
+
+# non-nullable in a new store, filled by _restamp in an old one
+_STAMPED = ("entries", "customers")
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Idempotent: a store that is current is left as it is. Returns "table.column" added."""
+    insp = inspect(engine)
+    existing = set(insp.get_table_names())
+    added = []
+    for table in s.metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in have and (col.nullable or (col.name == "stamp" and table.name in _STAMPED)):
+                if _add_column(engine, table, col.name):
+                    added.append(f"{table.name}.{col.name}")
+    with engine.begin() as conn:
+        if "entries.origin" in added:
+            _backfill_origin(conn)
+        for name in _STAMPED:
+            if f"{name}.stamp" in added:
+                _restamp(conn, s.metadata.tables[name])
+    for table in s.metadata.sorted_tables:
+        if table.name in existing:
+            have = {i["name"] for i in insp.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in have:
+                    with engine.begin() as conn:
+                        index.create(conn, checkfirst=True)
+    return added
+
+
+def _add_column(engine: Engine, table, name: str) -> bool:
+    kind = table.c[name].type.compile(dialect=engine.dialect)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+        return True
+    except Exception:
+        # another process (a helper, a second command) added it meanwhile
+        if name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+            raise
+        return False
+
+
+def _backfill_origin(conn: Connection) -> None:
+    """A store from before entries.origin: the payments it booked from bank files (their id is
+    the bank payment's) and its correct-payment entries (U<id>, N<id>, document KORR-<id>)."""
+    conn.execute(text(
+        "UPDATE entries SET origin = 'bank', bank_ref = (SELECT b.archive_ref FROM bank_payments b "
+        "WHERE b.id = entries.id) WHERE id IN (SELECT id FROM bank_payments WHERE status = 'matched')"))
+    conn.execute(text(
+        "UPDATE entries SET origin = 'correction' WHERE origin IS NULL AND type IN ('payout', 'payment') "
+        "AND document_no LIKE 'KORR-%' AND substr(id, 1, 1) IN ('U', 'N') "
+        "AND substr(id, 2, length(document_no) - 5) = substr(document_no, 6)"))
+
+
+def _restamp(conn: Connection, table) -> None:
+    from reskontro.ledger.store import customer_stamp, customer_version, entry_stamp, entry_version, row_customer, row_entry
+    kind = "entry" if table is s.entries else "customer"
+    to_domain, version, stamp = ((row_entry, entry_version, entry_stamp) if kind == "entry"
+                                 else (row_customer, customer_version, customer_stamp))
+    for row in conn.execute(select(table)).all():
+        item = to_domain(row)
+        new = version(item)
+        conn.execute(update(table).where(table.c.id == row.id).values(version=new, stamp=stamp(item)))
+        for jt in (s.sent, s.file_items):
+            conn.execute(update(jt).where(jt.c.kind == kind, jt.c.id == row.id,
+                                          jt.c.version == row.version).values(version=new))

@@ -1,0 +1,315 @@
+"""Rule files: YAML (safe loader, with line numbers) into plain rule data, or problems with lines.
+
+A rule file::
+
+    default: {decision: wait, reason: ...}      # when no rule decides
+    rules:
+      - id: invoice-not-invoiced                # unique
+        when: {entry_type: invoice, status: draft}
+        decision: wait                          # transfer | wait | exclude | hold
+        reason: Drafts go once they are invoiced.
+      - id: warn-erp-dunning
+        when: {entry_type: invoice, dunning_level: {gt: 0}}
+        warning: The ERP still sends reminders.  # warnings never decide
+
+A condition is ``field: value`` (equal), ``field: [a, b]`` (one of), or ``field: {op: value}``
+with op one of not, in, not_in, lt, le, gt, ge. ``any: [{...}, {...}]`` inside ``when`` holds
+alternatives, one of which must hold as well.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from reskontro.domain import DECISIONS
+from reskontro.rules.facts import FIELDS, number_value
+
+OPS = ("eq", "not", "in", "not_in", "lt", "le", "gt", "ge")
+RULE_KEYS = ("id", "when", "decision", "warning", "reason")
+TOP_KEYS = ("default", "rules")
+
+
+@dataclass(frozen=True)
+class Test:
+    field: str
+    op: str          # one of OPS
+    value: object    # scalar, or a tuple for in / not_in; numbers as fact units (øre for amount)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    line: int
+    when: tuple[Test, ...]
+    any: tuple[tuple[Test, ...], ...] = ()
+    decision: str | None = None
+    warning: str | None = None
+    reason: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.warning if self.warning is not None else self.reason
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    path: Path
+    rules: tuple[Rule, ...]
+    default_decision: str
+    default_reason: str
+    default_line: int = 0
+
+    @property
+    def deciding(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.decision is not None)
+
+    @property
+    def warnings(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.warning is not None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class RuleFileError(ValueError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
+
+
+class _Lines(dict):
+    """A mapping that remembers the line of each key (1-based)."""
+    line: int = 0
+    key_lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps line numbers and reports duplicate keys instead of dropping them."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []
+
+    def construct_mapping(self, node, deep=False):
+        out = _Lines()
+        out.line = node.start_mark.line + 1
+        out.key_lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in out:
+                self.duplicates.append((key_node.start_mark.line + 1, str(key)))
+            out[key] = self.construct_object(value_node, deep=True)
+            out.key_lines[key] = key_node.start_mark.line + 1
+        return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+
+
+class _YamlInt(int):
+    """A YAML integer that remembers how it was written (`1_000`, `0x10`, `1:30` are YAML
+    ints too): amounts are read from that text by the one amount reader."""
+    text: str
+
+
+class _YamlFloat(float):
+    text: str
+
+
+def _with_text(kind: type, construct):
+    def build(loader, node):
+        value = kind(construct(loader, node))
+        value.text = node.value
+        return value
+    return build
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _with_text(_YamlInt, yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor("tag:yaml.org,2002:float", _with_text(_YamlFloat, yaml.SafeLoader.construct_yaml_float))
+
+
+def _line(obj, key=None, default: int = 1) -> int:
+    if isinstance(obj, _Lines):
+        return obj.key_lines.get(key, obj.line) if key is not None else obj.line
+    return default
+
+
+class _Reader:
+    def __init__(self, path: Path):
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def problem(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.path, line, message))
+
+    def value(self, field: str, raw, line: int):
+        """Check one literal against the field's vocabulary; return it in fact units."""
+        spec = FIELDS[field]
+        if spec.kind == "bool":
+            if not isinstance(raw, bool):
+                self.problem(line, f"{field}: {raw!r} must be true or false")
+                return None
+            return raw
+        if spec.kind == "enum":
+            if not isinstance(raw, str) or raw not in spec.values:
+                self.problem(line, f"{field}: {raw!r} is not a known value (known: {', '.join(spec.values)})")
+                return None
+            return raw
+        try:
+            return number_value(spec, raw)
+        except ValueError as exc:
+            self.problem(line, f"{field}: {exc}")
+            return None
+
+    def tests(self, when, line: int) -> tuple[tuple[Test, ...], tuple[tuple[Test, ...], ...]]:
+        if when is None:
+            return (), ()
+        if not isinstance(when, dict):
+            self.problem(line, "when: must be a mapping of field: condition")
+            return (), ()
+        tests: list[Test] = []
+        alternatives: list[tuple[Test, ...]] = []
+        for field, cond in when.items():
+            fline = _line(when, field, line)
+            if field == "any":
+                if not isinstance(cond, list) or not cond:
+                    self.problem(fline, "any: must be a list of one or more condition mappings")
+                    continue
+                for alt in cond:
+                    if not isinstance(alt, dict) or "any" in alt:
+                        self.problem(_line(alt, None, fline), "any: each alternative must be a mapping of field: condition (no nested any)")
+                        continue
+                    inner, _ = self.tests(alt, _line(alt, None, fline))
+                    alternatives.append(inner)
+                continue
+            if field not in FIELDS:
+                self.problem(fline, f"unknown field {field!r} (known: {', '.join(FIELDS)})")
+                continue
+            if isinstance(cond, list):
+                cond = {"in": cond}
+            elif not isinstance(cond, dict):
+                cond = {"eq": cond}
+            for op, raw in cond.items():
+                oline = _line(cond, op, fline)
+                if op not in OPS:
+                    self.problem(oline, f"{field}: unknown operator {op!r} (known: {', '.join(OPS)})")
+                    continue
+                if op in ("in", "not_in"):
+                    if not isinstance(raw, list) or not raw:
+                        self.problem(oline, f"{field}: {op} needs a non-empty list")
+                        continue
+                    vals = tuple(self.value(field, v, oline) for v in raw)
+                    if None not in vals:
+                        tests.append(Test(field, op, vals))
+                    continue
+                if op in ("lt", "le", "gt", "ge") and FIELDS[field].kind != "number":
+                    self.problem(oline, f"{field}: {op} compares numbers; {field} is {FIELDS[field].kind}")
+                    continue
+                v = self.value(field, raw, oline)
+                if v is not None:
+                    tests.append(Test(field, op, v))
+        return tuple(tests), tuple(alternatives)
+
+
+def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
+    """Parse rule-file text; returns the rules (None if unusable) and every problem found."""
+    r = _Reader(path)
+    loader = _Loader(text)
+    try:
+        doc = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        r.problem(mark.line + 1 if mark else 1, f"YAML error: {getattr(exc, 'problem', None) or exc}")
+        return None, r.problems
+    finally:
+        loader.dispose()
+    for line, key in loader.duplicates:
+        r.problem(line, f"key {key!r} appears twice in the same mapping (the first would be ignored)")
+    if not isinstance(doc, dict):
+        r.problem(1, "a rule file is a mapping with 'default' and 'rules'")
+        return None, r.problems
+    for key in doc:
+        if key not in TOP_KEYS:
+            r.problem(_line(doc, key), f"unknown key {key!r} (known: {', '.join(TOP_KEYS)})")
+
+    default = doc.get("default")
+    dline = _line(doc, "default")
+    d_decision, d_reason = "wait", ""
+    if not isinstance(default, dict):
+        r.problem(dline, "default: required, a mapping with decision and reason")
+    else:
+        for key in default:
+            if key not in ("decision", "reason"):
+                r.problem(_line(default, key), f"default: unknown key {key!r} (known: decision, reason)")
+        d_decision = default.get("decision")
+        d_reason = default.get("reason") or ""
+        if d_decision not in DECISIONS:
+            r.problem(_line(default, "decision", dline), f"default: decision {d_decision!r} is not one of {', '.join(DECISIONS)}")
+        if not isinstance(d_reason, str) or not d_reason.strip():
+            r.problem(dline, "default: reason is required, in plain words")
+
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    raw_rules = doc.get("rules")
+    if not isinstance(raw_rules, list):
+        r.problem(_line(doc, "rules"), "rules: required, a list of rules")
+        raw_rules = []
+    for raw in raw_rules:
+        if not isinstance(raw, dict):
+            r.problem(_line(doc, "rules"), f"each rule must be a mapping, not {raw!r}")
+            continue
+        line = raw.line
+        for key in raw:
+            if key not in RULE_KEYS:
+                r.problem(_line(raw, key), f"unknown key {key!r} (known: {', '.join(RULE_KEYS)})")
+        rid = raw.get("id")
+        if not isinstance(rid, str) or not rid.strip():
+            r.problem(line, "id: every rule needs an id")
+            rid = f"<rule at line {line}>"
+        elif rid in seen:
+            r.problem(_line(raw, "id"), f"duplicate id {rid!r} (first at line {seen[rid]})")
+        else:
+            seen[rid] = line
+        decision, warning = raw.get("decision"), raw.get("warning")
+        reason = raw.get("reason")
+        if decision is None and warning is None:
+            r.problem(line, f"{rid}: needs a decision ({', '.join(DECISIONS)}) or a warning")
+        if decision is not None and warning is not None:
+            r.problem(line, f"{rid}: has both decision and warning; a warning never decides, split it in two rules")
+        if decision is not None and decision not in DECISIONS:
+            r.problem(_line(raw, "decision"), f"{rid}: unknown decision {decision!r} (known: {', '.join(DECISIONS)})")
+        if decision is not None and (not isinstance(reason, str) or not reason.strip()):
+            r.problem(line, f"{rid}: reason is required with a decision, in plain words")
+        if warning is not None and (not isinstance(warning, str) or not warning.strip()):
+            r.problem(_line(raw, "warning"), f"{rid}: warning must be a text")
+        if "when" not in raw:
+            r.problem(line, f"{rid}: when is required (use when: {{}} on purpose to match every entry)")
+        tests, alternatives = r.tests(raw.get("when"), _line(raw, "when", line))
+        rules.append(Rule(id=rid, line=line, when=tests, any=alternatives,
+                          decision=decision if decision in DECISIONS else None,
+                          warning=warning if isinstance(warning, str) else None,
+                          reason=reason if isinstance(reason, str) else (warning or "")))
+    if r.problems:
+        return None, r.problems
+    return RuleFile(path, tuple(rules), d_decision, d_reason.strip(), dline), []
+
+
+def load_rule_file(path: Path) -> RuleFile:
+    """Load and check a rule file; raise RuleFileError listing every problem with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleFileError([Problem(path, 0, f"cannot read: {exc.strerror}")]) from None
+    rf, problems = parse_rule_text(text, path)
+    if problems:
+        raise RuleFileError(problems)
+    return rf
