@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -12,13 +11,13 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from reskontro.config import ConfigError
 from reskontro.domain import InputError
-from reskontro.errors import ExportError, StoreError, describe, store_name
+from reskontro.errors import OPERATOR_ERRORS, describe, store_name
 from reskontro.files.lock import LockedError
 from reskontro.rules.rulefile import RuleFileError
+from reskontro import services
 from reskontro.site import Site, init_site
 
 console = Console()
@@ -36,8 +35,7 @@ class UserError(click.ClickException):
 # Errors an operator acts on (a full disk, a damaged store, an unreadable file, a held lock):
 # one line naming the file or resource and exit status 1, whichever command met them; the
 # traceback goes to the site's log at debug level. Anything else is a bug and keeps its traceback.
-_ONE_LINE = (OSError, SQLAlchemyError, sqlite3.Error, StoreError, ExportError, LockedError, ConfigError,
-             InputError)
+_ONE_LINE = (*OPERATOR_ERRORS, LockedError, ConfigError, InputError)
 
 
 class _Commands(click.Group):
@@ -117,7 +115,7 @@ def init(target: Path, sender_id: str, org_no: str, force: bool) -> None:
         made = init_site(target, sender_id=sender_id, org_no=org_no, force=force)
     except (FileExistsError, ConfigError) as exc:
         raise UserError(str(exc)) from None
-    except SQLAlchemyError as exc:          # a store kept by --force that is not one
+    except OPERATOR_ERRORS as exc:          # a store kept by --force that is not one
         raise UserError(describe(exc, str(target / "reskontro.db"))) from None
     console.print(f"Created site [bold]{target}[/] ({len(made)} files). Next: edit "
                   f"{target / 'reskontro.toml'}, then `reskontro --site {target} import FILE`.")
@@ -131,11 +129,9 @@ def import_(ctx: click.Context, files: tuple[Path, ...]) -> None:
 
     Idempotent (the same file twice changes nothing) and all-or-nothing per file: a bad row is
     reported with file, line and field, and nothing of that file is stored."""
-    from reskontro.ledger.importer import import_files
-
     site = _site(ctx)
     try:
-        results = import_files(site.db, list(files))
+        results = services.import_ledger(site, list(files))
     except InputError as exc:
         raise UserError(str(exc)) from None
     t = Table("file", "customers new/changed", "entries new/changed", "matches new/changed", title="Imported")
@@ -158,9 +154,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...]) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The JSON Lines file to write.")
 def sample(customers: int, seed: int, out: Path) -> None:
     """Write a realistic sample ledger in the import format (for the demo, tests, benchmarks)."""
-    from reskontro.ledger.sample import write_sample_file
-
-    n = write_sample_file(out, customers, seed)
+    n = services.write_sample(out, customers, seed)
     console.print(f"Wrote {n} records for {customers} customers to {out}.")
 
 
@@ -177,12 +171,9 @@ def lint(ctx: click.Context, files: tuple[Path, ...]) -> None:
     """Report problems in rule files with file and line; exit status 1 when there are any.
 
     Without FILES: the site's rules/transfer.yaml."""
-    from reskontro.rules.lint import lint_file
-
     paths = list(files) or [_site(ctx).config.rule_file]
     bad = 0
-    for path in paths:
-        _, problems = lint_file(path)
+    for path, problems in services.lint_rules(paths):
         for p in problems:
             err.print(str(p), highlight=False, markup=False)
         bad += len(problems)
@@ -197,18 +188,18 @@ def lint(ctx: click.Context, files: tuple[Path, ...]) -> None:
 @click.pass_context
 def rules_test(ctx: click.Context, file: Path | None) -> None:
     """Run the examples kept beside the rules (transfer.examples.yaml); exit 1 on a failure."""
-    from reskontro.rules.lint import examples_path, lint_file, run_examples
+    from reskontro.rules.lint import examples_path
 
     path = file or _site(ctx).config.rule_file
-    rf, problems = lint_file(path)
-    if rf is None:
-        for p in problems:
+    run = services.test_rules(path)
+    if run.problems:
+        for p in run.problems:
             err.print(str(p), highlight=False, markup=False)
         raise SystemExit(1)
-    ex = examples_path(path)
-    if not ex.is_file():
-        raise UserError(f"{ex}: no examples file beside {path.name}")
-    results = run_examples(rf, ex)
+    ex = run.examples
+    if ex is None:
+        raise UserError(f"{examples_path(path)}: no examples file beside {path.name}")
+    results = run.results
     failed = [r for r in results if not r.ok]
     for r in failed:
         err.print(f"{ex}:{r.line}: FAIL {r.name}: {r.message}", highlight=False, markup=False)
@@ -241,13 +232,10 @@ def fields() -> None:
 def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
     """What tonight's run would send, exclude and hold: counts, amounts and reasons, of every
     entry not yet delivered or in flight. Its transfer count is what the next `export` writes."""
-    from reskontro.rules.reports import make_plan
-
     site = _site(ctx)
-    engine = _engine(site)
-    with site.db.connect() as conn:
-        with console.status("Deciding entries…") as status:
-            p = make_plan(conn, engine, site.config.mode, unsent=not whole, backlog=backlog,
+    _engine(site)
+    with console.status("Deciding entries…") as status:
+        p = services.plan(site, whole=whole, backlog=backlog,
                           progress=lambda n: status.update(f"Deciding entries… {n:,}"))
     if as_json:
         click.echo(json.dumps(p.as_json(), indent=2, ensure_ascii=False))
@@ -275,23 +263,16 @@ def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
 def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     """Why ENTRY_ID gets its decision: the facts, the deciding rule, every other rule that matched."""
     from reskontro.rules.facts import fact_for_people
-    from reskontro.rules.reports import explain_entry
-
-    from reskontro.ledger.bankref import alias_target
 
     site = _site(ctx)
-    engine = _engine(site)
-    with site.db.connect() as conn:
-        ex = explain_entry(conn, engine, site.config.mode, entry_id)
-        here = alias_target(conn, "entry", entry_id) if ex is None else None
-        if here is not None:      # the ERP's id of an entry this service booked
-            ex = explain_entry(conn, engine, site.config.mode, here)
-    if ex is None:
+    _engine(site)
+    found = services.explain(site, entry_id)
+    if found is None:
         raise UserError(f"no entry with id {entry_id!r} in the ledger")
-    if here is not None:
-        if not as_json:
-            console.print(f"{escape(entry_id)} is the ERP's id of [bold]{escape(here)}[/], booked here:", highlight=False)
-        entry_id = here
+    if found.alias and not as_json:     # the ERP's id of an entry this service booked
+        console.print(f"{escape(entry_id)} is the ERP's id of [bold]{escape(found.entry_id)}[/], booked here:",
+                      highlight=False)
+    entry_id, ex = found.entry_id, found.explanation
     o = ex.outcome
     if as_json:
         click.echo(json.dumps({"entry": entry_id, "decision": o.decision, "rule": o.rule_id, "reason": o.reason,
@@ -322,12 +303,9 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context, as_json: bool) -> None:
     """The data-quality report per customer: what holds or warns their entries, and what to fix."""
-    from reskontro.rules.reports import quality_report
-
     site = _site(ctx)
-    engine = _engine(site)
-    with site.db.connect() as conn:
-        reports = quality_report(conn, engine, site.config.mode)
+    _engine(site)
+    reports = services.check(site)
     if as_json:
         click.echo(json.dumps([{"customer": r.customer_id, "name": r.name, "holds": dict(r.holds),
                                 "warnings": dict(r.warnings)} for r in reports], indent=2, ensure_ascii=False))
@@ -344,22 +322,11 @@ def check(ctx: click.Context, as_json: bool) -> None:
 
 
 # --- transfer ---------------------------------------------------------------------------------
-def _lock(site: Site):
-    from reskontro.files.lock import run_lock
-    return run_lock(site.config.site / "var" / "reskontro.lock")
-
-
 def _export(site: Site, backlog: bool):
-    from reskontro.errors import about
-    from reskontro.transfer.export import export
-    from reskontro.ledger.store import check_integrity
-
-    engine = _engine(site)
-    with _lock(site):
-        check_integrity(site.db)            # a damaged store sends nothing, not even an empty file
-        with about(site.config.outbox), console.status("Exporting…") as status:
-            return export(site.config, site.db, engine, backlog=backlog,
-                          progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
+    _engine(site)
+    with console.status("Exporting…") as status:
+        return services.export(site, backlog=backlog,
+                               progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
 
 
 def _print_export(r) -> None:
@@ -391,10 +358,7 @@ def receipts(ctx: click.Context) -> None:
     make their content delivered; a rejected file's content goes again in the next file. A
     receipt that is not believed (for a file that never left, dated before its file, or
     contradicting an earlier receipt) is set aside in inbox/failed/ with the reason; exit 1."""
-    from reskontro.payments.inbox import process_inbox
-
-    site = _site(ctx)
-    results = process_inbox(site.db, site.config.inbox, only_receipts=True)
+    results = services.receipts(_site(ctx))
     if not results:
         console.print("No receipts in the inbox.")
     bad = False
@@ -412,18 +376,10 @@ def receipts(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     """The transfer files and their states, and what is pending, in flight and held."""
-    from reskontro.transfer import journal
-    from reskontro.rules.reports import make_plan
-
     site = _site(ctx)
-    with site.db.connect() as conn:
-        files = journal.files(conn)
-        counts = journal.counts(conn)
-        plan = make_plan(conn, _engine(site), site.config.mode)
-    totals = plan.totals()
-    summary = {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
-               "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
-               "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)}
+    _engine(site)
+    st = services.status(site)
+    files, summary = st.files, st.items
     if as_json:
         click.echo(json.dumps({"files": [{"file_id": f.file_id, "sequence": f.sequence, "kind": f.kind,
                                           "state": f.state, "entries": f.entry_count,
@@ -461,15 +417,13 @@ def watch(ctx: click.Context, once: bool, rescan: float) -> None:
     import signal
     import threading
 
-    from reskontro.payments.watcher import watch as run_watch
-
     site = _site(ctx)
     stop = threading.Event()
     if not once:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         console.print(f"Watching {site.config.inbox} (Ctrl-C to stop)…")
     try:
-        n = run_watch(site.db, site.config.inbox, once=once, rescan=rescan, stop=stop, report=_report_processed)
+        n = services.watch(site, once=once, rescan=rescan, stop=stop, report=_report_processed)
     except KeyboardInterrupt:
         stop.set()
         return
@@ -483,38 +437,19 @@ def watch(ctx: click.Context, once: bool, rescan: float) -> None:
 @click.pass_context
 def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
     """List the bank payments: source, date, payer, amount, KID, the invoice it matches, status."""
-    from sqlalchemy import select
+    from decimal import Decimal
 
-    from reskontro.ledger import schema as s
-    from reskontro.domain.amount import ore_text
-    from reskontro.domain import from_ore
-
-    site = _site(ctx)
-    # the ledger entry that is this payment: the service's (booked here) or the ERP's (booked there)
-    q = (select(s.bank_payments, s.entries.c.id.label("entry_id"))
-         .outerjoin(s.entries, s.entries.c.bank_ref == s.bank_payments.c.archive_ref)
-         .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id))
-    if unposted:
-        q = q.where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
-    with site.db.connect() as conn:
-        rows = [r._mapping for r in conn.execute(q)]
+    rows = services.payments(_site(ctx), unposted=unposted)
     if as_json:
-        click.echo(json.dumps([{"id": r["id"], "source": r["source"], "format": r["format"],
-                                "date": (r["booking_date"] or r["payment_date"]).isoformat() if (r["booking_date"] or r["payment_date"]) else None,
-                                "payer": r["payer_name"], "amount": ore_text(r["amount_ore"]), "currency": r["currency"],
-                                "kid": r["kid"], "invoice_no": r["invoice_no"], "invoice": r["invoice_id"],
-                                "status": r["status"], "note": r["note"], "archive_ref": r["archive_ref"],
-                                "entry": r["entry_id"]}
-                               for r in rows], indent=2, ensure_ascii=False))
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     t = Table("id", "source", "date", "payer", "amount", "KID / invoice no", "invoice", "status", "note",
               title=f"Bank payments ({len(rows)})")
     for r in rows:
-        day = r["booking_date"] or r["payment_date"]
         colour = {"matched": "green", "booked_in_erp": "green", "unmatched": "red"}.get(r["status"], "cyan")
-        t.add_row(r["id"], r["source"], day.isoformat() if day else "", r["payer_name"] or "",
-                  f"{from_ore(r['amount_ore']):,.2f} {r['currency']}", r["kid"] or r["invoice_no"] or "",
-                  r["invoice_id"] or "", f"[{colour}]{r['status']}[/]", r["note"] or "")
+        t.add_row(r["id"], r["source"], r["date"] or "", r["payer"] or "",
+                  f"{Decimal(r['amount']):,.2f} {r['currency']}", r["kid"] or r["invoice_no"] or "",
+                  r["invoice"] or "", f"[{colour}]{r['status']}[/]", r["note"] or "")
     console.print(t)
 
 
@@ -523,11 +458,7 @@ def payments(ctx: click.Context, unposted: bool, as_json: bool) -> None:
 def post(ctx: click.Context) -> None:
     """Book the listed bank payments: matched by KID (else invoice number) to an open invoice,
     closing it when paid in full; what cannot be matched safely is listed for a person."""
-    from reskontro.payments.booking import post_payments
-
-    site = _site(ctx)
-    with _lock(site):                       # two posts at once never book a payment twice
-        r = post_payments(site.db)
+    r = services.post(_site(ctx))
     console.print(f"Booked {r.matched} payments; {r.closed} invoices closed; {len(r.unmatched)} unmatched"
                   + (f"; {len(r.in_erp)} booked in the ERP already (not booked again)." if r.in_erp else "."))
     for pid, why in r.unmatched:
@@ -547,17 +478,14 @@ def bookings(ctx: click.Context, out: Path | None) -> None:
     with all its members. The ERP that books these under the same ids (or gives its own copy of
     a bank payment that `bank_ref`) exports the same payments back: they map onto these, never
     a second payment."""
-    from reskontro.ledger.bankref import write_bookings
-
     site = _site(ctx)
-    with site.db.connect() as conn:
-        if out is None:
-            write_bookings(conn, sys.stdout)
-            return
-        tmp = out.with_name(out.name + ".part")
-        with tmp.open("w", encoding="utf-8") as f:
-            n, m = write_bookings(conn, f)
-        tmp.replace(out)
+    if out is None:
+        services.bookings(site, sys.stdout)
+        return
+    tmp = out.with_name(out.name + ".part")
+    with tmp.open("w", encoding="utf-8") as f:
+        n, m = services.bookings(site, f)
+    tmp.replace(out)
     console.print(f"Wrote {n} entries and {m} matches this service booked to {out}.", highlight=False)
 
 
@@ -580,12 +508,8 @@ def correct_payment_cmd(ctx: click.Context, payment: str, to_invoice: str) -> No
     not an invoice; and a payment that never reached Lowell (no version delivered or in
     flight) — then re-linking it in the ERP is the whole fix. (Unmatching or reversing a
     payment Lowell has is never sent: the rules hold it.)"""
-    from reskontro.payments.booking import correct_payment
-
-    site = _site(ctx)
     try:
-        with _lock(site):
-            payout, again = correct_payment(site.db, payment, to_invoice)
+        payout, again = services.correct_payment(_site(ctx), payment, to_invoice)
     except InputError as exc:
         raise UserError(str(exc)) from None
     console.print(f"Registered payout {payout} (linked to the wrong invoice and {payment}) and payment "
@@ -605,12 +529,8 @@ def send(ctx: click.Context) -> None:
     """Upload every complete file in outbox/ to the receiver's inbound/ (as .part, size checked,
     renamed; a remote name is never overwritten). Sent files move to outbox/sent/. Files dropped
     into the outbox by hand go too, after the same check; .part and hidden files are left alone."""
-    from reskontro.exchange.remote import send as do_send
-
-    site = _site(ctx)
     try:
-        with _lock(site):
-            r = do_send(site.config, site.db)
+        r = services.send(_site(ctx))
     except _sftp_errors() as exc:
         raise UserError(str(exc)) from None
     for name in r.sent:
@@ -638,12 +558,8 @@ def fetch(ctx: click.Context) -> None:
     """Download every file in the receiver's outbound/ (receipts, payment files) into inbox/,
     removing each remotely only once it is safely stored. Unsafe remote names, files over
     sftp.max_fetch_size and files that change while fetched are left on the server."""
-    from reskontro.exchange.remote import fetch as do_fetch
-
-    site = _site(ctx)
     try:
-        with _lock(site):
-            r = do_fetch(site.config)
+        r = services.fetch(_site(ctx))
     except _sftp_errors() as exc:
         raise UserError(str(exc)) from None
     for f in r.files:
@@ -672,12 +588,9 @@ def run_cmd(ctx: click.Context, no_sftp: bool) -> None:
     """The nightly cycle, for cron: fetch, read receipts and payment files, book payments,
     export tonight's file, send. Exit status 0 only when every step went well; the log goes to
     the configured log file."""
-    from reskontro.exchange.cycle import run_cycle, setup_logging
-
     site = _site(ctx)
-    engine = _engine(site)
-    setup_logging(site.config)
-    result = run_cycle(site.config, site.db, engine, sftp=not no_sftp, on_step=_print_step)
+    _engine(site)
+    result = services.run(site, sftp=not no_sftp, on_step=_print_step)
     console.print(("[green]All went well.[/]" if result.ok else
                    f"[bold red]Some steps failed[/]; details in {site.config.log_file}"), highlight=False)
     if not result.ok:
@@ -693,20 +606,15 @@ def serve(ctx: click.Context, no_sftp: bool) -> None:
     import signal
     import threading
 
-    from reskontro.exchange.cycle import serve as do_serve, setup_logging
-    from reskontro.exchange.remote import next_run
-    from datetime import datetime
-
     site = _site(ctx)
-    engine = _engine(site)
-    setup_logging(site.config)
+    _engine(site)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    due = next_run(datetime.now(site.config.tz), site.config.send_time, site.config.tz)
+    due = services.next_run(site)
     console.print(f"Serving {site.config.site}: next run {due:%Y-%m-%d %H:%M %Z}; watching {site.config.inbox}.",
                   highlight=False)
-    do_serve(site.config, site.db, engine, stop, sftp=not no_sftp, on_step=_print_step)
+    services.serve(site, stop, sftp=not no_sftp, on_step=_print_step)
     console.print("Stopped.")
 
 

@@ -21,6 +21,10 @@ class ExportError(RuntimeError):
     counts as sent. The message names the file and what the operator does about it."""
 
 
+# What an operator acts on, below the front ends: the disk, a file, the store.
+OPERATOR_ERRORS: tuple[type[BaseException], ...] = (OSError, SQLAlchemyError, sqlite3.Error, StoreError,
+                                                    ExportError)
+
 _DAMAGED = ("file is not a database", "database disk image is malformed")
 
 

@@ -17,7 +17,7 @@ from reskontro.ledger import migrate
 from reskontro.ledger import schema as s
 from reskontro.domain import Address, Customer, Entry, Match, from_ore, to_ore
 from reskontro.errors import StoreError, describe, one_line, store_name
-from reskontro.rules.facts import kid_state
+from reskontro.domain.kid import state as kid_state
 from reskontro.files.private import create_private, private_dir
 
 BATCH = 500

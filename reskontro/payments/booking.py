@@ -259,3 +259,26 @@ def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: dat
         ledger.set_matches([Match(pay["match_id"], tuple(members) + (payout_id,))])
         add_to_match(conn, dict(right), [new_id])
         return payout_id, new_id
+
+
+def list_payments(db: Engine, *, unposted: bool = False) -> list[dict]:
+    """The bank payments, oldest first, each with the ledger entry that is it (the service's,
+    booked here, or the ERP's, booked there); amounts as kroner text ("1234.50")."""
+    from reskontro.domain.amount import ore_text
+    bp = s.bank_payments
+    q = (select(bp, s.entries.c.id.label("entry_id"))
+         .outerjoin(s.entries, s.entries.c.bank_ref == bp.c.archive_ref)
+         .order_by(bp.c.booking_date, bp.c.id))
+    if unposted:
+        q = q.where(bp.c.status.in_(("unposted", "unmatched")))
+    with db.connect() as conn:
+        rows = [r._mapping for r in conn.execute(q)]
+    out = []
+    for r in rows:
+        day = r["booking_date"] or r["payment_date"]
+        out.append({"id": r["id"], "source": r["source"], "format": r["format"],
+                    "date": day.isoformat() if day else None, "payer": r["payer_name"],
+                    "amount": ore_text(r["amount_ore"]), "currency": r["currency"], "kid": r["kid"],
+                    "invoice_no": r["invoice_no"], "invoice": r["invoice_id"], "status": r["status"],
+                    "note": r["note"], "archive_ref": r["archive_ref"], "entry": r["entry_id"]})
+    return out

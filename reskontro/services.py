@@ -1,0 +1,215 @@
+"""The service layer: one plain function per thing a person or a job asks of the product.
+
+Front ends (the CLI today; the support web page and the fleet worker to come) parse their
+input, call these, and show what comes back; they hold no SQL and no business rule. Each
+function takes the creditor's context, a `Site` (its configuration, store and rules), takes
+the run lock where two at once could do harm, and returns plain results (dataclasses of the
+stages below), never printed text.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from reskontro.files.lock import run_lock
+from reskontro.site import Site
+
+
+def _lock(site: Site):
+    """The run lock: export, send, fetch, post, correct-payment and the cycle never overlap."""
+    return run_lock(site.config.site / "var" / "reskontro.lock")
+
+
+# --- the ledger -------------------------------------------------------------------------------
+def import_ledger(site: Site, files: list[Path]):
+    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each)."""
+    from reskontro.ledger.importer import import_files
+    return import_files(site.db, files)
+
+
+def write_sample(out: Path, customers: int, seed: int) -> int:
+    from reskontro.ledger.sample import write_sample_file
+    return write_sample_file(out, customers, seed)
+
+
+# --- the rules --------------------------------------------------------------------------------
+def lint_rules(paths: list[Path]):
+    """[(path, problems)] for each rule file."""
+    from reskontro.rules.lint import lint_file
+    return [(p, lint_file(p)[1]) for p in paths]
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    examples: Path | None         # None: no examples file beside the rule file
+    problems: list                # the rule file's own problems (then nothing ran)
+    results: list                 # rules.lint.ExampleResult each
+
+
+def test_rules(path: Path) -> ExampleRun:
+    from reskontro.rules.lint import examples_path, lint_file, run_examples
+    rf, problems = lint_file(path)
+    if rf is None:
+        return ExampleRun(None, problems, [])
+    ex = examples_path(path)
+    if not ex.is_file():
+        return ExampleRun(None, [], [])
+    return ExampleRun(ex, [], run_examples(rf, ex))
+
+
+def plan(site: Site, *, whole: bool = False, backlog: bool = False,
+         progress: Callable[[int], None] | None = None):
+    """What the next export writes (transfer), and what it keeps back and why."""
+    from reskontro.rules.reports import make_plan
+    with site.db.connect() as conn:
+        return make_plan(conn, site.rules, site.config.mode, unsent=not whole, backlog=backlog,
+                         progress=progress)
+
+
+@dataclass(frozen=True)
+class Explained:
+    entry_id: str                 # the ledger's id (the service's, when asked by the ERP's id)
+    asked: str                    # the id asked for
+    explanation: object           # rules.engine.Explanation
+
+    @property
+    def alias(self) -> bool:
+        return self.entry_id != self.asked
+
+
+def explain(site: Site, entry_id: str) -> Explained | None:
+    """Why an entry gets its decision; also by the ERP's id of an entry booked here."""
+    from reskontro.ledger.bankref import alias_target
+    from reskontro.rules.reports import explain_entry
+    with site.db.connect() as conn:
+        ex = explain_entry(conn, site.rules, site.config.mode, entry_id)
+        if ex is not None:
+            return Explained(entry_id, entry_id, ex)
+        here = alias_target(conn, "entry", entry_id)
+        if here is not None:
+            ex = explain_entry(conn, site.rules, site.config.mode, here)
+            if ex is not None:
+                return Explained(here, entry_id, ex)
+    return None
+
+
+def check(site: Site):
+    """The data-quality report per customer (rules.reports.CustomerReport each)."""
+    from reskontro.rules.reports import quality_report
+    with site.db.connect() as conn:
+        return quality_report(conn, site.rules, site.config.mode)
+
+
+# --- the transfer file ------------------------------------------------------------------------
+def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], None] | None = None):
+    """Tonight's file (or the backlog file) into the outbox, exactly once. A damaged store
+    sends nothing, not even an empty file."""
+    from reskontro.errors import about
+    from reskontro.ledger.store import check_integrity
+    from reskontro.transfer.export import export as write_file
+    engine = site.rules
+    with _lock(site):
+        check_integrity(site.db)
+        with about(site.config.outbox):
+            return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
+
+
+def receipts(site: Site):
+    """The receiver's receipts in the inbox, into the journal (payments.inbox.Processed each)."""
+    from reskontro.payments.inbox import process_inbox
+    return process_inbox(site.db, site.config.inbox, only_receipts=True)
+
+
+@dataclass(frozen=True)
+class Status:
+    files: list                   # transfer.journal.FileRecord each, oldest first
+    items: dict[str, int]         # delivered, in_flight, pending, held, waiting, to_send
+
+
+def status(site: Site) -> Status:
+    """The files and their states; what is delivered, in flight, pending, held, waiting, and
+    what the next export sends (the plan's transfer count: they always agree)."""
+    from reskontro.rules.reports import make_plan
+    from reskontro.transfer import journal
+    with site.db.connect() as conn:
+        files = journal.files(conn)
+        counts = journal.counts(conn)
+        totals = make_plan(conn, site.rules, site.config.mode).totals()
+    return Status(files, {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
+                          "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
+                          "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)})
+
+
+# --- incoming payments ------------------------------------------------------------------------
+def watch(site: Site, *, once: bool, rescan: float, stop: threading.Event, report=None) -> int:
+    """Process the inbox (once, or until `stop`); the number of files handled."""
+    from reskontro.payments.watcher import watch as run_watch
+    return run_watch(site.db, site.config.inbox, once=once, rescan=rescan, stop=stop, report=report)
+
+
+def payments(site: Site, *, unposted: bool = False) -> list[dict]:
+    """The bank payments, with the ledger entry that is each (amounts as kroner text)."""
+    from reskontro.payments.booking import list_payments
+    return list_payments(site.db, unposted=unposted)
+
+
+def post(site: Site):
+    """Book the listed bank payments against their invoices (payments.booking.PostResult)."""
+    from reskontro.payments.booking import post_payments
+    with _lock(site):                       # two posts at once never book a payment twice
+        return post_payments(site.db)
+
+
+def bookings(site: Site, out: IO[str]) -> tuple[int, int]:
+    """What this service booked, for the ERP to import: (entries, matches) written to `out`."""
+    from reskontro.ledger.bankref import write_bookings
+    with site.db.connect() as conn:
+        return write_bookings(conn, out)
+
+
+def correct_payment(site: Site, payment: str, to_invoice: str) -> tuple[str, str]:
+    """A payment Lowell has, booked on the wrong invoice: (payout id, new payment id)."""
+    from reskontro.payments.booking import correct_payment as correct
+    with _lock(site):
+        return correct(site.db, payment, to_invoice)
+
+
+# --- the exchange and the nightly cycle -------------------------------------------------------
+def send(site: Site):
+    """Upload the outbox (exchange.remote.SendResult)."""
+    from reskontro.exchange.remote import send as do_send
+    with _lock(site):
+        return do_send(site.config, site.db)
+
+
+def fetch(site: Site):
+    """Download the remote outbound folder into the inbox (exchange.remote.FetchResult)."""
+    from reskontro.exchange.remote import fetch as do_fetch
+    with _lock(site):
+        return do_fetch(site.config)
+
+
+def run(site: Site, *, sftp: bool = True, on_step=None):
+    """The nightly cycle once (exchange.cycle.CycleResult); its own lock and log."""
+    from reskontro.exchange.cycle import run_cycle, setup_logging
+    engine = site.rules
+    setup_logging(site.config)
+    return run_cycle(site.config, site.db, engine, sftp=sftp, on_step=on_step)
+
+
+def next_run(site: Site, now: datetime | None = None) -> datetime:
+    from reskontro.exchange.remote import next_run as due
+    tz = site.config.tz
+    return due(now or datetime.now(tz), site.config.send_time, tz)
+
+
+def serve(site: Site, stop: threading.Event, *, sftp: bool = True, on_step=None) -> None:
+    """The cycle at send_time every day and the inbox watcher, until `stop`."""
+    from reskontro.exchange.cycle import serve as do_serve, setup_logging
+    engine = site.rules
+    setup_logging(site.config)
+    do_serve(site.config, site.db, engine, stop, sftp=sftp, on_step=on_step)
