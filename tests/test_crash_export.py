@@ -175,7 +175,7 @@ def test_backlog_with_helper_processes_killed_then_run_again(tmp_path, fault):
     from clirun import wait_for
     site = make_site(tmp_path)
     import_records(site, day_one())
-    force = ("import reskontro.transfer.export as e; e.PARALLEL_DECIDE_FROM = 0; "
+    force = ("import reskontro.transfer.helpers as h; h.PARALLEL_DECIDE_FROM = 0; "
              "from reskontro.cli import main; main()")
     argv = [sys.executable, "-c", force, "--site", str(site), "export", "--backlog"]
     env = {k: v for k, v in os.environ.items() if k != "RESKONTRO_FAULT"}

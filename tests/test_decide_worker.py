@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 import reskontro.transfer.decide_worker as decide_worker
 import reskontro.transfer.export as export_module
+import reskontro.transfer.helpers as helpers_module
 from reskontro.site import Site
 from test_export import cli, customer, import_records, invoice, make_site
 
@@ -45,7 +46,7 @@ def _outcome(site: Path, backlog: bool) -> tuple:
 
 @pytest.mark.parametrize("backlog", [True, False], ids=["backlog", "first-daily"])
 def test_two_processes_make_the_same_file_and_journal_as_one(tmp_path, monkeypatch, backlog):
-    monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 10**9)
+    monkeypatch.setattr(helpers_module, "PARALLEL_DECIDE_FROM", 10**9)
     alone = _outcome(_site_with_sample(tmp_path, "alone"), backlog)
     started = []
     real = decide_worker.DecideWorker.__init__
@@ -54,7 +55,7 @@ def test_two_processes_make_the_same_file_and_journal_as_one(tmp_path, monkeypat
         started.append(a)
         real(self, *a, **kw)
     monkeypatch.setattr(decide_worker.DecideWorker, "__init__", spy)
-    monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 0)
+    monkeypatch.setattr(helpers_module, "PARALLEL_DECIDE_FROM", 0)
     split = _outcome(_site_with_sample(tmp_path, "split"), backlog)
     assert len(started) == 1, "the second process decided the unmatched entries"
     assert alone[1] > 100 and alone[2] > 50          # a real file, not an empty one
@@ -67,9 +68,9 @@ def test_two_processes_make_the_same_file_and_journal_as_one(tmp_path, monkeypat
 ])
 def test_a_child_that_fails_leaves_the_work_to_the_export(tmp_path, monkeypatch, caplog, python, says):
     import reskontro.transfer.helper_process as helper_process
-    monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 10**9)
+    monkeypatch.setattr(helpers_module, "PARALLEL_DECIDE_FROM", 10**9)
     alone = _outcome(_site_with_sample(tmp_path, "alone"), True)
-    monkeypatch.setattr(export_module, "PARALLEL_DECIDE_FROM", 0)
+    monkeypatch.setattr(helpers_module, "PARALLEL_DECIDE_FROM", 0)
     monkeypatch.setattr(helper_process.sys, "executable", python)
     failed = _outcome(_site_with_sample(tmp_path, "failed"), True)
     assert says in caplog.text

@@ -94,7 +94,7 @@ def _main(argv: list[str]) -> int:
 
     from reskontro.rules.decide import decide_ledger
     from reskontro.rules.engine import RuleEngine
-    from reskontro.transfer.export import Batch, select_all
+    from reskontro.transfer.selection import Batch, select_all
 
     rule_file, mode, db_url, backlog = pickle.load(sys.stdin.buffer)
     engine = RuleEngine(rule_file)
