@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python -m reskontro.demo
 
 test: $(STAMP)
+	LINT_IMPORTS=$(abspath $(BIN))/lint-imports tools/lint_layers.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -10,4 +10,4 @@ cp -r reskontro "$tmp/reskontro"
 cp -r adapters "$tmp/reskontro/adapters"
 cp setup.cfg "$tmp/setup.cfg"
 cd "$tmp"
-PYTHONPATH="$tmp" "${LINT_IMPORTS:-lint-imports}" --config setup.cfg --no-cache "$@"
+PYTHONPATH="$tmp" "${LINT_IMPORTS:-lint-imports}" --no-cache "$@" setup.cfg
