@@ -291,6 +291,8 @@ def _lock(site: Site):
 
 
 def _export(site: Site, backlog: bool):
+    from jinja2 import TemplateError
+
     from .export import export
     from .lock import LockedError
 
@@ -301,6 +303,8 @@ def _export(site: Site, backlog: bool):
                           progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
     except LockedError as exc:
         raise UserError(str(exc)) from None
+    except TemplateError as exc:   # a refused template (sandbox.py), a syntax error, ...: fix the template
+        raise UserError(f"the transfer file template failed; the file was not finished and nothing goes: {exc}") from None
 
 
 def _print_export(r) -> None:
