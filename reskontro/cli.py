@@ -323,10 +323,15 @@ def check(ctx: click.Context, as_json: bool) -> None:
 
 # --- transfer ---------------------------------------------------------------------------------
 def _export(site: Site, backlog: bool):
+    from jinja2 import TemplateError
+
     _engine(site)
-    with console.status("Exporting…") as status:
-        return services.export(site, backlog=backlog,
-                               progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
+    try:
+        with console.status("Exporting…") as status:
+            return services.export(site, backlog=backlog,
+                                   progress=lambda what, n: status.update(f"Exporting… {what} {n:,} entries"))
+    except TemplateError as exc:   # a refused template (sandbox), a syntax error, ...: fix the template
+        raise UserError(f"the transfer file template failed; the file was not finished and nothing goes: {exc}") from None
 
 
 def _print_export(r) -> None:

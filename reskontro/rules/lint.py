@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from reskontro.rules.engine import RuleEngine
+from reskontro.rules.engine import RuleEngine, rule_costs
 from reskontro.rules.facts import DEFAULT_FACT, FIELDS, number_value
-from reskontro.rules.rulefile import Problem, Rule, RuleFile, Test, parse_rule_text
+from reskontro.rules.rulefile import Problem, Rule, RuleFile, RuleFileError, Test, parse_rule_text, read_rule_text
 
 _INF = math.inf   # interval bounds of rule thresholds (integers in fact units), never money
 
@@ -69,12 +69,19 @@ class _Num:
             x in self.out for x in range(int(self.lo), int(self.hi) + 1))
 
     def within(self, other: "_Num") -> bool:
+        # (set operations where they can: lint compares up to millions of pairs)
         if self.only is not None:
-            return all(other.contains(x) for x in self.only)
+            if other.only is not None:
+                return self.only <= other.only
+            return (other.lo <= min(self.only) and max(self.only) <= other.hi
+                    and self.only.isdisjoint(other.out))
         if other.only is not None:
             return False
-        return (other.lo <= self.lo and self.hi <= other.hi
-                and all(x in self.out for x in other.out if self.lo <= x <= self.hi))
+        if not (other.lo <= self.lo and self.hi <= other.hi):
+            return False
+        if self.lo == -_INF and self.hi == _INF:
+            return other.out <= self.out
+        return all(x in self.out for x in other.out if self.lo <= x <= self.hi)
 
     def contains(self, x) -> bool:
         if self.only is not None:
@@ -121,42 +128,111 @@ def _empty(conj: dict) -> bool:
     return any(d.empty() if isinstance(d, _Num) else not d for d in conj.values())
 
 
-def _within(b: dict, a: dict) -> bool:
-    """Every fact meeting conjunction b meets conjunction a."""
-    for field, dom_a in a.items():
-        dom_b = b.get(field, _domain(field))
-        if isinstance(dom_a, _Num):
-            if not dom_b.within(dom_a):
-                return False
-        elif not dom_b <= dom_a:
+class _Shape:
+    """A conjunction made fast to compare: the enum and bool fields as one bit mask (a bit per
+    value; a field no test restricts has all its bits), the restricted number fields apart."""
+    __slots__ = ("mask", "nums", "box", "bounds")
+
+    def __init__(self, conj: dict):
+        self.mask = _ALL_BITS
+        self.nums: dict[str, _Num] = {}
+        self.box: dict[str, tuple] = {}     # number field -> (lowest, highest) value it allows
+        for field, dom in conj.items():
+            if isinstance(dom, _Num):
+                self.nums[field] = dom
+                self.box[field] = _bounds(dom)
+            else:
+                bits = _BITS[field]
+                self.mask = (self.mask & ~_FIELD_BITS[field]) | sum(bits[v] for v in dom)
+        self.bounds = tuple((f, lo, hi) for f, (lo, hi) in self.box.items())
+
+    def within(self, a: "_Shape") -> bool:
+        """Every fact meeting this conjunction meets conjunction a."""
+        if self.mask & ~a.mask:
             return False
-    return True
+        box = self.box
+        for field, lo, hi in a.bounds:           # quick: the bounds first
+            b_lo, b_hi = box.get(field, _NO_BOUNDS)
+            if b_lo < lo or b_hi > hi:
+                return False
+        nums = self.nums
+        for field, dom_a in a.nums.items():
+            if not nums.get(field, _FULL).within(dom_a):
+                return False
+        return True
+
+
+def _bounds(dom: _Num) -> tuple:
+    """The lowest and highest value the domain holds (it is not empty)."""
+    if dom.only is not None:
+        return min(dom.only), max(dom.only)
+    lo, hi = dom.lo, dom.hi
+    while lo in dom.out:
+        lo += 1
+    while hi in dom.out:
+        hi -= 1
+    return lo, hi
+
+
+def _value_bits() -> tuple[dict, dict, int]:
+    bits: dict[str, dict] = {}
+    field_bits: dict[str, int] = {}
+    pos = 0
+    for name, spec in FIELDS.items():
+        if spec.kind == "number":
+            continue
+        values = (True, False) if spec.kind == "bool" else spec.values
+        bits[name] = {v: 1 << (pos + i) for i, v in enumerate(values)}
+        field_bits[name] = ((1 << len(values)) - 1) << pos
+        pos += len(values)
+    return bits, field_bits, (1 << pos) - 1
+
+
+_BITS, _FIELD_BITS, _ALL_BITS = _value_bits()
+_FULL = _Num()
+_NO_BOUNDS = (-_INF, _INF)
 
 
 def coverage_problems(rf: RuleFile) -> list[Problem]:
+    """Rules that can never fire, and deciding rules an earlier deciding rule shadows. Every
+    later rule is compared with every earlier one (quadratic: 2,000 rules are 2 million
+    comparisons, which is why a comparison is a mask test and the few number fields)."""
     problems: list[Problem] = []
-    earlier: list[tuple[Rule, list[dict]]] = []
+    earlier: list[tuple[Rule, list[_Shape]]] = []
     for rule in rf.rules:
-        conjs = [c for c in _conjunctions(rule) if not _empty(c)]
-        if not conjs:
+        shapes = [_Shape(c) for c in _conjunctions(rule) if not _empty(c)]
+        if not shapes:
             problems.append(Problem(rf.path, rule.line, f"{rule.id}: can never fire: no entry meets all its conditions"))
             continue
         if rule.decision is None:
             continue
-        for prev, prev_conjs in earlier:
-            if all(any(_within(b, a) for a in prev_conjs) for b in conjs):
+        for prev, prev_shapes in earlier:
+            # shadowed when each of this rule's alternatives is within one of prev's
+            # (for-else loops: this is the hot loop, and generators cost twice as much)
+            for b in shapes:
+                for a in prev_shapes:
+                    if b.within(a):
+                        break
+                else:
+                    break            # b is not within prev: not shadowed by prev
+            else:
                 problems.append(Problem(
                     rf.path, rule.line,
                     f"{rule.id}: can never decide: rule {prev.id!r} (line {prev.line}) comes first "
                     "and catches every entry this rule catches"))
                 break
-        earlier.append((rule, conjs))
+        earlier.append((rule, shapes))
     return problems
 
 
 def engine_problems(rf: RuleFile) -> list[Problem]:
-    """Rules durable_rules itself refuses (e.g. too many `any` alternatives: its error 113),
-    found by compiling them, so that lint says so instead of a crash at the first `plan`."""
+    """Rules durable_rules cannot take (too many `any` alternatives or `in` values for its
+    fixed-size tables), counted from the compiled JSON before it sees them (a rule it would
+    hang on never reaches it); then the file is compiled, so that any other refusal shows here
+    instead of at the first `plan`."""
+    _, problems = rule_costs(rf)
+    if problems:
+        return problems
     try:
         RuleEngine(rf)
         return []
@@ -181,9 +257,9 @@ def lint_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
 
 def lint_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, [Problem(path, 0, f"cannot read: {exc.strerror}")]
+        text = read_rule_text(path)
+    except RuleFileError as exc:
+        return None, exc.problems
     return lint_text(text, path)
 
 
@@ -204,12 +280,17 @@ def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
     """Check each example; a malformed example is a failed example naming its line."""
     from reskontro.rules.rulefile import _Loader, _line
 
-    loader = _Loader(path.read_text(encoding="utf-8"))
+    try:
+        loader = _Loader(read_rule_text(path))    # the rule file's bounds (size, nesting, aliases)
+    except RuleFileError as exc:
+        return [ExampleResult("(file)", p.line, False, p.message) for p in exc.problems]
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return [ExampleResult("(file)", mark.line + 1 if mark else 1, False, f"YAML error: {exc}")]
+    except (RecursionError, MemoryError) as exc:
+        return [ExampleResult("(file)", 1, False, f"YAML error: {exc!r}")]
     finally:
         loader.dispose()
     if not isinstance(doc, list):

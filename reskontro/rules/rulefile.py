@@ -18,10 +18,20 @@ alternatives, one of which must hold as well.
 """
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+import yaml.composer
+import yaml.constructor
+import yaml.parser
+import yaml.reader
+import yaml.resolver
+import yaml.scanner
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from reskontro.domain import DECISIONS
 from reskontro.rules.facts import FIELDS, number_value
@@ -29,6 +39,16 @@ from reskontro.rules.facts import FIELDS, number_value
 OPS = ("eq", "not", "in", "not_in", "lt", "le", "gt", "ge")
 RULE_KEYS = ("id", "when", "decision", "warning", "reason")
 TOP_KEYS = ("default", "rules")
+
+# Bounds on what a rule file may hold, so that no file (however odd, or hostile) makes lint or
+# the engine run for long or use much memory. A real file is far inside every one of them.
+MAX_BYTES = 2 * 1024 * 1024   # about 6,000 rules as they are written in rules/transfer.yaml
+MAX_RULES = 5000              # lint compares each deciding rule with the earlier ones
+MAX_DEPTH = 20                # YAML nesting, values included (a rule file needs 9 levels)
+MAX_VALUES = 64               # values in one in / not_in list
+MAX_ALTERNATIVES = 32         # alternatives in one any
+MAX_NUMBER = 2 ** 53 - 1      # |number| in fact units (øre): exact as a double in durable_rules
+_MAX_DIGITS = 30              # digits of a YAML integer literal (Python refuses > 4300 digits itself)
 
 
 @dataclass(frozen=True)
@@ -92,12 +112,57 @@ class _Lines(dict):
     key_lines: dict
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps line numbers and reports duplicate keys instead of dropping them."""
+try:                                    # libyaml's parser: 10x faster on a long file
+    from yaml._yaml import CParser as _Parser
+except ImportError:                     # pragma: no cover - PyYAML built without libyaml
+    class _Parser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+        def __init__(self, stream):
+            yaml.reader.Reader.__init__(self, stream)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+
+
+class _Loader(yaml.composer.Composer, _Parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """A safe loader that keeps line numbers and reports duplicate keys instead of dropping
+    them. Events come from the parser (libyaml where present); nodes are composed here, in
+    Python, so that nesting and aliases are checked before anything is built."""
 
     def __init__(self, stream):
-        super().__init__(stream)
+        _Parser.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self.duplicates: list[tuple[int, str]] = []
+        self._depth = 0
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:    # e.g. a date 2026-13-45: name its line
+            raise ConstructorError(None, None, str(exc), node.start_mark) from None
+
+    def compose_node(self, parent, index):
+        # Aliases are refused: `*name` repeats a whole subtree, and a few nested ones make a
+        # small file expand into billions of conditions. Deep nesting is refused before the
+        # (recursive) composer and constructor reach Python's recursion limit.
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed in a rule file; "
+                                "write the condition out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep (a rule file "
+                                    "needs 9)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > _MAX_DIGITS:
+            raise ConstructorError(None, None, f"the number {node.value[:20]}... has more than "
+                                   f"{_MAX_DIGITS} digits", node.start_mark)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         out = _Lines()
@@ -105,6 +170,9 @@ class _Loader(yaml.SafeLoader):
         out.key_lines = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (dict, list)):
+                raise ConstructorError(None, None, "a key must be a plain name, not a mapping or a list",
+                                       key_node.start_mark)
             if key in out:
                 self.duplicates.append((key_node.start_mark.line + 1, str(key)))
             out[key] = self.construct_object(value_node, deep=True)
@@ -113,6 +181,7 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 class _YamlInt(int):
@@ -165,10 +234,15 @@ class _Reader:
                 return None
             return raw
         try:
-            return number_value(spec, raw)
+            value = number_value(spec, raw)
         except ValueError as exc:
             self.problem(line, f"{field}: {exc}")
             return None
+        if abs(value) > MAX_NUMBER:
+            self.problem(line, f"{field}: {raw!r} is out of range (at most {MAX_NUMBER // spec.scale:,} "
+                         "either way)")
+            return None
+        return value
 
     def tests(self, when, line: int) -> tuple[tuple[Test, ...], tuple[tuple[Test, ...], ...]]:
         if when is None:
@@ -183,6 +257,10 @@ class _Reader:
             if field == "any":
                 if not isinstance(cond, list) or not cond:
                     self.problem(fline, "any: must be a list of one or more condition mappings")
+                    continue
+                if len(cond) > MAX_ALTERNATIVES:
+                    self.problem(fline, f"any: {len(cond)} alternatives; at most {MAX_ALTERNATIVES} in one rule "
+                                 "(split the rule in several)")
                     continue
                 for alt in cond:
                     if not isinstance(alt, dict) or "any" in alt:
@@ -207,6 +285,10 @@ class _Reader:
                     if not isinstance(raw, list) or not raw:
                         self.problem(oline, f"{field}: {op} needs a non-empty list")
                         continue
+                    if len(raw) > MAX_VALUES:
+                        self.problem(oline, f"{field}: {op} has {len(raw)} values; at most {MAX_VALUES} in one list "
+                                     "(split the rule in several)")
+                        continue
                     vals = tuple(self.value(field, v, oline) for v in raw)
                     if None not in vals:
                         tests.append(Test(field, op, vals))
@@ -223,12 +305,19 @@ class _Reader:
 def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
     """Parse rule-file text; returns the rules (None if unusable) and every problem found."""
     r = _Reader(path)
+    if len(text) > MAX_BYTES:
+        r.problem(1, f"the text is {len(text):,} characters; a rule file may be at most "
+                  f"{MAX_BYTES // 1024 // 1024} MiB")
+        return None, r.problems
     loader = _Loader(text)
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         r.problem(mark.line + 1 if mark else 1, f"YAML error: {getattr(exc, 'problem', None) or exc}")
+        return None, r.problems
+    except (RecursionError, MemoryError) as exc:     # (bounded above; never a traceback)
+        r.problem(1, f"YAML error: {exc!r}")
         return None, r.problems
     finally:
         loader.dispose()
@@ -263,6 +352,10 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
     if not isinstance(raw_rules, list):
         r.problem(_line(doc, "rules"), "rules: required, a list of rules")
         raw_rules = []
+    if len(raw_rules) > MAX_RULES:
+        r.problem(_line(doc, "rules"), f"rules: {len(raw_rules):,} rules; a rule file may hold at most "
+                  f"{MAX_RULES:,} (lint compares every rule with the rules before it)")
+        return None, r.problems
     for raw in raw_rules:
         if not isinstance(raw, dict):
             r.problem(_line(doc, "rules"), f"each rule must be a mapping, not {raw!r}")
@@ -303,13 +396,32 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
     return RuleFile(path, tuple(rules), d_decision, d_reason.strip(), dline), []
 
 
-def load_rule_file(path: Path) -> RuleFile:
-    """Load and check a rule file; raise RuleFileError listing every problem with its line."""
+def read_rule_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_BYTES in UTF-8, else RuleFileError."""
+    too_big = f"a rule file may be at most {MAX_BYTES // 1024 // 1024} MiB"
     try:
-        text = path.read_text(encoding="utf-8")
+        # (non-blocking: a FIFO put where the rule file should be must not hang the command)
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise RuleFileError([Problem(path, 1, "not a regular file")])
+            if info.st_size > MAX_BYTES:
+                raise RuleFileError([Problem(path, 1, f"the file is {info.st_size:,} bytes; {too_big}")])
+            data = f.read(MAX_BYTES + 1)          # (it may have grown since)
     except OSError as exc:
         raise RuleFileError([Problem(path, 0, f"cannot read: {exc.strerror}")]) from None
-    rf, problems = parse_rule_text(text, path)
+    if len(data) > MAX_BYTES:
+        raise RuleFileError([Problem(path, 1, f"the file is over {MAX_BYTES:,} bytes; {too_big}")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise RuleFileError([Problem(path, line, f"not UTF-8 text (byte {exc.start + 1} of the file)")]) from None
+
+
+def load_rule_file(path: Path) -> RuleFile:
+    """Load and check a rule file; raise RuleFileError listing every problem with its line."""
+    rf, problems = parse_rule_text(read_rule_text(path), path)
     if problems:
         raise RuleFileError(problems)
     return rf
