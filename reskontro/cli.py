@@ -54,9 +54,9 @@ class _Commands(click.Group):
 def _log_traceback(site: Site | None, message: str, exc: BaseException) -> None:
     if site is None:
         return
-    from reskontro.files.logfile import setup_logging
+    from reskontro.files.logfile import setup_site_logging
     try:
-        setup_logging(site.config.log_file)
+        setup_site_logging(site.config)
     except OSError:
         return                              # no log to be had: the one line is all there is
     logging.getLogger("reskontro.cli").debug("%s", message, exc_info=exc)
@@ -119,6 +119,9 @@ def init(target: Path, sender_id: str, org_no: str, force: bool) -> None:
         raise UserError(describe(exc, str(target / "reskontro.db"))) from None
     console.print(f"Created site [bold]{target}[/] ({len(made)} files). Next: edit "
                   f"{target / 'reskontro.toml'}, then `reskontro --site {target} import FILE`.")
+    console.print("The nightly cycle from cron (every 15 minutes; it runs once a day, past send_time in the "
+                  "site's time zone, whatever the host's clock), with `crontab -e`:", highlight=False)
+    click.echo(services.cron_line(target))
 
 
 @main.command("import")
@@ -385,11 +388,16 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     _engine(site)
     st = services.status(site)
     files, summary = st.files, st.items
+    tz, plan = site.config.tz, st.schedule
     if as_json:
         click.echo(json.dumps({"files": [{"file_id": f.file_id, "sequence": f.sequence, "kind": f.kind,
                                           "state": f.state, "entries": f.entry_count,
                                           "created_at": f.created_at.isoformat(), "detail": f.detail}
-                                         for f in files], "items": summary}, indent=2, ensure_ascii=False))
+                                         for f in files], "items": summary,
+                               "runs": {"last": st.last_run.as_json(tz) if st.last_run else None,
+                                        "next_scheduled": plan.next_run.isoformat(timespec="seconds"),
+                                        "overdue": plan.due}},
+                              indent=2, ensure_ascii=False))
         return
     t = Table("seq", "file", "kind", "state", "entries", "created", "detail", title="Transfer files")
     colour = {"accepted": "green", "rejected": "red", "invalid": "red", "abandoned": "yellow"}
@@ -399,6 +407,22 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
                   f.created_at.strftime("%Y-%m-%d %H:%M"), (f.detail or "")[:60])
     console.print(t)
     console.print("Items: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary.items()))
+    last = st.last_run
+    if last is None:
+        console.print("Last run: none yet.")
+    else:
+        colour = {"ok": "green", "needs_person": "yellow", "failed": "red"}.get(last.result, "cyan")
+        shown = {"needs_person": "done, but a person is needed", "running": "running, or did not finish"}
+        ended = f", ended {last.finished_at.astimezone(tz):%H:%M}" if last.finished_at else ""
+        console.print(f"Last run: {last.id} ({last.kind}) started {last.started_at.astimezone(tz):%Y-%m-%d %H:%M %Z}"
+                      f"{ended}: [{colour}]{shown.get(last.result, last.result)}[/]", highlight=False)
+        for text in last.needs_person[:10]:
+            console.print(f"  [yellow]needs a person[/] {escape(text)}", highlight=False)
+        if len(last.needs_person) > 10:
+            console.print(f"  … and {len(last.needs_person) - 10} more (`status --json`)")
+    when = "now (today's cycle is overdue: the next scheduled tick runs it)" if plan.due else \
+        f"{plan.next_run:%Y-%m-%d %H:%M %Z}"
+    console.print(f"Next scheduled run: {when}", highlight=False)
 
 
 # --- incoming payments ------------------------------------------------------------------------
@@ -588,18 +612,31 @@ def _print_step(step) -> None:
 
 @main.command("run")
 @click.option("--no-sftp", is_flag=True, help="Skip fetch and send (export and inbox only).")
+@click.option("--scheduled", is_flag=True,
+              help="For cron every 15 minutes: run only when past send_time (in the site's time zone) and "
+                   "today's cycle has not completed; else exit 0 at once, saying nothing.")
 @click.pass_context
-def run_cmd(ctx: click.Context, no_sftp: bool) -> None:
+def run_cmd(ctx: click.Context, no_sftp: bool, scheduled: bool) -> None:
     """The nightly cycle, for cron: fetch, read receipts and payment files, book payments,
-    export tonight's file, send. Exit status 0 only when every step went well; the log goes to
-    the configured log file."""
+    export tonight's file, send. Exit status 0 when every step went well, 3 when all was done
+    but a person is needed (a file set aside, a receipt rejecting our file, a payment not
+    booked, an entry held new tonight: listed), 1 when a step failed. Each cycle is in the run
+    history (`status`) and the log; `[notify]` tells a person."""
     site = _site(ctx)
     _engine(site)
-    result = services.run(site, sftp=not no_sftp, on_step=_print_step)
-    console.print(("[green]All went well.[/]" if result.ok else
-                   f"[bold red]Some steps failed[/]; details in {site.config.log_file}"), highlight=False)
+    result = services.run(site, sftp=not no_sftp, on_step=_print_step, scheduled=scheduled)
+    if result.skipped is not None:
+        return                              # not due: cron's tick says nothing
+    for text in result.needs_person:       # on stderr, as every refusal: stdout keeps one line per step
+        err.print(f"[yellow]needs a person[/] {escape(text)}", highlight=False)
     if not result.ok:
+        console.print(f"[bold red]Some steps failed[/]; details in {site.config.log_file}", highlight=False)
         raise SystemExit(1)
+    if result.needs_person:
+        console.print(f"[yellow]Done, but a person is needed[/] ({len(result.needs_person)}); details in "
+                      f"{site.config.log_file}", highlight=False)
+        raise SystemExit(3)                 # done, but a person is needed
+    console.print("[green]All went well.[/]", highlight=False)
 
 
 @main.command()
@@ -616,8 +653,9 @@ def serve(ctx: click.Context, no_sftp: bool) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    due = services.next_run(site)
-    console.print(f"Serving {site.config.site}: next run {due:%Y-%m-%d %H:%M %Z}; watching {site.config.inbox}.",
+    plan = services.schedule(site, sftp=not no_sftp)
+    due = "now (today's cycle is overdue)" if plan.due else f"{plan.next_run:%Y-%m-%d %H:%M %Z}"
+    console.print(f"Serving {site.config.site}: next run {due}; watching {site.config.inbox}.",
                   highlight=False)
     services.serve(site, stop, sftp=not no_sftp, on_step=_print_step)
     console.print("Stopped.")

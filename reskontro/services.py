@@ -128,20 +128,35 @@ def receipts(site: Site):
 class Status:
     files: list                   # transfer.journal.FileRecord each, oldest first
     items: dict[str, int]         # delivered, in_flight, pending, held, waiting, to_send
+    last_run: object | None = None   # ledger.runs.RunRecord: the last cycle (None: never ran)
+    schedule: object | None = None   # exchange.cycle.Schedule: the next scheduled cycle
 
 
-def status(site: Site) -> Status:
+def status(site: Site, now: datetime | None = None) -> Status:
     """The files and their states; what is delivered, in flight, pending, held, waiting, and
-    what the next export sends (the plan's transfer count: they always agree)."""
+    what the next export sends (the plan's transfer count: they always agree); the last cycle
+    and the next scheduled one."""
+    from reskontro.exchange.cycle import schedule
+    from reskontro.ledger import runs
     from reskontro.rules.reports import make_plan
     from reskontro.transfer import journal
     with site.db.connect() as conn:
         files = journal.files(conn)
         counts = journal.counts(conn)
         totals = make_plan(conn, site.rules, site.config.mode).totals()
+        last = runs.last(conn, 1)
+    plan = schedule(site.config, site.db, now or datetime.now(site.config.tz))
     return Status(files, {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
                           "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
-                          "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)})
+                          "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)},
+                  last[0] if last else None, plan)
+
+
+def run_history(site: Site, n: int = 10) -> list:
+    """The last `n` cycles, newest first (ledger.runs.RunRecord each)."""
+    from reskontro.ledger import runs
+    with site.db.connect() as conn:
+        return runs.last(conn, n)
 
 
 # --- incoming payments ------------------------------------------------------------------------
@@ -193,23 +208,58 @@ def fetch(site: Site):
         return do_fetch(site.config)
 
 
-def run(site: Site, *, sftp: bool = True, on_step=None):
-    """The nightly cycle once (exchange.cycle.CycleResult); its own lock and log."""
+def run(site: Site, *, sftp: bool = True, on_step=None, scheduled: bool = False,
+        clock: Callable[[], datetime] | None = None):
+    """The nightly cycle once (exchange.cycle.CycleResult); its own lock, log, run history and
+    notifications. `scheduled`: only when past send_time and today's cycle has not completed
+    (else at once, with `skipped` set: nothing is done, nothing logged)."""
     from reskontro.exchange.cycle import run_cycle, setup_logging
     engine = site.rules
     setup_logging(site.config)
-    return run_cycle(site.config, site.db, engine, sftp=sftp, on_step=on_step)
+    return run_cycle(site.config, site.db, engine, sftp=sftp, on_step=on_step, scheduled=scheduled, clock=clock)
+
+
+def schedule(site: Site, now: datetime | None = None, *, sftp: bool = True):
+    """Whether the scheduled cycle is due now, and when it runs next (exchange.cycle.Schedule)."""
+    from reskontro.exchange.cycle import schedule as plan
+    return plan(site.config, site.db, now or datetime.now(site.config.tz), sftp=sftp)
 
 
 def next_run(site: Site, now: datetime | None = None) -> datetime:
-    from reskontro.exchange.remote import next_run as due
-    tz = site.config.tz
-    return due(now or datetime.now(tz), site.config.send_time, tz)
+    """When the scheduled cycle runs next: now, if today's is overdue."""
+    return schedule(site, now).next_run
 
 
 def serve(site: Site, stop: threading.Event, *, sftp: bool = True, on_step=None) -> None:
-    """The cycle at send_time every day and the inbox watcher, until `stop`."""
+    """The cycle at send_time every day (at once when today's is overdue) and the inbox
+    watcher, until `stop`."""
     from reskontro.exchange.cycle import serve as do_serve, setup_logging
     engine = site.rules
     setup_logging(site.config)
     do_serve(site.config, site.db, engine, stop, sftp=sftp, on_step=on_step)
+
+
+def installed_command() -> str:
+    """The `reskontro` command of this installation, as cron must call it (absolute): the one
+    beside this Python (a virtualenv's bin/, or pip's --user bin), else the one on PATH, else
+    this Python running the module."""
+    import os
+    import shlex
+    import shutil
+    import sys
+    beside = Path(sys.executable).parent / "reskontro"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return shlex.quote(str(beside))
+    found = shutil.which("reskontro")
+    if found:
+        return shlex.quote(str(Path(found).absolute()))
+    return f"{shlex.quote(sys.executable)} -m reskontro.cli"
+
+
+def cron_line(site_dir: Path) -> str:
+    """The crontab line for a site: every 15 minutes `run --scheduled`, which runs the cycle
+    once a day, past send_time in the site's zone, whatever the host's clock zone (and at the
+    next tick after a machine was down at send_time)."""
+    import shlex
+    line = f"*/15 * * * * {installed_command()} --site {shlex.quote(str(Path(site_dir).absolute()))} run --scheduled"
+    return line.replace("%", "\\%")      # cron reads a bare % as a line break

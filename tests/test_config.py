@@ -83,7 +83,7 @@ def test_a_bad_value_is_refused_naming_the_key(tmp_path: Path, section: str, val
 
 
 def test_unknown_section_and_unknown_key_list_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"bogus: unknown section \(known: creditor, paths, schedule, sftp\)"):
+    with pytest.raises(ConfigError, match=r"bogus: unknown section \(known: creditor, log, notify, paths, schedule, sftp\)"):
         parse_config(with_("bogus", x=1), tmp_path)
     with pytest.raises(ConfigError, match=r"creditor\.sendr_id: unknown key \(known: .*sender_id"):
         parse_config(with_("creditor", sendr_id="X"), tmp_path)

@@ -76,6 +76,7 @@ class PostResult:
     closed: int
     unmatched: list[tuple[str, str]]      # (payment id, why)
     in_erp: list[tuple[str, str]] = ()    # (payment id, the ERP's entry for it): booked there, not here
+    new_unmatched: list[tuple[str, str]] = ()   # of `unmatched`, those tried for the first time now
 
 
 def _group_balance(conn: Connection, invoice_id: str, match_id: str | None) -> int:
@@ -124,6 +125,7 @@ def post_payments(db: Engine) -> PostResult:
     matched = closed = 0
     unmatched: list[tuple[str, str]] = []
     in_erp: list[tuple[str, str]] = []
+    new_unmatched: list[tuple[str, str]] = []
     with db.connect() as conn:
         todo = conn.execute(select(s.bank_payments).where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
                             .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)).all()
@@ -166,6 +168,8 @@ def post_payments(db: Engine) -> PostResult:
                 conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"])
                              .values(status="unmatched", note=why[:200]))
                 unmatched.append((p["id"], why))
+                if p["status"] == "unposted":
+                    new_unmatched.append((p["id"], why))
                 continue
             day = p["booking_date"] or p["payment_date"] or date.today()
             entry = Entry(id=p["id"], customer_id=invoice["customer_id"], type="payment",
@@ -183,7 +187,7 @@ def post_payments(db: Engine) -> PostResult:
                 note="invoice closed" if rest == 0 else f"partial: {from_ore(rest)} still open"))
             matched += 1
             closed += rest == 0
-    return PostResult(matched, closed, unmatched, in_erp)
+    return PostResult(matched, closed, unmatched, in_erp, new_unmatched)
 
 
 def _booked_here(conn: Connection, ids: list[str], origin: str) -> None:

@@ -13,6 +13,7 @@ from itertools import groupby
 from sqlalchemy import Connection, and_, exists, func, select
 
 from reskontro.ledger import schema as s
+from reskontro.ledger.store import digest
 from reskontro.rules.engine import Outcome, RuleEngine
 from reskontro.rules.facts import CustomerChecks, customer_checks, entry_fact, match_shape
 
@@ -37,6 +38,13 @@ class Decided:
     def customer(self) -> Mapping:
         """The customers row (c_* columns of the joined row, under their own names)."""
         return _Prefixed(self.entry)
+
+
+def decision_basis(engine: RuleEngine, mode: str) -> str:
+    """What every decision rests on: the rules as loaded and the mode. The export keeps it in
+    the store (meta `decision_basis`); another basis decides the whole ledger once."""
+    rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
+    return digest(repr(rf.rules), rf.default_decision, mode)
 
 
 def goes_tonight(d: Decided) -> bool:

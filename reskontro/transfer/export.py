@@ -31,8 +31,8 @@ from reskontro.config import Config
 from reskontro.errors import ExportError
 from reskontro.files.folders import create_temporary, set_aside
 from reskontro.ledger import schema as s
-from reskontro.ledger.store import Ledger, digest
-from reskontro.rules.decide import decide_ledger
+from reskontro.ledger.store import Ledger
+from reskontro.rules.decide import decide_ledger, decision_basis
 from reskontro.rules.engine import RuleEngine
 from reskontro.testing import faults
 from reskontro.transfer import journal
@@ -106,7 +106,7 @@ def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetim
         flush = lambda: clear_handled(conn, handled)   # noqa: E731
         # Another rule file or mode may decide anything differently: then decide everything once.
         rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
-        basis = digest(repr(rf.rules), rf.default_decision, config.mode)
+        basis = decision_basis(engine, config.mode)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
         elsewhere = helpers.start_deciding(conn, rf, full, backlog)
