@@ -25,15 +25,18 @@ def _lock(site: Site):
 
 
 # --- the ledger -------------------------------------------------------------------------------
-def import_ledger(site: Site, files: list[Path]):
-    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each)."""
+def import_ledger(site: Site, files: list[Path], progress: Callable[[Path, int], None] | None = None):
+    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each);
+    `progress(path, i)` as file i starts."""
     from reskontro.ledger.importer import import_files
-    return import_files(site.db, files)
+    return import_files(site.db, files, progress)
 
 
-def write_sample(out: Path, customers: int, seed: int) -> int:
+def write_sample(out: Path, customers: int, seed: int, *, force: bool = False,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """A sample ledger into `out` (an existing file refused unless `force`): the records written."""
     from reskontro.ledger.sample import write_sample_file
-    return write_sample_file(out, customers, seed)
+    return write_sample_file(out, customers, seed, force=force, progress=progress)
 
 
 # --- the rules --------------------------------------------------------------------------------
@@ -97,11 +100,11 @@ def explain(site: Site, entry_id: str) -> Explained | None:
     return None
 
 
-def check(site: Site):
+def check(site: Site, progress: Callable[[int], None] | None = None):
     """The data-quality report per customer (rules.reports.CustomerReport each)."""
     from reskontro.rules.reports import quality_report
     with site.db.connect() as conn:
-        return quality_report(conn, site.rules, site.config.mode)
+        return quality_report(conn, site.rules, site.config.mode, progress)
 
 
 # --- the transfer file ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reskontro.adapters.sftp import SftpConnectionError
 from reskontro.files import logfile
 from reskontro.config import Config
 from reskontro.rules.engine import RuleEngine
@@ -33,6 +34,9 @@ class Step:
     name: str
     ok: bool
     summary: str
+    attention: bool = False     # done, but a person is needed (unmatched payments, a failed
+                                # inbox file, a rejected receipt, new holds)
+    later: bool = False         # failed for now only (the server unreachable after the retries)
 
 
 @dataclass
@@ -42,6 +46,15 @@ class CycleResult:
     @property
     def ok(self) -> bool:
         return all(s.ok for s in self.steps)
+
+    @property
+    def exit_status(self) -> int:
+        """0 all went well; 1 a step failed; 3 done, but a person is needed; 75 only the
+        server was unreachable (try again later). The CLI's exit status for `run`."""
+        failed = [s for s in self.steps if not s.ok]
+        if failed:
+            return 75 if all(s.later for s in failed) else 1
+        return 3 if any(s.attention for s in self.steps) else 0
 
 
 def setup_logging(config: Config) -> logging.Handler:
@@ -59,15 +72,18 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
         if on_step:
             on_step(s)
 
-    def step(name: str, fn: Callable[[], str]) -> bool:
+    def step(name: str, fn: Callable[[], str | tuple[str, bool]]) -> bool:
+        """Run one step; `fn` returns its summary, or (summary, a person is needed)."""
         try:
-            s = Step(name, True, fn())
+            out = fn()
+            text, attention = out if isinstance(out, tuple) else (out, False)
+            s = Step(name, True, text, attention)
         except Exception as exc:  # every failure is reported, and the cycle carries on where safe
             log.error("%s failed: %s\n%s", name, exc, traceback.format_exc())
             if isinstance(exc, (OSError, SQLAlchemyError)):   # one line naming the file or the store
                 s = Step(name, False, describe(exc, store_name(config.database)))
             else:
-                s = Step(name, False, f"{type(exc).__name__}: {exc}")
+                s = Step(name, False, f"{type(exc).__name__}: {exc}", later=isinstance(exc, SftpConnectionError))
         report(s)
         return s.ok
 
@@ -111,14 +127,14 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
             # what was not a payment with its reason)
             for r in failed + rejected + [r for r in rs if r.kind == "payments"]:
                 text += f"; {r.name}: {r.detail}"
-            if failed or rejected:
-                raise RuntimeError(text)
-            return text
+            # a file set aside or a rejected receipt: done, and a person looks at it
+            return text, bool(failed or rejected)
         step("inbox", do_inbox)
 
         def do_post() -> str:
             r = post_payments(db)
-            return f"{r.matched} payments booked, {r.closed} invoices closed, {len(r.unmatched)} unmatched"
+            return (f"{r.matched} payments booked, {r.closed} invoices closed, {len(r.unmatched)} unmatched",
+                    bool(r.unmatched))
         step("post", do_post)
 
         def do_outbox() -> str:
@@ -134,7 +150,10 @@ def run_cycle(config: Config, db, engine: RuleEngine, *, sftp: bool = True, clie
                 r = export(config, db, engine, now=now)
             if r.path is None:
                 raise RuntimeError(f"{r.file_id} failed the pre-send check: {'; '.join(r.problems[:5])}")
-            return f"{r.file_id}: {r.customers} customers, {r.entries} entries, {r.matches} matches"
+            text = f"{r.file_id}: {r.customers} customers, {r.entries} entries, {r.matches} matches"
+            if r.held:
+                text += f"; {r.held} entries held tonight (reskontro check, reskontro plan)"
+            return text, bool(r.held)
         step("export", do_export)
 
         if sftp:
