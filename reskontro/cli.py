@@ -216,7 +216,8 @@ def init(out: Output, target: Path, sender_id: str, org_no: str, force: bool) ->
 
 
 @main.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", metavar="FILE...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @reporting
 @click.pass_context
 def import_(ctx: click.Context, out: Output, files: tuple[Path, ...]) -> None:
@@ -295,7 +296,7 @@ def _not_examples(path: Path) -> None:
 
 
 @rules.command()
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", metavar="[FILE...]", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @reporting
 @click.pass_context
 def lint(ctx: click.Context, out: Output, files: tuple[Path, ...]) -> None:
@@ -419,11 +420,11 @@ def _engine_site(ctx: click.Context) -> Site:
 
 
 @main.command()
-@click.argument("entry_id")
+@click.argument("entry_id", metavar="ID")
 @reporting
 @click.pass_context
 def explain(ctx: click.Context, out: Output, entry_id: str) -> None:
-    """Why ENTRY_ID gets its decision: the facts, the deciding rule, every other rule that
+    """Why entry ID gets its decision: the facts, the deciding rule, every other rule that
     matched. The ERP's id of an entry this service booked works too.
 
     \b
@@ -452,7 +453,7 @@ def explain(ctx: click.Context, out: Output, entry_id: str) -> None:
         out.say("Other rules that matched (a rule above decided first):")
         for r in others:
             out.say(f"  line {r.line}: {r.id} -> {r.decision}")
-    out.table([Col("fact", "id"), Col("value")],
+    out.table([Col("fact", "id"), Col("value", "id")],
               [[k, str(v).lower() if isinstance(v, bool) else str(v)] for k, v in facts.items()],
               title="Facts the rules saw")
     _finish(out, DONE, entry=entry_id, asked=found.asked, decision=o.decision, rule=o.rule_id, reason=o.reason,
@@ -572,7 +573,7 @@ def status(ctx: click.Context, out: Output, limit: int) -> None:
     files = st.files[-(limit or (len(st.files) if out.json else 15)):]
     colour = {"accepted": "green", "rejected": "red", "invalid": "red", "abandoned": "yellow"}
     out.table([Col("seq", "number"), Col("file", "id"), Col("kind", "id"), Col("state", "id"),
-               Col("entries", "number"), Col("created", "id"), Col("detail", max_width=60)],
+               Col("entries", "number"), Col("created", "words"), Col("detail", max_width=60)],
               [[str(f.sequence), f.file_id, f.kind, (f.state, colour.get(f.state, "cyan")), f"{f.entry_count:,}",
                 f.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"), f.detail or ""] for f in files],
               title="Transfer files")

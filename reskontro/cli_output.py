@@ -64,9 +64,9 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 @dataclass(frozen=True)
 class Col:
     """A table column. kind: `id` and `amount` (and `number`) are never cut nor wrapped while
-    the terminal allows; `text` wraps."""
+    the terminal allows; `words` (a time with its zone) wraps at its spaces only; `text` wraps."""
     name: str
-    kind: str = "text"           # id | amount | number | text
+    kind: str = "text"           # id | amount | number | words | text
     max_width: int | None = None  # text columns: at most this wide
 
 
@@ -117,24 +117,36 @@ class Output:
     def table(self, columns: Sequence[Col], rows: Sequence[Sequence[Cell]], title: str | None = None) -> None:
         if self.json:
             return
-        if self.plain:
-            self.out.print("\t".join(c.name for c in columns), soft_wrap=True)
-            for row in rows:
-                self.out.print("\t".join(" ".join(_value(v).replace("\t", " ").split("\n")) for v in row),
-                               soft_wrap=True)
+        if self.plain:       # written as it is: rich would turn the tabs into spaces
+            lines = ["\t".join(c.name for c in columns)]
+            lines += ["\t".join(" ".join(_value(v).replace("\t", " ").split("\n")) for v in row) for row in rows]
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
             return
-        # a header may wrap at its spaces; a value of an id or amount column may not
+        # A text column with nothing in it (no detail on any file) is left out of the picture.
+        keep = [i for i, c in enumerate(columns) if c.kind not in ("text", "words") or any(_value(r[i]) for r in rows)]
+        if len(keep) < len(columns):
+            columns = [columns[i] for i in keep]
+            rows = [[r[i] for i in keep] for r in rows]
+        # a header may wrap at its spaces; a value of an id or amount column may not; a `words`
+        # column wraps at its spaces only; a text column wraps anywhere it must
         widths = [max([_width(w) for w in c.name.split()] + [_width(_value(r[i])) for r in rows])
                   for i, c in enumerate(columns)]
-        need = sum(w if c.kind != "text" else min(w, _MIN_TEXT) for c, w in zip(columns, widths))
-        need += 3 * len(columns) + 1           # the box: "│ " and " " around each cell
-        if need > self.out.width:
+        words = [max([_width(w) for w in c.name.split()] + [_width(w) for r in rows for w in _value(r[i]).split()])
+                 for i, c in enumerate(columns)]
+        need = sum(min(w, _MIN_TEXT) if c.kind == "text" else (ww if c.kind == "words" else w)
+                   for c, w, ww in zip(columns, widths, words))
+        # the box: "│ " and " " around each cell; a table a little too wide loses its outer edge
+        edge = need + 3 * len(columns) + 1 <= self.out.width
+        if not edge and need + 3 * len(columns) - 3 > self.out.width:
             self._records(columns, rows, title)
             return
-        t = Table(title=title)
-        for c, w in zip(columns, widths):
+        t = Table(title=title, show_edge=edge, pad_edge=edge)
+        for c, w, ww in zip(columns, widths, words):
             if c.kind == "text":
                 t.add_column(c.name, overflow="fold", max_width=c.max_width)
+            elif c.kind == "words":
+                t.add_column(c.name, overflow="fold", min_width=ww)
             else:
                 t.add_column(c.name, justify="left" if c.kind == "id" else "right",
                              no_wrap=True, min_width=w, overflow="fold")
