@@ -44,6 +44,7 @@ class LedgerBatch:
     entries: list[Entry] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     lines: dict[tuple[str, str], int] = field(default_factory=dict)   # (kind, id) -> line
+    refused: set[tuple[str, str]] = field(default_factory=set)       # (kind, id) of bad rows
 
 
 def _show(v: object) -> str:
@@ -256,15 +257,32 @@ def _entry(r: _Row) -> Entry | None:
                  bank_ref=bank_ref)
 
 
-def _check_errors(path: Path, errors: list[str]) -> None:
-    if errors:
-        more = f"\n… and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
-        raise InputError(f"{path.name}: {len(errors)} problem(s), nothing imported:\n"
-                         + "\n".join(errors[:MAX_ERRORS]) + more)
+def refusal(path: Path, errors: list[str]) -> InputError:
+    """The file refused whole: every problem (the first MAX_ERRORS), in line order."""
+    errors = sorted(errors, key=_line_of)
+    more = f"\n… and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
+    n = len(errors)
+    return InputError(f"{path.name}: {n} problem{'' if n == 1 else 's'}, nothing imported:\n"
+                      + "\n".join(errors[:MAX_ERRORS]) + more)
 
 
-def read_ledger_file(path: Path) -> LedgerBatch:
-    """Read one export; raise InputError listing every bad row (file, line, field)."""
+def _line_of(error: str) -> int:
+    parts = error.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+
+
+def _check_errors(path: Path, errors: list[str], problems: list[str] | None) -> None:
+    if problems is not None:
+        problems.extend(errors)
+    elif errors:
+        raise refusal(path, errors)
+
+
+def read_ledger_file(path: Path, problems: list[str] | None = None) -> LedgerBatch:
+    """Read one export; raise InputError listing every bad row (file, line, field). Given
+    `problems`, the bad rows are added there instead and the good ones returned (the caller
+    adds what it finds against the store, and refuses the file with all of them at once); a
+    file that cannot be read as rows at all still raises."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -272,9 +290,9 @@ def read_ledger_file(path: Path) -> LedgerBatch:
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        return _read_jsonl(path, text)
+        return _read_jsonl(path, text, problems)
     if path.suffix.lower() == ".csv":
-        return _read_csv(path, text)
+        return _read_csv(path, text, problems)
     raise InputError(f"{path.name}: unknown file type {path.suffix!r}; use .csv or .jsonl")
 
 
@@ -287,7 +305,7 @@ def _add(batch: LedgerBatch, kind: str, obj, line: int, where: str, errors: list
     {"customer": batch.customers, "entry": batch.entries, "match": batch.matches}[kind].append(obj)
 
 
-def _read_jsonl(path: Path, text: str) -> LedgerBatch:
+def _read_jsonl(path: Path, text: str, problems: list[str] | None = None) -> LedgerBatch:
     batch, errors = LedgerBatch(), []
     # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085,
     # \x1c... inside a JSON string, and the line numbers would no longer be an editor's
@@ -336,12 +354,14 @@ def _read_jsonl(path: Path, text: str) -> LedgerBatch:
             continue
         if obj is not None:
             _add(batch, kind, obj, n, where, errors)
+        elif isinstance(data.get("id"), str):
+            batch.refused.add((kind, data["id"]))   # named by other rows: not "unknown" as well
     _cross_check(path, batch, errors)
-    _check_errors(path, errors)
+    _check_errors(path, errors, problems)
     return batch
 
 
-def _read_csv(path: Path, text: str) -> LedgerBatch:
+def _read_csv(path: Path, text: str, problems: list[str] | None = None) -> LedgerBatch:
     batch, errors = LedgerBatch(), []
     # newline="": the csv module finds the rows itself (a quoted value may hold a line break;
     # str.splitlines() would drop it and also cut rows at U+2028, U+0085, \x1c...)
@@ -400,12 +420,14 @@ def _read_csv(path: Path, text: str) -> LedgerBatch:
             continue
         if obj is not None:
             _add(batch, kind, obj, n, where, errors)
+        elif row.get("id"):
+            batch.refused.add((kind, row["id"]))    # named by other rows: not "unknown" as well
     for mid, members in groups.items():
         if len(members) < 2:
             errors.append(f"{path.name}:{group_line[mid]}: match_id: match {mid!r} has one entry; a match needs two or more")
         _add(batch, "match", Match(mid, tuple(members)), group_line[mid], f"{path.name}:{group_line[mid]}", errors)
     _cross_check(path, batch, errors)
-    _check_errors(path, errors)
+    _check_errors(path, errors, problems)
     return batch
 
 

@@ -506,6 +506,12 @@ class SftpClient:
         ssh = paramiko.SSHClient()
         try:
             ssh.load_host_keys(str(s.known_hosts))
+        except FileNotFoundError as exc:
+            port = f"-p {s.port} " if s.port != 22 else ""
+            raise SftpError(f"known_hosts file {s.known_hosts} does not exist: the server's host key is "
+                            "pinned there, never learnt. Get the key's fingerprint from the receiver over "
+                            "another channel, then fetch the key and compare (ssh-keygen -lf "
+                            f"{s.known_hosts}):\n  ssh-keyscan {port}{s.host} >> {s.known_hosts}") from exc
         except (OSError, paramiko.SSHException) as exc:
             raise SftpError(f"cannot read known_hosts file {s.known_hosts}: {exc}") from exc
         ssh.set_missing_host_key_policy(_RefuseUnknownHost(s))

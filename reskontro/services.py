@@ -25,15 +25,18 @@ def _lock(site: Site):
 
 
 # --- the ledger -------------------------------------------------------------------------------
-def import_ledger(site: Site, files: list[Path]):
-    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each)."""
+def import_ledger(site: Site, files: list[Path], progress: Callable[[Path, int], None] | None = None):
+    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each);
+    `progress(path, i)` as file i starts."""
     from reskontro.ledger.importer import import_files
-    return import_files(site.db, files)
+    return import_files(site.db, files, progress)
 
 
-def write_sample(out: Path, customers: int, seed: int) -> int:
+def write_sample(out: Path, customers: int, seed: int, *, force: bool = False,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """A sample ledger into `out` (an existing file refused unless `force`): the records written."""
     from reskontro.ledger.sample import write_sample_file
-    return write_sample_file(out, customers, seed)
+    return write_sample_file(out, customers, seed, force=force, progress=progress)
 
 
 # --- the rules --------------------------------------------------------------------------------
@@ -97,11 +100,11 @@ def explain(site: Site, entry_id: str) -> Explained | None:
     return None
 
 
-def check(site: Site):
+def check(site: Site, progress: Callable[[int], None] | None = None):
     """The data-quality report per customer (rules.reports.CustomerReport each)."""
     from reskontro.rules.reports import quality_report
     with site.db.connect() as conn:
-        return quality_report(conn, site.rules, site.config.mode)
+        return quality_report(conn, site.rules, site.config.mode, progress)
 
 
 # --- the transfer file ------------------------------------------------------------------------
@@ -112,10 +115,16 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
     from reskontro.ledger.store import check_integrity
     from reskontro.transfer.export import export as write_file
     engine = site.rules
+    from jinja2 import TemplateError
+    from reskontro.errors import ExportError
     with _lock(site):
         check_integrity(site.db)
-        with about(site.config.outbox):
-            return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
+        try:
+            with about(site.config.outbox):
+                return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
+        except TemplateError as exc:   # a refused template (sandbox), a syntax error: fix the template
+            raise ExportError("the transfer file template failed; the file was not finished and nothing "
+                              f"goes: {exc}") from None
 
 
 def receipts(site: Site):

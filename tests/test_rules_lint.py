@@ -56,7 +56,9 @@ def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
     text = HEAD + "  - id: a\n    when: {entry_type: invoice}\n   decision: hold\n    reason: r\n"
     line, msg = one(lint(tmp_path, text))
     assert line == line_of(text, "   decision: hold") == 5
-    assert msg.startswith("YAML error:")
+    # where (the column, the block it breaks), what, and what usually causes it
+    assert msg.startswith("YAML error at column 4 (parsing a block collection that starts on line 3): "), msg
+    assert "hint: this line is indented differently from the lines of its block" in msg
 
 
 def test_yaml_error_in_an_unclosed_flow_mapping(tmp_path: Path) -> None:
@@ -64,7 +66,7 @@ def test_yaml_error_in_an_unclosed_flow_mapping(tmp_path: Path) -> None:
     line, msg = one(lint(tmp_path, text))
     # the parser notices at the next line, where the mapping should have been closed
     assert line == line_of(text, "decision: hold")
-    assert msg.startswith("YAML error:") and "'}'" in msg
+    assert msg.startswith("YAML error at column ") and "'}'" in msg and "hint: " in msg
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
@@ -425,7 +427,7 @@ def test_lint_reports_a_rule_the_engine_cannot_compile(tmp_path: Path) -> None:
 def test_cli_plan_refuses_such_a_rule_without_a_traceback(site: Path) -> None:
     (site / "rules" / "transfer.yaml").write_text(_too_complex(), encoding="utf-8")
     result = CliRunner().invoke(main, ["--site", str(site), "plan"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2                     # the site's configuration: a rule file that does not load
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
 
 

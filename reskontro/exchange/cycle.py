@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reskontro.adapters.sftp import SftpConnectionError
 from reskontro.config import Config
 from reskontro.errors import StoreError, about, describe, one_line, store_name
 from reskontro.exchange import notify as notifier
@@ -48,6 +49,7 @@ class Step:
     ok: bool
     summary: str
     attention: list[str] = field(default_factory=list)    # what of this step needs a person
+    later: bool = False         # failed for now only (the server unreachable after the retries)
 
 
 @dataclass
@@ -75,6 +77,15 @@ class CycleResult:
         if not self.ok:
             return "failed"
         return "needs_person" if self.needs_person else "ok"
+
+    @property
+    def exit_status(self) -> int:
+        """0 all went well; 1 a step failed; 3 done, but a person is needed; 75 only the
+        server was unreachable (try again later). The CLI's exit status for `run`."""
+        failed = [s for s in self.steps if not s.ok]
+        if failed:
+            return 75 if all(s.later for s in failed) else 1
+        return 3 if self.needs_person else 0
 
     def summary(self, config: Config) -> dict:
         """The run as plain data: the run history's, the notifiers' and `run --json`'s view."""
@@ -185,7 +196,8 @@ def _cycle(config: Config, db, engine: RuleEngine, *, sftp: bool, client_factory
             if isinstance(exc, (OSError, SQLAlchemyError)):   # one line naming the file or the store
                 s = Step(name, False, describe(exc, where), attention)
             else:
-                s = Step(name, False, one_line(f"{type(exc).__name__}: {exc}", 2000), attention)
+                s = Step(name, False, one_line(f"{type(exc).__name__}: {exc}", 2000), attention,
+                         later=isinstance(exc, SftpConnectionError))
         report(s)
         return s.ok
 

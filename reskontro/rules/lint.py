@@ -276,9 +276,22 @@ def examples_path(rule_path: Path) -> Path:
     return rule_path.with_name(rule_path.stem + ".examples.yaml")
 
 
+def is_examples_file(path: Path) -> bool:
+    """An examples file (given where its rule file belongs): by its name, or by its content,
+    a list of mappings with facts and expect."""
+    if path.name.endswith(".examples.yaml") or path.name.endswith(".examples.yml"):
+        return True
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (isinstance(doc, list) and bool(doc)
+            and all(isinstance(x, dict) and ("facts" in x or "expect" in x) for x in doc))
+
+
 def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
     """Check each example; a malformed example is a failed example naming its line."""
-    from reskontro.rules.rulefile import _Loader, _line
+    from reskontro.rules.rulefile import _Loader, _line, yaml_problem
 
     try:
         loader = _Loader(read_rule_text(path))    # the rule file's bounds (size, nesting, aliases)
@@ -287,10 +300,8 @@ def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return [ExampleResult("(file)", mark.line + 1 if mark else 1, False, f"YAML error: {exc}")]
-    except (RecursionError, MemoryError) as exc:
-        return [ExampleResult("(file)", 1, False, f"YAML error: {exc!r}")]
+        line, message = yaml_problem(exc)
+        return [ExampleResult("(file)", line, False, message)]
     finally:
         loader.dispose()
     if not isinstance(doc, list):

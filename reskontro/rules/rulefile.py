@@ -206,6 +206,34 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _with_text(_YamlInt, yaml.SafeL
 _Loader.add_constructor("tag:yaml.org,2002:float", _with_text(_YamlFloat, yaml.SafeLoader.construct_yaml_float))
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
+    """(line, message) for a YAML syntax error: where (line and column, and the block it was
+    in), what, and what usually causes it, instead of the parser's own text."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return 1, f"YAML error: {what}"
+    where = f"column {mark.column + 1}"
+    ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if ctx and cmark is not None and cmark.line != mark.line:
+        where += f" ({ctx.removeprefix('while ')} that starts on line {cmark.line + 1})"
+    if "\\t" in what or "'\t'" in what:
+        hint = "a tab: YAML indents with spaces only"
+    elif what.startswith("expected <block end>") or "did not find expected" in what:
+        hint = ("this line is indented differently from the lines of its block: align it with "
+                "the keys (or the `- ` items) above it, with spaces")
+    elif "mapping values are not allowed" in what:
+        hint = ("a `key: value` where YAML expected a plain value: this line is probably indented "
+                "more than the keys above it (align it with them), or a value holding ': ' needs quotes")
+    elif "could not find expected ':'" in what:
+        hint = "a key without its ':', or a line meant to continue the one above without indentation"
+    elif "end of stream" in what:
+        hint = "a quote or bracket opened and never closed"
+    else:
+        hint = "check the indentation (spaces, siblings aligned) and the quotes"
+    return mark.line + 1, f"YAML error at {where}: {what}; hint: {hint}"
+
+
 def _line(obj, key=None, default: int = 1) -> int:
     if isinstance(obj, _Lines):
         return obj.key_lines.get(key, obj.line) if key is not None else obj.line
@@ -313,8 +341,7 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        r.problem(mark.line + 1 if mark else 1, f"YAML error: {getattr(exc, 'problem', None) or exc}")
+        r.problem(*yaml_problem(exc))
         return None, r.problems
     except (RecursionError, MemoryError) as exc:     # (bounded above; never a traceback)
         r.problem(1, f"YAML error: {exc!r}")

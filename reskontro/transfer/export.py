@@ -57,12 +57,14 @@ class ExportResult:
     matches: int
     problems: tuple[str, ...] = ()
     recovered: tuple[str, ...] = ()
+    held: int = 0                # entries decided tonight (new or changed) that the rules hold
 
 
 @dataclass(frozen=True)
 class _Reserved:
     header: FileHeader
     records: int                 # customers + entries + matches reserved
+    held: int = 0                # entries decided tonight that the rules hold
 
     @property
     def name(self) -> str:
@@ -86,9 +88,9 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
     counts = (totals.customer_count, totals.entry_count, totals.match_count)
     if problems:
         _set_aside(config, db, part, file, problems)
-        return ExportResult(fid, None, kind, *counts, tuple(str(p) for p in problems), recovered)
+        return ExportResult(fid, None, kind, *counts, tuple(str(p) for p in problems), recovered, file.held)
     faults.point("after-commit")
-    return ExportResult(fid, config.outbox / file.name, kind, *counts, (), recovered)
+    return ExportResult(fid, config.outbox / file.name, kind, *counts, (), recovered, file.held)
 
 
 def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime, helpers: Helpers,
@@ -135,7 +137,7 @@ def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetim
         ledger.set_meta("decision_basis", basis)
         if settled is not None:
             settled.drop(conn)
-    return _Reserved(header, sum(batch.counts.values()))
+    return _Reserved(header, sum(batch.counts.values()), batch.held)
 
 
 def _render(config: Config, db, file: _Reserved, helpers: Helpers, progress) -> tuple[Path, TransferTotals, str]:
