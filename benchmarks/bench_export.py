@@ -170,7 +170,11 @@ def run_export(site_dir: Path, kind: str) -> dict:
 
 
 def accept(site: Site, file_id: str) -> None:
-    """The receiver's receipt says accepted; `reskontro receipts` reads it."""
+    """The file left (a receipt is believed only then), and the receiver's receipt says
+    accepted; `reskontro receipts` reads it."""
+    from reskontro.transfer import journal
+    with site.db.begin() as conn:
+        journal.mark_uploaded(conn, file_id)
     receipt = Receipt(file_id, "accepted", datetime.now(timezone.utc).replace(microsecond=0))
     (site.config.inbox / f"{file_id}.receipt.xml").write_bytes(render_receipt(receipt))
     done = process_inbox(site.db, site.config.inbox, only_receipts=True)

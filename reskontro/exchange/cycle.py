@@ -85,7 +85,7 @@ class CycleResult:
         failed = [s for s in self.steps if not s.ok]
         if failed:
             return 75 if all(s.later for s in failed) else 1
-        return 3 if self.needs_person else 0
+        return 3 if self.needs_person or any(s.attention for s in self.steps) else 0
 
     def summary(self, config: Config) -> dict:
         """The run as plain data: the run history's, the notifiers' and `run --json`'s view."""
