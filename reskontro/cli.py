@@ -121,6 +121,31 @@ def init(target: Path, sender_id: str, org_no: str, force: bool) -> None:
                   f"{target / 'reskontro.toml'}, then `reskontro --site {target} import FILE`.")
 
 
+@main.command()
+@click.option("--no-sftp", is_flag=True, help="Skip the network checks (SFTP login, remote folders).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def doctor(ctx: click.Context, no_sftp: bool, as_json: bool) -> None:
+    """Is this site ready to run? One line per check, ok or what to do: the config, folders,
+    rule file and examples, template and XSD (a test file rendered and checked), the store
+    (reachable, schema current, quick_check), the SFTP key file and pinned host key, the SFTP
+    login and the remote folders (a probe .part written and removed), free space, time zone.
+    Changes nothing. Exit status 0 when every check passed, else 1."""
+    checks = services.doctor(ctx.find_root().obj["site"], sftp=not no_sftp)
+    ok = all(c.ok is not False for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "exit_status": 0 if ok else 1,
+                               "checks": [{"check": c.check, "ok": c.ok, "message": c.message} for c in checks]},
+                              indent=2, ensure_ascii=False))
+    else:
+        mark = {True: "[green]ok  [/]", False: "[bold red]FAIL[/]", None: "[yellow]skip[/]"}
+        for c in checks:
+            console.print(f"{mark[c.ok]} {c.check}: {escape(c.message)}", highlight=False, soft_wrap=True)
+        console.print("Ready." if ok else f"[bold red]{sum(c.ok is False for c in checks)} check(s) failed.[/]")
+    if not ok:
+        raise SystemExit(1)
+
+
 @main.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context

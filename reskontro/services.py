@@ -24,6 +24,14 @@ def _lock(site: Site):
     return run_lock(site.config.site / "var" / "reskontro.lock")
 
 
+# --- the site ---------------------------------------------------------------------------------
+def doctor(site_dir: Path, *, sftp: bool = True):
+    """Is the site in `site_dir` ready to run? (doctor.Check each: check, ok, message; ok None
+    when skipped). Changes nothing; `sftp=False` skips the network checks."""
+    from reskontro.doctor import run_checks
+    return run_checks(site_dir, sftp=sftp)
+
+
 # --- the ledger -------------------------------------------------------------------------------
 def import_ledger(site: Site, files: list[Path]):
     """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each)."""
