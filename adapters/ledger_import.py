@@ -105,6 +105,12 @@ class Problems:
     def __len__(self) -> int:
         return self.count
 
+    def extend(self, shown: list[str], count: int) -> None:
+        """Another reader's problems (`count` of them, `shown` the first): after these."""
+        for text in shown[:max(0, self.limit - len(self.shown))]:
+            self.shown.append(text)
+        self.count += count
+
     def message(self) -> str:
         more = f"\n… and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
         return f"{self.name}: {self.count} problem(s), nothing imported:\n" + "\n".join(self.shown) + more
@@ -551,15 +557,21 @@ def _fast_match(d: dict) -> tuple[str, tuple[str, ...]] | None:
 
 
 # --- reading a file -----------------------------------------------------------------------------
-def read_records(path: Path, problems: Problems) -> Iterator[tuple[str, int, tuple]]:
+def read_records(path: Path, problems: Problems, *, start: int = 0, stop: int | None = None,
+                 first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
     """The records of one export as (kind, line, row), one line at a time: ("customer", n,
     CUSTOMER_ROW), ("entry", n, ENTRY_ROW), ("match", n, (id, members)); a CSV of matches gives
     its rows as ("member", n, (match_id, entry_id)) and the reader groups them. Every bad row
     goes to `problems` (its good rows are still yielded: the caller refuses the file); a file
-    that cannot be read at all raises InputError."""
+    that cannot be read at all raises InputError.
+
+    A JSON Lines file may be read in parts: the lines from byte `start` (the start of line
+    `first_line`) to the first line ending at or after byte `stop`."""
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         reader = _read_jsonl
     elif path.suffix.lower() == ".csv":
+        if start or stop is not None:
+            raise ValueError("a CSV file is read whole (a quoted value may hold a line break)")
         reader = _read_csv
     else:
         raise InputError(f"{path.name}: unknown file type {path.suffix!r}; use .csv or .jsonl")
@@ -568,15 +580,46 @@ def read_records(path: Path, problems: Problems) -> Iterator[tuple[str, int, tup
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     with f:
-        yield from reader(path, _lines(path, f), problems)
+        yield from reader(path, _lines(path, f, start, stop), problems, first_line)
 
 
-def _lines(path: Path, f: BinaryIO) -> Iterator[str]:
+def split_point(path: Path) -> int | None:
+    """Where a JSON Lines file can be cut in two (the start of the line after its middle byte),
+    or None (not JSON Lines, too small to be worth it)."""
+    if path.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
+        return None
+    with path.open("rb") as f:
+        size = f.seek(0, 2)
+        f.seek(size // 2)
+        f.readline()
+        mid = f.tell()
+    return mid if 0 < mid < size else None
+
+
+def lines_before(path: Path, offset: int) -> int:
+    """How many lines end before byte `offset` (the number of the line there, less one)."""
+    n = 0
+    with path.open("rb") as f:
+        left = offset
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
+
+
+def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> Iterator[str]:
     """The file's lines, each ending at "\n" (and holding it), decoded as UTF-8 (a BOM at the
     start dropped). A byte that is not UTF-8 refuses the file, naming its offset."""
-    offset = 0
+    offset = start
+    if start:
+        f.seek(start)
     try:
         for raw in f:
+            if stop is not None and offset >= stop:
+                return
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -590,12 +633,13 @@ def _lines(path: Path, f: BinaryIO) -> Iterator[str]:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems) -> Iterator[tuple[str, int, tuple]]:
+def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
+                first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
     decode = _DECODER.decode
     # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085,
     # \x1c... inside a JSON string, and the line numbers would no longer be an editor's
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(lines, first_line):
         if not line or line.isspace():
             continue
         try:
@@ -663,7 +707,8 @@ def _csv_lines(lines: Iterator[str]) -> Iterator[str]:
             yield line
 
 
-def _read_csv(path: Path, lines: Iterator[str], errors: Problems) -> Iterator[tuple[str, int, tuple]]:
+def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
+              first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
     # newline semantics of _csv_lines: the csv module finds the rows itself (a quoted value may
     # hold a line break)

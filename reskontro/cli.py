@@ -123,26 +123,20 @@ def init(target: Path, sender_id: str, org_no: str, force: bool) -> None:
 
 @main.command()
 @click.option("--no-sftp", is_flag=True, help="Skip the network checks (SFTP login, remote folders).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def doctor(ctx: click.Context, no_sftp: bool, as_json: bool) -> None:
+def doctor(ctx: click.Context, no_sftp: bool) -> None:
     """Is this site ready to run? One line per check, ok or what to do: the config, folders,
     rule file and examples, template and XSD (a test file rendered and checked), the store
     (reachable, schema current, quick_check), the SFTP key file and pinned host key, the SFTP
     login and the remote folders (a probe .part written and removed), free space, time zone.
     Changes nothing. Exit status 0 when every check passed, else 1."""
     checks = services.doctor(ctx.find_root().obj["site"], sftp=not no_sftp)
-    ok = all(c.ok is not False for c in checks)
-    if as_json:
-        click.echo(json.dumps({"ok": ok, "exit_status": 0 if ok else 1,
-                               "checks": [{"check": c.check, "ok": c.ok, "message": c.message} for c in checks]},
-                              indent=2, ensure_ascii=False))
-    else:
-        mark = {True: "[green]ok  [/]", False: "[bold red]FAIL[/]", None: "[yellow]skip[/]"}
-        for c in checks:
-            console.print(f"{mark[c.ok]} {c.check}: {escape(c.message)}", highlight=False, soft_wrap=True)
-        console.print("Ready." if ok else f"[bold red]{sum(c.ok is False for c in checks)} check(s) failed.[/]")
-    if not ok:
+    mark = {True: "[green]ok  [/]", False: "[bold red]FAIL[/]", None: "[yellow]skip[/]"}
+    for c in checks:
+        console.print(f"{mark[c.ok]} {c.check}: {escape(c.message)}", highlight=False, soft_wrap=True)
+    failed = sum(c.ok is False for c in checks)
+    console.print(f"[bold red]{failed} check(s) failed.[/]" if failed else "Ready.")
+    if failed:
         raise SystemExit(1)
 
 
@@ -369,10 +363,21 @@ def _print_export(r) -> None:
 
 @main.command("export")
 @click.option("--backlog", is_flag=True, help="Write the backlog file (Kind backlog): every open item with its customers and matches.")
+@click.option("--dry-run", is_flag=True, help="Say what the file would hold; write nothing, reserve nothing.")
 @click.pass_context
-def export_cmd(ctx: click.Context, backlog: bool) -> None:
+def export_cmd(ctx: click.Context, backlog: bool, dry_run: bool) -> None:
     """Write tonight's transfer file into outbox/: everything decided `transfer` that is neither
     delivered nor in flight. A day with nothing to send still gets a file with zero entries."""
+    if dry_run:
+        site = _site(ctx)
+        _engine(site)
+        p = services.export_preview(site, backlog=backlog)
+        for line in p.recovery:
+            console.print(f"[yellow]first[/] {escape(line)}", highlight=False)
+        console.print(f"Dry run: would write [bold]{p.name}[/] ({p.kind}): {p.customers:,} customers, "
+                      f"{p.entries:,} entries, {p.matches:,} matches. Nothing was written or reserved.",
+                      highlight=False)
+        return
     _print_export(_export(_site(ctx), backlog))
 
 
@@ -549,11 +554,29 @@ def _sftp_errors():
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded, refused or left; change nothing, connect nowhere.")
 @click.pass_context
-def send(ctx: click.Context) -> None:
+def send(ctx: click.Context, dry_run: bool) -> None:
     """Upload every complete file in outbox/ to the receiver's inbound/ (as .part, size checked,
     renamed; a remote name is never overwritten). Sent files move to outbox/sent/. Files dropped
     into the outbox by hand go too, after the same check; .part and hidden files are left alone."""
+    if dry_run:
+        p = services.send_preview(_site(ctx))
+        for text in p.upload:
+            console.print(f"[green]would send[/] {escape(text)}", highlight=False)
+        for text in p.answered:
+            console.print(f"[green]would move to outbox/sent/[/] {escape(text)}: answered already", highlight=False)
+        for text in p.skipped:
+            console.print(f"[yellow]would leave[/] {escape(text)}", highlight=False)
+        for text in p.refused:
+            console.print(f"[red]would refuse[/] {escape(text)} (to outbox/rejected/)", highlight=False)
+        for text in p.lost:
+            console.print(f"[red]lost[/] {escape(text)}", highlight=False)
+        console.print(("Dry run: nothing to send." if not (p.upload or p.answered or p.refused or p.lost) else
+                       "Dry run: nothing was sent, moved or journalled."), highlight=False)
+        if p.refused or p.lost:
+            raise SystemExit(1)
+        return
     try:
         r = services.send(_site(ctx))
     except _sftp_errors() as exc:
@@ -608,13 +631,25 @@ def _print_step(step) -> None:
 
 @main.command("run")
 @click.option("--no-sftp", is_flag=True, help="Skip fetch and send (export and inbox only).")
+@click.option("--dry-run", is_flag=True, help="Show each step and what it would do; change nothing (the remote "
+                                              "outbound/ is listed, not fetched).")
 @click.pass_context
-def run_cmd(ctx: click.Context, no_sftp: bool) -> None:
+def run_cmd(ctx: click.Context, no_sftp: bool, dry_run: bool) -> None:
     """The nightly cycle, for cron: fetch, read receipts and payment files, book payments,
     export tonight's file, send. Exit status 0 only when every step went well; the log goes to
     the configured log file."""
     site = _site(ctx)
     _engine(site)
+    if dry_run:
+        steps = services.run_preview(site, sftp=not no_sftp)
+        for step in steps:
+            _print_step(step)
+        ok = all(step.ok for step in steps)
+        console.print("Dry run: nothing was fetched, booked, written or sent." + (
+            "" if ok else " [bold red]Some steps would fail.[/]"), highlight=False)
+        if not ok:
+            raise SystemExit(1)
+        return
     result = services.run(site, sftp=not no_sftp, on_step=_print_step)
     console.print(("[green]All went well.[/]" if result.ok else
                    f"[bold red]Some steps failed[/]; details in {site.config.log_file}"), highlight=False)

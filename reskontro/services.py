@@ -126,6 +126,15 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
             return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
 
 
+def export_preview(site: Site, *, backlog: bool = False):
+    """What `export` would write now (transfer.export.ExportPreview), changing nothing: no
+    file, no journal row, no sequence number. A damaged store says so, as `export` would."""
+    from reskontro.ledger.store import check_integrity
+    from reskontro.transfer.export import preview
+    check_integrity(site.db)
+    return preview(site.config, site.db, site.rules, backlog=backlog)
+
+
 def receipts(site: Site):
     """The receiver's receipts in the inbox, into the journal (payments.inbox.Processed each)."""
     from reskontro.payments.inbox import process_inbox
@@ -194,6 +203,13 @@ def send(site: Site):
         return do_send(site.config, site.db)
 
 
+def send_preview(site: Site):
+    """What `send` would do now (exchange.remote.SendPreview), changing nothing and
+    connecting nowhere."""
+    from reskontro.exchange.remote import preview_send
+    return preview_send(site.config, site.db)
+
+
 def fetch(site: Site):
     """Download the remote outbound folder into the inbox (exchange.remote.FetchResult)."""
     from reskontro.exchange.remote import fetch as do_fetch
@@ -207,6 +223,14 @@ def run(site: Site, *, sftp: bool = True, on_step=None):
     engine = site.rules
     setup_logging(site.config)
     return run_cycle(site.config, site.db, engine, sftp=sftp, on_step=on_step)
+
+
+def run_preview(site: Site, *, sftp: bool = True):
+    """The steps `run` would take now and what each would do (exchange.dryrun.Planned each:
+    name, ok, summary); nothing changes, not even the log. With `sftp`, the remote outbound/
+    is listed (not fetched)."""
+    from reskontro.exchange.dryrun import preview_cycle
+    return preview_cycle(site.config, site.db, site.rules, sftp=sftp)
 
 
 def next_run(site: Site, now: datetime | None = None) -> datetime:

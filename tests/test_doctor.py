@@ -5,7 +5,6 @@ The SFTP checks run against a real OpenSSH sshd on 127.0.0.1 (fixture `sshd`).
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clirun import cli, flat
+from reskontro import services
 from reskontro.testing.loopback_sshd import LoopbackSshd
 from test_exchange import make_site, remote_files
 
@@ -21,10 +21,18 @@ CHECKS = ["config", "folders", "rules", "rule examples", "template", "store", "s
 
 
 def doctor(site: Path, *args: str) -> tuple[int, dict[str, tuple[bool | None, str]]]:
-    r = cli(site, "doctor", "--json", *args)
-    data = json.loads(r.stdout)
-    assert data["exit_status"] == r.exit_code and data["ok"] == (r.exit_code == 0)
-    return r.exit_code, {c["check"]: (c["ok"], c["message"]) for c in data["checks"]}
+    """The CLI's exit status, and the checks (services.doctor) by name."""
+    r = cli(site, "doctor", *args)
+    checks = services.doctor(site, sftp="--no-sftp" not in args)
+    lines = [line for line in r.stdout.splitlines() if line[:4] in ("ok  ", "FAIL", "skip")]
+    assert [line.split(":")[0][5:] for line in lines] == [c.check for c in checks]
+    assert r.exit_code == (1 if any(c.ok is False for c in checks) else 0)
+    return r.exit_code, {c.check: (c.ok, c.message) for c in checks}
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")       # one check, one line
 
 
 def snapshot(*folders: Path) -> dict[str, bytes]:
@@ -63,7 +71,7 @@ def test_a_ready_site_passes_every_check_and_nothing_changes(tmp_path: Path, ssh
     assert "a probe .part written and removed" in checks["remote inbound"][1]
     assert snapshot(site) == before and snapshot(sshd.remote_root) == remote and dump(site) == store
     # the probes never had a name a receiver takes
-    assert [n.split("/")[0] for n in opened] == ["inbound", "outbound"], opened
+    assert {n.split("/")[0] for n in opened} == {"inbound", "outbound"}, opened
     assert all(n.endswith(".part") and ".xml" not in n for n in opened), opened
 
     text = cli(site, "doctor").stdout

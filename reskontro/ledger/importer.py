@@ -14,6 +14,12 @@ reference or are (or were) the service's own, the matches that touch them.
 """
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -24,15 +30,19 @@ from pathlib import Path
 from sqlalchemy import (Column, Connection, Engine, Integer, MetaData, String, Table, and_, delete, exists, func,
                         insert, literal, or_, select, text, update)
 
-from reskontro.adapters.ledger_import import LedgerBatch, Problems, entry_from_row, entry_to_row, read_records
+from reskontro.adapters.ledger_import import (LedgerBatch, Problems, entry_from_row, entry_to_row, lines_before,
+                                              read_records, split_point)
 
-from reskontro.domain import Match
+from reskontro.domain import InputError, Match
 from reskontro.domain.kid import state as kid_state
 from reskontro.ledger import schema as s
 from reskontro.ledger.bankref import Resolved, resolve, write_resolved
 from reskontro.ledger.store import BATCH, digest
 
+log = logging.getLogger(__name__)
 CHUNK = 5000                 # rows per executemany
+# From this size a JSON Lines file is read by two processes, each half (ledger.import_worker).
+PARALLEL_FROM = 16 << 20
 # A load this big into a table this small: the entries' secondary indexes are dropped and built
 # again after the insert (SQLite, in the same transaction): a sort, not a million random inserts.
 BULK_ROWS = 100_000
@@ -198,29 +208,35 @@ def import_files(engine: Engine, paths: list[Path]) -> list[ImportResult]:
     results = []
     for path in paths:
         with engine.connect() as conn:
+            cleanup: list = []
             try:
                 with conn.begin():
-                    results.append(_import(conn, path))
+                    results.append(_import(conn, path, cleanup))
             finally:
                 # SQLite (pysqlite) runs DDL before the first write outside the transaction:
                 # the staging tables may outlive a rollback. Gone either way before the
                 # connection goes back to the pool.
                 try:
                     _drop_stage(conn)
+                    for undo in cleanup:
+                        undo(conn)
                     conn.commit()
                 except Exception:       # noqa: BLE001 - never hide the import's own error
-                    pass
+                    log.warning("cleaning up after importing %s failed", path.name, exc_info=True)
     return results
 
 
-def _import(conn: Connection, path: Path) -> ImportResult:
+def _import(conn: Connection, path: Path, cleanup: list) -> ImportResult:
     problems = Problems(path.name)
     _drop_stage(conn)
     _STAGE.create_all(conn)
     stager = _Stager(conn)
-    for kind, line, row in read_records(path, problems):
+    half = _SecondHalf.start(conn, path, cleanup)
+    for kind, line, row in read_records(path, problems, stop=half.mid if half else None):
         stager.add(kind, line, row)
     stager.flush()
+    if half is not None:
+        half.take_in(conn, stager, problems)
     for name, table, col in _INDEXES:
         conn.execute(text(f"CREATE INDEX {name} ON {table.name} ({col})"))
     name = path.name
@@ -250,6 +266,87 @@ def _import(conn: Connection, path: Path) -> ImportResult:
     write_resolved(conn, res)
     _drop_stage(conn)
     return ImportResult(path, c, e, m, res.same, tuple(res.messages))
+
+
+class _SecondHalf:
+    """The second half of a big JSON Lines file, read by a helper process (import_worker)
+    into a scratch SQLite file attached here; None-safe: `start` gives None when the file is
+    small, the store is not SQLite, there is one core, or the helper cannot start."""
+
+    ALIAS = "import_half"
+
+    def __init__(self, path: Path, mid: int, folder: Path, proc: subprocess.Popen, stderr) -> None:
+        self.path, self.mid, self.folder, self.proc, self.stderr = path, mid, folder, proc, stderr
+
+    @classmethod
+    def start(cls, conn: Connection, path: Path, cleanup: list) -> _SecondHalf | None:
+        if conn.dialect.name != "sqlite" or (os.cpu_count() or 1) < 2:
+            return None
+        try:
+            if path.stat().st_size < PARALLEL_FROM:
+                return None
+        except OSError:
+            return None                 # read_records says what is wrong with it
+        mid = split_point(path)
+        if mid is None:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="reskontro-import-"))
+        scratch = folder / "half.db"
+        stderr = tempfile.TemporaryFile()
+        root = str(Path(__file__).resolve().parents[2])      # the folder holding reskontro/
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "reskontro.ledger.import_worker", str(path), str(mid),
+                                     str(scratch)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=stderr, env=env)
+        except OSError as exc:
+            log.warning("could not start the import helper (%s); reading the whole file here", exc)
+            shutil.rmtree(folder, ignore_errors=True)
+            stderr.close()
+            return None
+        half = cls(path, mid, folder, proc, stderr)
+        cleanup.append(half.close)
+        # before the first write: SQLite attaches no database within a transaction
+        conn.exec_driver_sql(f"ATTACH DATABASE ? AS {cls.ALIAS}", (str(scratch),))
+        half.attached = True
+        return half
+
+    def take_in(self, conn: Connection, stager: _Stager, problems: Problems) -> None:
+        """The helper's rows into the staging tables (or, if it failed, the half read here)."""
+        code = self.proc.wait()
+        a = self.ALIAS
+        answer = None
+        if code == 0:
+            try:
+                answer = conn.exec_driver_sql(f"SELECT count, fatal FROM {a}.result").first()
+            except Exception:           # noqa: BLE001 - no answer: read the half here
+                answer = None
+        if answer is None:
+            self.stderr.seek(0)
+            why = (self.stderr.read().decode(errors="replace").strip().splitlines() or [f"exit status {code}"])[-1]
+            log.warning("the import helper failed (%s); reading the second half of %s here", why, self.path.name)
+            for kind, line, row in read_records(self.path, problems, start=self.mid,
+                                                first_line=lines_before(self.path, self.mid) + 1):
+                stager.add(kind, line, row)
+            stager.flush()
+            return
+        count, fatal = answer
+        if fatal:
+            raise InputError(fatal)
+        for t in (imp_customers, imp_entries, imp_matches, imp_members):
+            conn.exec_driver_sql(f"INSERT INTO {t.name} SELECT * FROM {a}.{t.name}")
+        shown = [r[0] for r in conn.exec_driver_sql(f"SELECT text FROM {a}.problems ORDER BY n")]
+        problems.extend(shown, count)
+
+    def close(self, conn: Connection) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, "attached", False):
+            conn.exec_driver_sql(f"DETACH DATABASE {self.ALIAS}")
+            self.attached = False
+        self.stderr.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # --- checks within the file -------------------------------------------------------------------------
