@@ -356,9 +356,9 @@ _KID = re.compile(r"[0-9]{1,24}[0-9-]")
 
 
 def _xml_ok(d: dict) -> bool:
-    """No value holds a character the transfer file cannot carry (one search for them all;
-    printable text, the usual case, never does: tab and line feed are the only non-printable
-    characters XML takes)."""
+    """No value holds a character the transfer file cannot carry (one search for them all).
+    Printable text, the usual case, never holds one (str.isprintable is false for every
+    control character, surrogate and noncharacter); any other text goes through the regex."""
     try:
         text = "".join(d.values())
     except TypeError:                  # a flag given as JSON true/false, or a value to refuse

@@ -23,6 +23,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote
 
 from reskontro.config import Config, ConfigError, load_config
 
@@ -161,7 +162,7 @@ def _store(config: Config) -> list[Check]:
         if not path.is_file():
             return [Check("store", False, f"{path} does not exist yet: `reskontro init` (or any command) creates it"),
                     Check("schema", None, "no store"), Check("quick_check", None, "no store")]
-        url = url.set(database=f"file:{path}?mode=ro", query={"uri": "true"})
+        url = url.set(database=f"file:{quote(str(path.resolve()))}?mode=ro", query={"uri": "true"})
     db = create_engine(url)
     try:
         try:

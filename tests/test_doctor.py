@@ -14,7 +14,7 @@ import pytest
 from clirun import cli, flat
 from reskontro import services
 from reskontro.testing.loopback_sshd import LoopbackSshd
-from test_exchange import make_site, remote_files
+from test_exchange import make_site
 
 CHECKS = ["config", "folders", "rules", "rule examples", "template", "store", "schema", "quick_check",
           "key file", "host key", "sftp login", "remote inbound", "remote outbound", "free space", "time zone"]

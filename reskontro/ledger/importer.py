@@ -37,7 +37,7 @@ from reskontro.domain import InputError, Match
 from reskontro.domain.kid import state as kid_state
 from reskontro.ledger import schema as s
 from reskontro.ledger.bankref import Resolved, resolve, write_resolved
-from reskontro.ledger.store import BATCH, digest
+from reskontro.ledger.store import BATCH
 
 log = logging.getLogger(__name__)
 CHUNK = 5000                 # rows per executemany
@@ -527,20 +527,25 @@ def _mark_pending(conn: Connection, kind: str, ids, *, unique: bool = False) -> 
     conn.execute(insert(p).from_select(["kind", "id"], q if unique else q.distinct()))
 
 
+def _rows(conn: Connection, stmt) -> int:
+    """Rows an INSERT ... SELECT or UPDATE wrote (psycopg forgets an INSERT's count unless asked)."""
+    return conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount
+
+
 def _changed(kind: str):
     return select(imp_changed.c.id).where(imp_changed.c.kind == kind)
 
 
 def _merge_customers(conn: Connection) -> tuple[int, int]:
     ic, c = imp_customers, s.customers
-    n = conn.execute(insert(imp_changed).from_select(["kind", "id"], select(literal("customer"), ic.c.id)
+    n = _rows(conn, insert(imp_changed).from_select(["kind", "id"], select(literal("customer"), ic.c.id)
                                                  .join(c, c.c.id == ic.c.id).where(c.c.stamp != ic.c.stamp)))
     _mark_pending(conn, "customer", select(ic.c.id).where(
         or_(~exists().where(c.c.id == ic.c.id), ic.c.id.in_(_changed("customer")))), unique=True)
-    new = conn.execute(insert(c).from_select(list(CUSTOMER_COLS), select(*(ic.c[k] for k in CUSTOMER_COLS))
-                                             .where(~exists().where(c.c.id == ic.c.id)))).rowcount
-    changed = 0 if not n else conn.execute(update(c).where(c.c.id == ic.c.id, c.c.id.in_(_changed("customer")))
-                           .values({k: ic.c[k] for k in CUSTOMER_COLS if k != "id"})).rowcount
+    new = _rows(conn, insert(c).from_select(list(CUSTOMER_COLS), select(*(ic.c[k] for k in CUSTOMER_COLS))
+                                             .where(~exists().where(c.c.id == ic.c.id))))
+    changed = 0 if not n else _rows(conn, update(c).where(c.c.id == ic.c.id, c.c.id.in_(_changed("customer")))
+                           .values({k: ic.c[k] for k in CUSTOMER_COLS if k != "id"}))
     # A customer's data decides its entries (customer checks): re-decide what is not sent.
     if changed:
         _mark_pending(conn, "entry", select(s.entries.c.id).where(
@@ -554,8 +559,8 @@ def _update_entries(conn: Connection, fresh: bool) -> int:
     if fresh:
         _mark_pending(conn, "entry", select(ie.c.id), unique=True)
         return 0
-    changed = conn.execute(insert(imp_changed).from_select(["kind", "id"], select(literal("entry"), ie.c.id)
-                           .join(e, e.c.id == ie.c.id).where(e.c.stamp != ie.c.stamp))).rowcount
+    changed = _rows(conn, insert(imp_changed).from_select(["kind", "id"], select(literal("entry"), ie.c.id)
+                    .join(e, e.c.id == ie.c.id).where(e.c.stamp != ie.c.stamp)))
     _mark_pending(conn, "entry", select(ie.c.id).where(
         or_(~exists().where(e.c.id == ie.c.id), ie.c.id.in_(_changed("entry")))), unique=True)
     if changed:
@@ -575,7 +580,7 @@ def _insert_entries(conn: Connection) -> int:
     match_of = select(mm.c.match_id).where(mm.c.entry_id == ie.c.id).limit(1).scalar_subquery()
     new_rows = select(*(ie.c[k] for k in ENTRY_COLS), match_of).where(~exists().where(e.c.id == ie.c.id))
     with _bulk_entries(conn):
-        return conn.execute(insert(e).from_select([*ENTRY_COLS, "match_id"], new_rows)).rowcount
+        return _rows(conn, insert(e).from_select([*ENTRY_COLS, "match_id"], new_rows))
 
 
 class _bulk_entries:
@@ -654,8 +659,8 @@ def _set_membership(conn: Connection, fresh: bool) -> None:
 def _merge_matches(conn: Connection) -> tuple[int, int]:
     """The matches' rows: new ones in, changed versions replaced."""
     im, m = imp_matches, s.matches
-    new = conn.execute(insert(m).from_select(["id", "version"], select(im.c.id, im.c.version).where(
-        ~exists().where(m.c.id == im.c.id)))).rowcount
-    changed = conn.execute(update(m).where(m.c.id == im.c.id, m.c.id.in_(_changed("match")))
-                           .values(version=im.c.version)).rowcount
+    new = _rows(conn, insert(m).from_select(["id", "version"], select(im.c.id, im.c.version).where(
+        ~exists().where(m.c.id == im.c.id))))
+    changed = _rows(conn, update(m).where(m.c.id == im.c.id, m.c.id.in_(_changed("match")))
+                    .values(version=im.c.version))
     return new, changed
