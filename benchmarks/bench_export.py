@@ -50,7 +50,7 @@ from reskontro.site import Site, init_site  # noqa: E402
 TARGET_RATE = 60_000
 TARGET_RSS_MIB = 256
 TARGET_RATIO = 1.5
-CHUNK_RECORDS = 250_000      # records per import file (the importer holds one file in memory)
+CHUNK_RECORDS = 250_000      # records per import file (progress lines while the ledger is built)
 
 # The child: one export, timed inside the process; prints a JSON line.
 CHILD = """

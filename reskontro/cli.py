@@ -219,6 +219,31 @@ def init(out: Output, target: Path, sender_id: str, org_no: str, force: bool) ->
     _finish(out, DONE, site=str(target), files=[str(p) for p in made], cron=cron)
 
 
+@main.command()
+@click.option("--no-sftp", is_flag=True, help="Skip the network checks (SFTP login, remote folders).")
+@reporting
+@click.pass_context
+def doctor(ctx: click.Context, out: Output, no_sftp: bool) -> None:
+    """Is this site ready to run? One line per check, ok or what to do: the config, folders,
+    rule file and examples, template and XSD (a test file rendered and checked), the store
+    (reachable, schema current, quick_check), the SFTP key file and pinned host key, the SFTP
+    login and the remote folders (a probe .part written and removed), free space, time zone.
+    Changes nothing. Exit status 0 when every check passed, else 1.
+
+    \b
+    Example (the first thing to run on a new site):
+      reskontro --site /srv/reskontro doctor
+    """
+    checks = services.doctor(ctx.find_root().obj["site"], sftp=not no_sftp)
+    mark = {True: ("ok  ", "green"), False: ("FAIL", "bold red"), None: ("skip", "yellow")}
+    for c in checks:
+        out.say(mark[c.ok], f" {c.check}: {c.message}")
+    failed = sum(c.ok is False for c in checks)
+    out.say((f"{plural(failed, 'check')} failed.", "bold red") if failed else "Ready.")
+    _finish(out, FAILED if failed else DONE,
+            checks=[{"check": c.check, "ok": c.ok, "message": c.message} for c in checks])
+
+
 @main.command("import")
 @click.argument("files", metavar="FILE...", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -498,9 +523,10 @@ def check(ctx: click.Context, out: Output) -> None:
 @main.command("export")
 @click.option("--backlog", is_flag=True,
               help="Write the backlog file (Kind backlog): every open item with its customers and matches.")
+@click.option("--dry-run", is_flag=True, help="Say what the file would hold; write nothing, reserve nothing.")
 @reporting
 @click.pass_context
-def export_cmd(ctx: click.Context, out: Output, backlog: bool) -> None:
+def export_cmd(ctx: click.Context, out: Output, backlog: bool, dry_run: bool) -> None:
     """Write tonight's transfer file into outbox/: everything decided `transfer` that is neither
     delivered nor in flight. A day with nothing to send still gets a file with zero entries.
     Exit status 1 when the file fails the pre-send check; 3 when entries are held tonight.
@@ -510,6 +536,16 @@ def export_cmd(ctx: click.Context, out: Output, backlog: bool) -> None:
       reskontro export && reskontro send
     """
     site = _engine_site(ctx)
+    if dry_run:
+        p = services.export_preview(site, backlog=backlog)
+        for line in p.recovery:
+            out.say(("first", "yellow"), " ", line)
+        out.say("Dry run: would write ", (p.name, "bold"), f" ({p.kind}): {plural(p.customers, 'customer')}, "
+                f"{plural(p.entries, 'entry', 'entries')}, {plural(p.matches, 'match', 'matches')}. "
+                "Nothing was written or reserved.")
+        _finish(out, DONE, dry_run=True, file=p.name, kind=p.kind, customers=p.customers, entries=p.entries,
+                matches=p.matches)
+        return
     with out.progress("Exporting") as update:
         r = services.export(site, backlog=backlog,
                             progress=lambda what, n: update(description=f"Exporting: {what} {n:,} entries"))
@@ -775,9 +811,10 @@ def correct_payment_cmd(ctx: click.Context, out: Output, payment: str, to_invoic
 
 # --- exchange and the nightly cycle -----------------------------------------------------------
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded, refused or left; change nothing, connect nowhere.")
 @reporting
 @click.pass_context
-def send(ctx: click.Context, out: Output) -> None:
+def send(ctx: click.Context, out: Output, dry_run: bool) -> None:
     """Upload every complete file in outbox/ to the receiver's inbound/ (as .part, size checked,
     renamed; a remote name is never overwritten). Sent files move to outbox/sent/. Files dropped
     into the outbox by hand go too, after the same check; .part and hidden files are left alone.
@@ -787,6 +824,23 @@ def send(ctx: click.Context, out: Output) -> None:
     Example:
       reskontro send --json
     """
+    if dry_run:
+        p = services.send_preview(_site(ctx))
+        for text in p.upload:
+            out.say(("would send ", "green"), text)
+        for text in p.answered:
+            out.say(("would move to outbox/sent/ ", "green"), text, ": answered already")
+        for text in p.skipped:
+            out.say(("would leave ", "yellow"), text)
+        for text in p.refused:
+            out.warn(("would refuse ", "red"), text, " (to outbox/rejected/)")
+        for text in p.lost:
+            out.warn(("lost ", "red"), text)
+        out.say("Dry run: nothing to send." if not (p.upload or p.answered or p.refused or p.lost) else
+                "Dry run: nothing was sent, moved or journalled.")
+        _finish(out, FAILED if (p.refused or p.lost) else DONE, dry_run=True, upload=list(p.upload),
+                answered=list(p.answered), skipped=list(p.skipped), refused=list(p.refused), lost=list(p.lost))
+        return
     r = services.send(_site(ctx))
     for name in r.sent:
         out.say(("sent", "green"), f" {name}")
@@ -851,9 +905,11 @@ def _step_printer(out: Output):
 @click.option("--scheduled", is_flag=True,
               help="For cron every 15 minutes: run only when past send_time (in the site's time zone) and "
                    "today's cycle has not completed; else exit 0 at once, saying nothing.")
+@click.option("--dry-run", is_flag=True, help="Show each step and what it would do; change nothing (the remote "
+                                              "outbound/ is listed, not fetched).")
 @reporting
 @click.pass_context
-def run_cmd(ctx: click.Context, out: Output, no_sftp: bool, scheduled: bool) -> None:
+def run_cmd(ctx: click.Context, out: Output, no_sftp: bool, scheduled: bool, dry_run: bool) -> None:
     """The nightly cycle, for cron: fetch, read receipts and payment files, book payments,
     export tonight's file, send. One line per step (ok, CHECK: done but a person is needed,
     FAILED); exit status 0 when all went well, 3 when a person is needed (a file set aside, a
@@ -866,6 +922,16 @@ def run_cmd(ctx: click.Context, out: Output, no_sftp: bool, scheduled: bool) -> 
       */15 * * * * reskontro --site /srv/reskontro run --scheduled
     """
     site = _engine_site(ctx)
+    if dry_run:
+        steps = services.run_preview(site, sftp=not no_sftp)
+        printer = _step_printer(out)
+        for step in steps:
+            printer(step)
+        ok = all(step.ok for step in steps)
+        out.say("Dry run: nothing was fetched, booked, written or sent.", *(() if ok else ((" Some steps would fail.", "bold red"),)))
+        _finish(out, DONE if ok else FAILED, dry_run=True,
+                steps=[{"name": s.name, "ok": s.ok, "detail": s.summary} for s in steps])
+        return
     result = services.run(site, sftp=not no_sftp, on_step=_step_printer(out), scheduled=scheduled)
     if result.skipped is not None:
         _finish(out, DONE, skipped=result.skipped)      # not due: cron's tick says nothing

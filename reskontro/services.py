@@ -24,6 +24,14 @@ def _lock(site: Site):
     return run_lock(site.config.site / "var" / "reskontro.lock")
 
 
+# --- the site ---------------------------------------------------------------------------------
+def doctor(site_dir: Path, *, sftp: bool = True):
+    """Is the site in `site_dir` ready to run? (doctor.Check each: check, ok, message; ok None
+    when skipped). Changes nothing; `sftp=False` skips the network checks."""
+    from reskontro.doctor import run_checks
+    return run_checks(site_dir, sftp=sftp)
+
+
 # --- the ledger -------------------------------------------------------------------------------
 def import_ledger(site: Site, files: list[Path], progress: Callable[[Path, int], None] | None = None):
     """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each);
@@ -127,6 +135,15 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
                               f"goes: {exc}") from None
 
 
+def export_preview(site: Site, *, backlog: bool = False):
+    """What `export` would write now (transfer.export.ExportPreview), changing nothing: no
+    file, no journal row, no sequence number. A damaged store says so, as `export` would."""
+    from reskontro.ledger.store import check_integrity
+    from reskontro.transfer.export import preview
+    check_integrity(site.db)
+    return preview(site.config, site.db, site.rules, backlog=backlog)
+
+
 def receipts(site: Site):
     """The receiver's receipts in the inbox, into the journal (payments.inbox.Processed each)."""
     from reskontro.payments.inbox import process_inbox
@@ -210,6 +227,13 @@ def send(site: Site):
         return do_send(site.config, site.db)
 
 
+def send_preview(site: Site):
+    """What `send` would do now (exchange.remote.SendPreview), changing nothing and
+    connecting nowhere."""
+    from reskontro.exchange.remote import preview_send
+    return preview_send(site.config, site.db)
+
+
 def fetch(site: Site):
     """Download the remote outbound folder into the inbox (exchange.remote.FetchResult)."""
     from reskontro.exchange.remote import fetch as do_fetch
@@ -232,6 +256,14 @@ def schedule(site: Site, now: datetime | None = None, *, sftp: bool = True):
     """Whether the scheduled cycle is due now, and when it runs next (exchange.cycle.Schedule)."""
     from reskontro.exchange.cycle import schedule as plan
     return plan(site.config, site.db, now or datetime.now(site.config.tz), sftp=sftp)
+
+
+def run_preview(site: Site, *, sftp: bool = True):
+    """The steps `run` would take now and what each would do (exchange.dryrun.Planned each:
+    name, ok, summary); nothing changes, not even the log. With `sftp`, the remote outbound/
+    is listed (not fetched)."""
+    from reskontro.exchange.dryrun import preview_cycle
+    return preview_cycle(site.config, site.db, site.rules, sftp=sftp)
 
 
 def next_run(site: Site, now: datetime | None = None) -> datetime:

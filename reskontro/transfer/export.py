@@ -93,6 +93,67 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
     return ExportResult(fid, config.outbox / file.name, kind, *counts, (), recovered, file.held)
 
 
+@dataclass(frozen=True)
+class ExportPreview:
+    """What `export` would write now (`export --dry-run`): nothing is reserved or written."""
+    file_id: str                 # the FileId it would get (the next sequence number)
+    kind: str
+    customers: int
+    entries: int
+    matches: int
+    recovery: tuple[str, ...] = ()   # what it would first do with a crashed export's file
+
+    @property
+    def name(self) -> str:
+        return f"{self.file_id}.xml"
+
+
+def preview(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
+            now: datetime | None = None) -> ExportPreview:
+    """Step 1 without its writes: the same decisions and the same selection as `export`
+    (hence the plan's numbers), counted instead of reserved; reads only (no journal row, no
+    sequence number, no file, pending left as it is)."""
+    now = (now or datetime.now(OSLO)).astimezone(OSLO)
+    kind = "backlog" if backlog else "daily"
+    with db.connect() as conn:
+        recovery = tuple(_recovery_preview(conn, config.outbox))
+        seq = journal.next_sequence(conn)       # (an abandoned file keeps its number)
+        header = FileHeader(config.sender_id, config.creditor_org_no, seq, kind, now, now, config.base_currency)
+        rf = engine.rule_file
+        basis = digest(repr(rf.rules), rf.default_decision, config.mode)
+        full = backlog or Ledger(conn).get_meta("decision_basis") != basis
+        batch = Batch(lambda rows: None)        # counted, not journalled
+        handled: list[tuple[str, str]] = []
+        # a backlog previews its settled groups as history (decide_ledger backlog=True), as
+        # the real one records them before deciding
+        select_all(decide_ledger(conn, engine, config.mode, only_pending=not full, backlog=backlog),
+                   batch, backlog, handled, handled.clear)
+        changed_customers(conn, batch, engine, config.mode)
+    c = batch.counts
+    return ExportPreview(header.file_id, kind, c["customer"], c["entry"], c["match"], recovery)
+
+
+def _recovery_preview(conn, outbox: Path) -> list[str]:
+    """What recovery would do with files a crashed export left `writing` (recovery.recover,
+    read-only)."""
+    out = []
+    for f in journal.files(conn, ["writing"]):
+        final = outbox / f.name
+        if final.is_file() and not final.is_symlink():
+            if f.sha256 is None or _sha256_of(final) == f.sha256:
+                out.append(f"{f.file_id}: would be completed (the file is whole in the outbox)")
+            else:
+                out.append(f"{f.file_id}: would be set aside (the file in the outbox is not the one written)")
+        else:
+            out.append(f"{f.file_id}: would be abandoned (incomplete); its content goes in the next file")
+    return out
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime, helpers: Helpers,
              progress) -> _Reserved:
     """Step 1: decide, and reserve the file: its sequence and every item it carries go into
