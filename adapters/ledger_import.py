@@ -113,7 +113,9 @@ class Problems:
 
     def message(self) -> str:
         more = f"\n… and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
-        return f"{self.name}: {self.count} problem(s), nothing imported:\n" + "\n".join(self.shown) + more
+        n = self.count
+        return (f"{self.name}: {n} problem{'' if n == 1 else 's'}, nothing imported:\n"
+                + "\n".join(self.shown) + more)
 
     def check(self) -> None:
         """InputError listing the problems, if there are any."""

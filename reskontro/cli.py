@@ -892,7 +892,7 @@ def _step_printer(out: Output):
     def show(step) -> None:
         if not step.ok:
             mark = ("FAILED", "bold red")
-        elif step.attention:
+        elif getattr(step, "attention", None):   # (a dry run's planned step has none)
             mark = ("CHECK", "bold yellow")       # done, and a person looks at it
         else:
             mark = ("ok", "green")

@@ -178,7 +178,7 @@ def test_problems_in_either_half_carry_the_files_line_numbers(tmp_path: Path, sa
     with pytest.raises(InputError) as info:
         import_files(db, [path])
     msg = str(info.value)
-    assert msg.startswith("bad.jsonl: 2 problem(s), nothing imported:")
+    assert msg.startswith("bad.jsonl: 2 problems, nothing imported:")
     assert [int(x) for x in re.findall(r"^bad\.jsonl:(\d+): amount:", msg, re.M)] == bad
     db.dispose()
     assert "INSERT" not in dump(tmp_path / "x.db")
@@ -224,7 +224,7 @@ def test_problems_are_bounded_in_the_message_and_all_counted(tmp_path: Path) -> 
     with pytest.raises(InputError) as info:
         import_files(db, [path])
     lines = str(info.value).splitlines()
-    assert lines[0] == f"many.jsonl: {n} problem(s), nothing imported:"
+    assert lines[0] == f"many.jsonl: {n} problems, nothing imported:"
     assert len(lines) == 1 + li.MAX_SHOWN + 1 and lines[-1] == f"… and {n - li.MAX_SHOWN} more"
     assert lines[1].startswith("many.jsonl:1: amount:") and lines[li.MAX_SHOWN].startswith(
         f"many.jsonl:{li.MAX_SHOWN}: amount:")

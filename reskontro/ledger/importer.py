@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from hashlib import blake2b
@@ -203,10 +203,14 @@ class _Stager:
                 rows.clear()
 
 
-def import_files(engine: Engine, paths: list[Path]) -> list[ImportResult]:
-    """Import each file in its own transaction; stop at the first bad file (earlier ones stay)."""
+def import_files(engine: Engine, paths: list[Path],
+                 progress: Callable[[Path, int], None] | None = None) -> list[ImportResult]:
+    """Import each file in its own transaction; stop at the first bad file (earlier ones stay).
+    A bad file is refused with every problem at once. `progress(path, i)` as file i starts."""
     results = []
-    for path in paths:
+    for i, path in enumerate(paths):
+        if progress is not None:
+            progress(path, i)
         with engine.connect() as conn:
             cleanup: list = []
             try:
@@ -242,6 +246,7 @@ def _import(conn: Connection, path: Path, cleanup: list) -> ImportResult:
     name = path.name
     _group_csv_matches(conn, stager, name, problems)
     _in_file_checks(conn, name, problems)
+    _unknown_customers(conn, name, problems)    # with every other problem at once (customers have no aliases)
     problems.check()                                            # rolls the file back whole
     # A store without entries (a ledger's first import) has nothing a file could be the ERP's
     # copy of, no match to change and no entry to move: that work is skipped, not done on nothing.
@@ -487,16 +492,21 @@ def _resolve(conn: Connection, path: Path, stager: _Stager) -> Resolved:
     return res
 
 
-def _references(conn: Connection, name: str, problems: Problems) -> None:
-    """References must resolve in this file or in the store; an entry already in a stored
-    match joins another only when the file sends that match too."""
-    ie, ic, im, mm, e, c = imp_entries, imp_customers, imp_matches, imp_members, s.entries, s.customers
-    t = ie.alias("t")
+def _unknown_customers(conn: Connection, name: str, problems: Problems) -> None:
+    """Every entry's customer is in this file or in the store."""
+    ie, ic, c = imp_entries, imp_customers, s.customers
     q = (select(ie.c.line, ie.c.customer_id)
          .where(~exists().where(ic.c.id == ie.c.customer_id), ~exists().where(c.c.id == ie.c.customer_id))
          .order_by(ie.c.line))
     for line, cid in conn.execute(q):
         problems.append(f"{name}:{line}: customer_id: unknown customer {cid!r}")
+
+
+def _references(conn: Connection, name: str, problems: Problems) -> None:
+    """References must resolve in this file or in the store; an entry already in a stored
+    match joins another only when the file sends that match too."""
+    ie, im, mm, e = imp_entries, imp_matches, imp_members, s.entries
+    t = ie.alias("t")
     q = (select(ie.c.line, ie.c.reverses)
          .where(ie.c.reverses.is_not(None), ~exists().where(t.c.id == ie.c.reverses),
                 ~exists().where(e.c.id == ie.c.reverses))

@@ -206,7 +206,7 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _with_text(_YamlInt, yaml.SafeL
 _Loader.add_constructor("tag:yaml.org,2002:float", _with_text(_YamlFloat, yaml.SafeLoader.construct_yaml_float))
 
 
-def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
+def yaml_problem(exc: yaml.YAMLError, text: str | None = None) -> tuple[int, str]:
     """(line, message) for a YAML syntax error: where (line and column, and the block it was
     in), what, and what usually causes it, instead of the parser's own text."""
     mark = getattr(exc, "problem_mark", None)
@@ -214,6 +214,10 @@ def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
     if mark is None:
         return 1, f"YAML error: {what}"
     where = f"column {mark.column + 1}"
+    lines = (text or "").splitlines()
+    at_tab = mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t"
+    if at_tab and "'\\t'" not in what:
+        what = what.replace("found character that", "found character '\\t' that")   # say which one
     ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if ctx and cmark is not None and cmark.line != mark.line:
         where += f" ({ctx.removeprefix('while ')} that starts on line {cmark.line + 1})"
@@ -341,7 +345,7 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
-        r.problem(*yaml_problem(exc))
+        r.problem(*yaml_problem(exc, text))
         return None, r.problems
     except (RecursionError, MemoryError) as exc:     # (bounded above; never a traceback)
         r.problem(1, f"YAML error: {exc!r}")

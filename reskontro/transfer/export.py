@@ -119,9 +119,7 @@ def preview(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         recovery = tuple(_recovery_preview(conn, config.outbox))
         seq = journal.next_sequence(conn)       # (an abandoned file keeps its number)
         header = FileHeader(config.sender_id, config.creditor_org_no, seq, kind, now, now, config.base_currency)
-        rf = engine.rule_file
-        basis = digest(repr(rf.rules), rf.default_decision, config.mode)
-        full = backlog or Ledger(conn).get_meta("decision_basis") != basis
+        full = backlog or Ledger(conn).get_meta("decision_basis") != decision_basis(engine, config.mode)
         batch = Batch(lambda rows: None)        # counted, not journalled
         handled: list[tuple[str, str]] = []
         # a backlog previews its settled groups as history (decide_ledger backlog=True), as
