@@ -114,8 +114,9 @@ class Problems:
     def message(self) -> str:
         more = f"\n… and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
         n = self.count
+        shown = sorted(self.shown, key=_line_of)            # in line order, whichever check found it
         return (f"{self.name}: {n} problem{'' if n == 1 else 's'}, nothing imported:\n"
-                + "\n".join(self.shown) + more)
+                + "\n".join(shown) + more)
 
     def check(self) -> None:
         """InputError listing the problems, if there are any."""
@@ -824,3 +825,9 @@ def _cross_check(path: Path, batch: LedgerBatch, errors) -> None:
                 errors.append(f"{path.name}:{batch.lines[('match', m.id)]}: entries: {eid!r} is already "
                               f"in match {seen[eid]!r}; an entry belongs to at most one match")
             seen[eid] = m.id
+
+
+def _line_of(problem: str) -> int:
+    """The line a `file:line: ...` problem names (0 when it names none)."""
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
