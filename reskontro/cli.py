@@ -239,9 +239,13 @@ def doctor(ctx: click.Context, out: Output, no_sftp: bool) -> None:
     for c in checks:
         out.say(mark[c.ok], f" {c.check}: {c.message}")
     failed = sum(c.ok is False for c in checks)
-    out.say((f"{plural(failed, 'check')} failed.", "bold red") if failed else "Ready.")
-    _finish(out, FAILED if failed else DONE,
-            checks=[{"check": c.check, "ok": c.ok, "message": c.message} for c in checks])
+    fields = {"checks": [{"check": c.check, "ok": c.ok, "message": c.message} for c in checks]}
+    if failed:
+        out.warn(("error:", "bold red"), f" {plural(failed, 'check')} failed.")
+        fields["error"] = f"{plural(failed, 'check')} failed"
+    else:
+        out.say("Ready.")
+    _finish(out, FAILED if failed else DONE, **fields)
 
 
 @main.command("import")

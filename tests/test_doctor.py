@@ -103,8 +103,8 @@ def test_each_problem_is_one_line_saying_what_to_do(tmp_path: Path, sshd: Loopba
     assert checks["key file"][0] is False and "chmod 600" in checks["key file"][1]
     assert checks["host key"][0] is False and "ssh-keyscan" in checks["host key"][1]
     assert checks["sftp login"] == (None, "not tried: fix the key file first")
-    text = flat(cli(site, "doctor").stdout)
-    assert "FAIL key file:" in text and "2 checks failed." in text
+    r = cli(site, "doctor")
+    assert "FAIL key file:" in flat(r.stdout) and "error: 2 checks failed." in flat(r.stderr)
 
 
 @pytest.mark.sshd

@@ -80,7 +80,8 @@ RUNS = [(("plan",), 0), (("plan", "--all"), 0), (("explain", "I1"), 0), (("expla
         (("rules", "test"), 0), (("rules", "fields"), 0), (("run", "--no-sftp"), 0),
         (("sample", "--customers", "2", "--out", "{root}/sample.jsonl", "--force"), 0),
         (("init", "{root}/another"), 0), (("explain", "NOPE"), 1), (("export",), 0),
-        (("correct-payment", "NOPE", "--to", "I2"), 1)]   # refused: no such payment
+        (("correct-payment", "NOPE", "--to", "I2"), 1),   # refused: no such payment
+        (("doctor", "--no-sftp"), 1)]   # no SFTP key on this site: a FAIL line, exit 1
 # need a server: test_exit_status.py runs them with --json
 ELSEWHERE = {("send",), ("fetch",)}
 

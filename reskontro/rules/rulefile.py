@@ -213,6 +213,9 @@ def yaml_problem(exc: yaml.YAMLError, text: str | None = None) -> tuple[int, str
     what = getattr(exc, "problem", None) or str(exc)
     if mark is None:
         return 1, f"YAML error: {what}"
+    if not isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)) or "nesting depth" in what:
+        # a rule file's own bounds (aliases, depth, keys, numbers): the message says it all
+        return mark.line + 1, f"YAML error: {what}"
     where = f"column {mark.column + 1}"
     lines = (text or "").splitlines()
     at_tab = mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t"
