@@ -420,6 +420,9 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
             r.problem(_line(raw, "warning"), f"{rid}: warning must be a text")
         if "when" not in raw:
             r.problem(line, f"{rid}: when is required (use when: {{}} on purpose to match every entry)")
+        elif raw["when"] is None:     # `when:` left empty would match every entry
+            r.problem(_line(raw, "when"), f"{rid}: when is empty (use when: {{}} on purpose to "
+                      "match every entry)")
         tests, alternatives = r.tests(raw.get("when"), _line(raw, "when", line))
         rules.append(Rule(id=rid, line=line, when=tests, any=alternatives,
                           decision=decision if decision in DECISIONS else None,
