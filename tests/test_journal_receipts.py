@@ -637,3 +637,104 @@ def test_rejected_hand_dropped_file_repeating_what_the_receiver_has_sends_only_t
     assert lowell.model.open_balances() == {"I1": Decimal("100.00"), "I2": Decimal("20.00")}
     items = status_json(site)["items"]
     assert items["pending"] == 0 and items["delivered"] == 3
+
+
+# ============================================================================ the receipt itself
+# read_receipt / render_receipt directly: every check of the reader, each with its message.
+
+RECEIPT_NS = "urn:reskontro:ledger-transfer:1"
+
+
+def _text(body: str, decl: str = '<?xml version="1.0" encoding="UTF-8"?>\n') -> bytes:
+    return (decl + f'<TransferReceipt xmlns="{RECEIPT_NS}">\n{body}</TransferReceipt>\n').encode()
+
+
+GOOD_BODY = ("  <FileId>LT_123456_20261128_000001</FileId>\n  <Status>rejected</Status>\n"
+             "  <ReceivedAt>2026-11-28T18:20:00+01:00</ReceivedAt>\n"
+             '  <Error code="E1" ref="I1">bad KID</Error>\n  <Error code="E2"/>\n')
+
+
+def test_a_receipt_as_the_receiver_writes_it_is_read():
+    from datetime import datetime, timedelta, timezone
+
+    from reskontro.transfer.receipts import Receipt, ReceiptError, read_receipt
+    got = read_receipt(_text(GOOD_BODY), "r.xml")
+    assert got == Receipt("LT_123456_20261128_000001", "rejected",
+                          datetime(2026, 11, 28, 18, 20, tzinfo=timezone(timedelta(hours=1))),
+                          (ReceiptError("E1", "I1", "bad KID"), ReceiptError("E2", None, "")))
+    assert not got.accepted and read_receipt(_text(GOOD_BODY.replace("rejected", "accepted")), "r").accepted
+
+
+def test_comments_processing_instructions_and_blanks_in_a_receipt_change_nothing():
+    from reskontro.transfer.receipts import read_receipt
+    odd = ("  <!-- from the receiver -->\n  <FileId> LT_1 </FileId><?pi x?>\n  <!-- c -->"
+           "<Status>\n accepted\n </Status>\n  <ReceivedAt>2026-11-28T18:20:00Z</ReceivedAt>\n")
+    got = read_receipt(_text(odd), "r.xml")
+    assert (got.file_id, got.status, got.errors) == ("LT_1", "accepted", ())
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"<TransferReceipt", "r.xml line 1: receipt is not well-formed XML"),
+    (_text(GOOD_BODY).replace(b"</Status>", b"</Statu>"), "r.xml line 4: receipt is not well-formed XML"),
+    (_text(GOOD_BODY).replace(b"?>\n", b"?>\n<!DOCTYPE TransferReceipt>\n", 1),
+     "r.xml: receipt has a DOCTYPE; no DTD is allowed"),
+    (_text(GOOD_BODY).replace(b"?>\n", b'?>\n<!DOCTYPE TransferReceipt [<!ENTITY x "y">]>\n', 1),
+     "r.xml: receipt has a DOCTYPE; no DTD is allowed"),
+    (_text(GOOD_BODY).replace(b"?>\n", b'?>\n<!DOCTYPE TransferReceipt SYSTEM "r.dtd">\n', 1),
+     "r.xml: receipt has a DOCTYPE; no DTD is allowed"),
+    (_text(GOOD_BODY).replace(f'xmlns="{RECEIPT_NS}"'.encode(), b'xmlns="urn:other"'),
+     "r.xml line 2: root element is {urn:other}TransferReceipt, expected TransferReceipt in namespace "
+     + RECEIPT_NS),
+    (_text(GOOD_BODY).replace(b"TransferReceipt", b"Receipt"), "r.xml line 2: root element is"),
+    (_text(""), "receipt must hold FileId, Status, ReceivedAt, then Error*; it holds nothing"),
+    (_text(GOOD_BODY.replace("  <Status>rejected</Status>\n", "")),
+     "it holds FileId, ReceivedAt, Error, Error"),
+    (_text('  <Error code="E0"/>\n' + GOOD_BODY), "it holds Error, FileId, Status, ReceivedAt, Error, Error"),
+    (_text(GOOD_BODY.replace('  <Error code="E2"/>\n', '  <Error code="E2"/>\n  <Note/>\n')),
+     "it holds FileId, Status, ReceivedAt, Error, Error, Note"),
+    (_text(GOOD_BODY.replace("<Status>", '<Error code="E0"/><Status>')),
+     "it holds FileId, Error, Status, ReceivedAt, Error, Error"),
+    (_text(GOOD_BODY.replace("LT_123456_20261128_000001", "")), "r.xml line 3: FileId is empty"),
+    (_text(GOOD_BODY.replace("LT_123456_20261128_000001", "  \n ")), "r.xml line 3: FileId is empty"),
+    (_text(GOOD_BODY.replace(">rejected<", ">ok<")), "line 4: Status 'ok' is not accepted or rejected"),
+    (_text(GOOD_BODY.replace(">rejected<", "><")), "line 4: Status '' is not accepted or rejected"),
+    (_text(GOOD_BODY.replace("+01:00", "")), "line 5: ReceivedAt '2026-11-28T18:20:00' is not a date-time "
+     "with a UTC offset"),
+    (_text(GOOD_BODY.replace("2026-11-28T18:20:00+01:00", "yesterday")), "ReceivedAt 'yesterday' is not"),
+    (_text(GOOD_BODY.replace("2026-11-28T18:20:00+01:00", "")), "ReceivedAt '' is not"),
+    (_text(GOOD_BODY.replace('code="E2"', 'code=" "')), "r.xml line 7: Error without a code"),
+    (_text(GOOD_BODY.replace('<Error code="E2"/>', "<Error>text</Error>")), "line 7: Error without a code"),
+    (_text(GOOD_BODY.replace("bad KID", "bad <b>KID</b>")), "r.xml line 6: Error holds elements, not text"),
+    (_text(GOOD_BODY.replace("bad KID", "x" * 11_000_000)), "r.xml line 6: receipt is not well-formed XML"),
+])
+def test_each_thing_wrong_with_a_receipt_is_named(data, message):
+    from reskontro.domain import InputError
+    from reskontro.transfer.receipts import read_receipt
+    with pytest.raises(InputError) as info:
+        read_receipt(data, "r.xml")
+    assert message in str(info.value), str(info.value)
+
+
+def test_a_receipt_written_and_read_back():
+    from datetime import datetime, timezone
+
+    from reskontro.transfer.receipts import Receipt, ReceiptError, read_receipt, render_receipt
+    r = Receipt("LT_1", "rejected", datetime(2026, 11, 28, 17, 20, tzinfo=timezone.utc),
+                (ReceiptError("E1", "I1", "a & b"), ReceiptError("E2", None, "")))
+    data = render_receipt(r)
+    assert data.startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<TransferReceipt xmlns=\"" +
+                           RECEIPT_NS.encode() + b'">\n  <FileId>LT_1</FileId>\n')
+    assert b"<Error code=\"E2\"></Error>" in data and b"ref=" not in data.split(b"E2")[1]
+    assert read_receipt(data, "r") == r
+
+
+@pytest.mark.parametrize("status, at, message", [
+    ("ok", "2026-11-28T18:20:00+01:00", "receipt status 'ok': must be accepted or rejected"),
+    ("accepted", "2026-11-28T18:20:00", "receipt received_at must carry a time zone"),
+])
+def test_a_receipt_is_only_written_right(status, at, message):
+    from datetime import datetime
+
+    from reskontro.transfer.receipts import Receipt, render_receipt
+    with pytest.raises(ValueError, match=message):
+        render_receipt(Receipt("LT_1", status, datetime.fromisoformat(at)))

@@ -678,3 +678,171 @@ def test_a_mapping_as_a_key_is_an_error_not_a_crash(tmp_path: Path) -> None:
     line, msg = one(lint(tmp_path, text))
     assert line == line_of(text, "? [entry_type]")
     assert msg == "YAML error: a key must be a plain name, not a mapping or a list"
+
+
+# --- every structural check has its test (make mutation) ------------------------------------------
+def test_a_rule_without_when_is_refused_not_widened_to_every_entry(tmp_path: Path) -> None:
+    text = HEAD + "  - id: a\n    decision: hold\n    reason: r\n"
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "- id: a")
+    assert msg.startswith("a: when is required") and "when: {}" in msg
+
+
+def test_an_empty_when_is_refused_not_widened_to_every_entry(tmp_path: Path) -> None:
+    text = HEAD + "  - id: a\n    when:\n    decision: hold\n    reason: r\n"
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "when:")
+    assert msg.startswith("a: when is empty") and "when: {}" in msg
+
+
+def test_when_written_as_braces_matches_every_entry_on_purpose(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + rule("all", "{}"), encoding="utf-8")
+    [r] = load_rule_file(path).rules
+    assert r.when == () and r.any == ()
+
+
+@pytest.mark.parametrize("when", ["[entry_type, invoice]", "invoice", "5"])
+def test_when_must_be_a_mapping(tmp_path: Path, when: str) -> None:
+    text = HEAD + rule("a", when)
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "when:")
+    assert msg == "when: must be a mapping of field: condition"
+
+
+@pytest.mark.parametrize("alternatives", ["[]", "{entry_type: invoice}", "invoice"])
+def test_any_must_be_a_non_empty_list(tmp_path: Path, alternatives: str) -> None:
+    text = HEAD + rule("a", f"\n      entry_type: invoice\n      any: {alternatives}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "any:")
+    assert msg.startswith("any: must be a list of one or more condition mappings")
+
+
+def test_an_alternative_that_is_not_a_mapping_is_one_problem(tmp_path: Path) -> None:
+    text = HEAD + rule("a", "\n      any:\n        - invoice\n        - {status: draft}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "any:")
+    assert "each alternative must be a mapping" in msg
+
+
+def test_an_unknown_operator_is_one_problem_whatever_its_value(tmp_path: Path) -> None:
+    text = HEAD + rule("a", "\n      status: {equals: drafted}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "equals")
+    assert msg.startswith("status: unknown operator 'equals'")
+
+
+@pytest.mark.parametrize("cond", ["{in: invoice}", "{not_in: []}", "{in: {a: 1}}"])
+def test_in_and_not_in_need_a_non_empty_list(tmp_path: Path, cond: str) -> None:
+    text = HEAD + rule("a", f"\n      entry_type: {cond}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "entry_type:")
+    assert msg.startswith("entry_type: ") and "needs a non-empty list" in msg
+
+
+@pytest.mark.parametrize("op", ["lt", "le", "gt", "ge"])
+def test_every_ordering_operator_needs_a_number_field(tmp_path: Path, op: str) -> None:
+    text = HEAD + rule("a", f"\n      status: {{{op}: draft}}")
+    line, msg = one(lint(tmp_path, text))
+    assert msg == f"status: {op} compares numbers; status is enum"
+
+
+@pytest.mark.parametrize("value", ["1", "'true'", "null", "[true, 0]"])
+def test_a_bool_field_takes_only_true_or_false(tmp_path: Path, value: str) -> None:
+    text = HEAD + rule("a", f"\n      factoring: {value}")
+    problems = lint(tmp_path, text)
+    assert problems and all(line == line_of(text, "factoring:") for line, _ in problems)
+    assert any("must be true or false" in msg for _, msg in problems)
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just text\n", "42\n"])
+def test_a_rule_file_is_a_mapping(tmp_path: Path, text: str) -> None:
+    assert lint(tmp_path, text) == [(1, "a rule file is a mapping with 'default' and 'rules'")]
+
+
+def test_default_is_required(tmp_path: Path) -> None:
+    text = "rules:\n" + rule("a", "{entry_type: invoice}")
+    assert one(lint(tmp_path, text)) == (1, "default: required, a mapping with decision and reason")
+
+
+def test_default_takes_only_decision_and_reason(tmp_path: Path) -> None:
+    text = "default: {decision: wait, reason: Nothing decided., when: {}}\nrules:\n" \
+        + rule("a", "{entry_type: invoice}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == 1 and msg.startswith("default: unknown key 'when'")
+
+
+@pytest.mark.parametrize("reason", ["", "reason: '  '", "reason: 5"])
+def test_default_needs_a_reason_in_words(tmp_path: Path, reason: str) -> None:
+    text = "default:\n  decision: wait\n" + (f"  {reason}\n" if reason else "") + "rules:\n" \
+        + rule("a", "{entry_type: invoice}")
+    assert one(lint(tmp_path, text)) == (1, "default: reason is required, in plain words")
+
+
+@pytest.mark.parametrize("rules", ["", "rules: {a: 1}\n", "rules: a rule\n"])
+def test_rules_must_be_a_list(tmp_path: Path, rules: str) -> None:
+    text = "default: {decision: wait, reason: Nothing decided.}\n" + rules
+    line, msg = one(lint(tmp_path, text))
+    assert msg == "rules: required, a list of rules"
+    assert line == (2 if rules else 1)
+
+
+def test_each_rule_must_be_a_mapping(tmp_path: Path) -> None:
+    text = HEAD + "  - hold everything\n" + rule("a", "{entry_type: invoice}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == 2 and msg == "each rule must be a mapping, not 'hold everything'"
+
+
+@pytest.mark.parametrize("rid", [None, "''", "'  '", "5"])
+def test_every_rule_needs_an_id(tmp_path: Path, rid: str | None) -> None:
+    first = f"  - id: {rid}\n    when: {{entry_type: invoice}}\n" if rid is not None \
+        else "  - when: {entry_type: invoice}\n"
+    text = HEAD + first + "    decision: hold\n    reason: r\n"
+    assert one(lint(tmp_path, text)) == (3, "id: every rule needs an id")
+
+
+@pytest.mark.parametrize("warning", ["''", "5", "[a]"])
+def test_a_warning_must_be_a_text(tmp_path: Path, warning: str) -> None:
+    text = HEAD + rule("w", "{entry_type: invoice}", f"warning: {warning}", decision=None, reason=None)
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "warning:") and msg == "w: warning must be a text"
+
+
+@pytest.mark.parametrize("before", ["", "\n", "# rules\n\n"])
+def test_a_character_yaml_does_not_take_is_reported_on_its_line(tmp_path: Path, before: str) -> None:
+    text = before + HEAD + rule("a", "{entry_type: invoice}", reason="Be\x07cause.")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "reason: Be") and msg.startswith("YAML error:")
+
+
+def test_rules_and_warnings_as_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + rule("d", "{entry_type: invoice}", reason="Held, because.")
+                    + rule("w", "{entry_type: payment}", "warning: Look at it.", decision=None,
+                           reason=None), encoding="utf-8")
+    rf = load_rule_file(path)
+    d, w = rf.rules
+    assert rf.deciding == (d,) and rf.warnings == (w,)
+    assert (d.decision, d.warning, d.reason, d.text) == ("hold", None, "Held, because.", "Held, because.")
+    assert (w.decision, w.warning, w.reason, w.text) == (None, "Look at it.", "Look at it.", "Look at it.")
+    assert (rf.default_decision, rf.default_reason, rf.default_line) == ("wait", "Nothing decided.", 1)
+
+
+def test_load_rule_file_error_lists_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + rule("a", "{entry_typ: invoice}") + rule("b", "{status: drafted}"),
+                    encoding="utf-8")
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(path)
+    assert str(info.value).splitlines() == [str(p) for p in info.value.problems]
+    assert [p.line for p in info.value.problems] == [4, 8]
+    assert str(info.value.problems[0]).startswith(f"{path}:4: unknown field 'entry_typ'")
+
+
+def test_load_rule_file_that_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(path)
+    [p] = info.value.problems
+    assert (p.path, p.line) == (path, 0) and p.message.startswith("cannot read: ")
+    assert str(info.value) == f"{path}:0: {p.message}"

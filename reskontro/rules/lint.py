@@ -294,16 +294,19 @@ def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
     from reskontro.rules.rulefile import _Loader, _line, yaml_problem
 
     try:
-        loader = _Loader(read_rule_text(path))    # the rule file's bounds (size, nesting, aliases)
+        text = read_rule_text(path)          # the rule file's bounds (size, nesting, aliases)
     except RuleFileError as exc:
         return [ExampleResult("(file)", p.line, False, p.message) for p in exc.problems]
+    loader = None
     try:
+        loader = _Loader(text)               # refuses a character YAML does not take (ReaderError)
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
-        line, message = yaml_problem(exc)
+        line, message = yaml_problem(exc, text)
         return [ExampleResult("(file)", line, False, message)]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(doc, list):
         return [ExampleResult("(file)", 1, False, "the examples file is a list of examples")]
     engine = RuleEngine(rf)

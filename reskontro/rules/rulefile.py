@@ -211,8 +211,9 @@ def yaml_problem(exc: yaml.YAMLError, text: str | None = None) -> tuple[int, str
     in), what, and what usually causes it, instead of the parser's own text."""
     mark = getattr(exc, "problem_mark", None)
     what = getattr(exc, "problem", None) or str(exc)
-    if mark is None:
-        return 1, f"YAML error: {what}"
+    if mark is None:    # a character YAML does not take (ReaderError): its position, not a mark
+        line = text.count("\n", 0, getattr(exc, "position", 0)) + 1 if text else 1
+        return line, f"YAML error: {what}"
     if not isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)) or "nesting depth" in what:
         # a rule file's own bounds (aliases, depth, keys, numbers): the message says it all
         return mark.line + 1, f"YAML error: {what}"
@@ -344,8 +345,9 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
         r.problem(1, f"the text is {len(text):,} characters; a rule file may be at most "
                   f"{MAX_BYTES // 1024 // 1024} MiB")
         return None, r.problems
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)       # refuses a character YAML does not take (ReaderError)
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         r.problem(*yaml_problem(exc, text))
@@ -354,7 +356,8 @@ def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Proble
         r.problem(1, f"YAML error: {exc!r}")
         return None, r.problems
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     for line, key in loader.duplicates:
         r.problem(line, f"key {key!r} appears twice in the same mapping (the first would be ignored)")
     if not isinstance(doc, dict):
