@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m reskontro.demo
 
 test: $(STAMP)
-	LINT_IMPORTS=$(abspath $(BIN))/lint-imports tools/lint_layers.sh
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

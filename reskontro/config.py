@@ -348,4 +348,4 @@ def _notify(sec: dict, site: Path, fail, text, path) -> NotifyConfig:
     return NotifyConfig(on=on, command=command, webhook_url=url, smtp_host=host, smtp_port=port,
                         smtp_security=security, smtp_user=user, smtp_password_env=env,
                         smtp_password_file=pw_file, smtp_ca_file=ca_file, mail_from=mail_from,
-                        mail_to=mail_to, timeout=float(timeout))
+                        mail_to=mail_to, timeout=timeout)
