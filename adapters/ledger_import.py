@@ -144,6 +144,10 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
 
 # a JSON fraction stays a float (refused by _Row.raw); integers are read exactly
 _DECODER = json.JSONDecoder(parse_int=str, object_pairs_hook=_object)
+# The same without the hook (a quarter cheaper), for a line that cannot repeat a key: one with
+# no more colons than the keys read. Every key written is followed by a colon, so a key given
+# twice (at any depth) makes more colons than keys read.
+_QUICK = json.JSONDecoder(parse_int=str)
 
 
 class _Row:
@@ -369,6 +373,15 @@ def _xml_ok(d: dict) -> bool:
     return text.isprintable() or _NOT_XML.search(text) is None
 
 
+def _plain_line(line: str) -> bool:
+    """What `_xml_ok` says of every value read from this JSON line, for the whole line at the
+    cost of three searches: without a backslash, each string is as written in the line (no
+    escape); JSON refuses a raw control character in a string, a line read as UTF-8 holds no
+    surrogate, so only the noncharacters U+FFFE and U+FFFF are left to look for. False says
+    nothing (the values are then looked at one by one)."""
+    return "\\" not in line and "\ufffe" not in line and "\uffff" not in line
+
+
 def _opt(v) -> str | None:
     """What _Row.raw makes of a value: stripped text, None for nothing (or _Slow)."""
     if v is None:
@@ -388,7 +401,9 @@ def _ident(v, required: bool = True) -> str | None:
     v = v.strip()
     if not v and not required:
         return None
-    if _ID.fullmatch(v) is None:       # 1-35 characters, no line break inside
+    # _ID.fullmatch: 1-35 characters, no blank at either end (strip() and the regex's \s are the
+    # same Unicode whitespace), no line break inside
+    if not v or len(v) > 35 or "\n" in v:
         raise _SLOW
     return v
 
@@ -429,12 +444,28 @@ def _iso_day(v: str) -> str:
     return v if len(v) == 10 and v[4] == "-" and v[7] == "-" else d.isoformat()
 
 
-def _fast_entry(d: dict) -> tuple | None:
+_DAYS: dict[str, str] = {}      # a date as given -> its ISO text (a ledger has few distinct days)
+
+
+def _day(v: str) -> str:
+    """_iso_day of the stripped text, remembered (or _Slow)."""
+    day = _DAYS.get(v)
+    if day is None:
+        day = _iso_day(v.strip())
+        if len(_DAYS) >= 20_000:
+            _DAYS.clear()
+        _DAYS[v] = day
+    return day
+
+
+def _fast_entry(d: dict, plain: bool = False) -> tuple | None:
     """The ENTRY_ROW of a plainly good entry record, else None (then `_entry` reads it).
+    `plain`: the line it came from passed `_plain_line` (no value need be looked at for
+    characters the transfer file cannot carry).
 
     Straight-line on purpose (a million records: every call counts); the checks are those of
     `_entry`, in any order, each only ever saying "not plainly good"."""
-    if not d.keys() <= _ENTRY_KEYS or not _xml_ok(d):
+    if not d.keys() <= _ENTRY_KEYS or not (plain or _xml_ok(d)):
         return None
     g = d.get
     eid, cust, etype, doc, ddate, amount = g("id"), g("customer_id"), g("type"), g("document_no"), \
@@ -442,26 +473,32 @@ def _fast_entry(d: dict) -> tuple | None:
     if (eid.__class__ is not str or cust.__class__ is not str or etype.__class__ is not str
             or doc.__class__ is not str or ddate.__class__ is not str or amount.__class__ is not str):
         return None
-    eid, cust, etype, doc, amount = eid.strip(), cust.strip(), etype.strip(), doc.strip(), amount.strip()
-    if (etype not in _ENTRY_TYPES or _ID.fullmatch(eid) is None or _ID.fullmatch(cust) is None
-            or _ID.fullmatch(doc) is None):
+    eid, cust, etype, doc = eid.strip(), cust.strip(), etype.strip(), doc.strip()
+    # (the ids as _ID.fullmatch takes them: see _ident)
+    if (etype not in _ENTRY_TYPES or not 0 < len(eid) <= 35 or not 0 < len(cust) <= 35
+            or not 0 < len(doc) <= 35 or "\n" in eid or "\n" in cust or "\n" in doc):
         return None
-    m = _PLAIN_AMOUNT.fullmatch(amount)
+    m = _PLAIN_AMOUNT.fullmatch(amount.strip())
     if m is None:
         return None
     sign, whole, cents = m.groups()
-    ore = int(whole) * 100 + ((int(cents) * 10 if len(cents) == 1 else int(cents)) if cents else 0)
+    if cents is None:
+        ore = int(whole) * 100
+    elif len(cents) == 2:
+        ore = int(whole + cents)
+    else:
+        ore = int(whole + cents) * 10
     if sign:
         ore = -ore
     try:
-        ddate = _iso_day(ddate.strip())
+        ddate = _day(ddate)
         due, kid, status, currency, text, source, reverses, bank_ref, dunning = (
             g("due_date"), g("kid"), g("status"), g("currency"), g("text"), g("source"), g("reverses"),
             g("bank_ref"), g("dunning_level"))
         if due is not None:
-            due = _opt(due)
-            if due is not None:
-                due = _iso_day(due)
+            if due.__class__ is not str:
+                return None
+            due = _day(due) if due.strip() else None
         invoice = etype == "invoice"
         if status is not None:
             status = _opt(status)
@@ -511,37 +548,55 @@ def _fast_entry(d: dict) -> tuple | None:
         return None
 
 
-def _fast_customer(d: dict) -> tuple | None:
-    """The CUSTOMER_ROW of a plainly good customer record, else None (then `_customer` reads it)."""
-    if not d.keys() <= _CUSTOMER_KEYS or not _xml_ok(d):
+def _fast_customer(d: dict, plain: bool = False) -> tuple | None:
+    """The CUSTOMER_ROW of a plainly good customer record, else None (then `_customer` reads it).
+    `plain` as for `_fast_entry`."""
+    if not d.keys() <= _CUSTOMER_KEYS or not (plain or _xml_ok(d)):
         return None
     g = d.get
     try:
         cid = _ident(g("id"))
         name = _text(g("name"), 100)
-        ctype = _opt(g("type"))
-        if name is None or (ctype is not None and ctype not in _CUSTOMER_TYPES):
+        ctype = g("type")
+        if ctype is not None:
+            ctype = _opt(ctype)
+            if ctype is not None and ctype not in _CUSTOMER_TYPES:
+                return None
+        if name is None:
             return None
-        org_no = _opt(g("org_no"))
+        org_no = g("org_no")
         if org_no is not None:
-            org_no = org_no.replace(" ", "")
-        lines = [x for x in (_text(g("address1"), 70), _text(g("address2"), 70), _text(g("address3"), 70)) if x]
-        lines += [None] * (3 - len(lines))
-        country = _opt(g("country"))
+            org_no = _opt(org_no)
+            if org_no is not None:
+                org_no = org_no.replace(" ", "")
+        l1, l2, l3 = g("address1"), g("address2"), g("address3")
+        if l1 is not None:
+            l1 = _text(l1, 70)
+        if l2 is not None or l3 is not None:     # the lines given, compacted (as _customer does)
+            lines = [x for x in (l1, _text(l2, 70), _text(l3, 70)) if x]
+            lines += [None] * (3 - len(lines))
+            l1, l2, l3 = lines
+        country = g("country")
         if country is None:
             country = "NO"
-        elif len(country) == 2 and country.isascii() and country.isalpha():
-            country = country.upper()
         else:
-            return None
-        return (cid, name, ctype, org_no, lines[0], lines[1], lines[2], _text(g("post_code"), 10) or "",
-                _text(g("city"), 35) or "", country, _text(g("email"), 200), _text(g("phone"), 40),
-                bool(_flag(g("factoring_default"))))
+            country = _opt(country)
+            if country is None:
+                country = "NO"
+            elif len(country) == 2 and country.isascii() and country.isalpha():
+                country = country.upper()
+            else:
+                return None
+        post, city, email, phone, fd = g("post_code"), g("city"), g("email"), g("phone"), g("factoring_default")
+        return (cid, name, ctype, org_no, l1, l2, l3, "" if post is None else _text(post, 10) or "",
+                "" if city is None else _text(city, 35) or "", country,
+                email if email is None else _text(email, 200), phone if phone is None else _text(phone, 40),
+                fd if fd.__class__ is bool else bool(_flag(fd)))
     except _Slow:
         return None
 
 
-def _fast_match(d: dict) -> tuple[str, tuple[str, ...]] | None:
+def _fast_match(d: dict, plain: bool = False) -> tuple[str, tuple[str, ...]] | None:
     if not d.keys() <= _MATCH_KEYS:
         return None
     members = d.get("entries")
@@ -552,9 +607,10 @@ def _fast_match(d: dict) -> tuple[str, tuple[str, ...]] | None:
     if members.__class__ is not list or len(members) < 2:
         return None
     for x in members:
-        if x.__class__ is not str or _ID.fullmatch(x) is None:
+        # _ID.fullmatch (see _ident) of an id not stripped
+        if x.__class__ is not str or not 0 < len(x) <= 35 or "\n" in x or x != x.strip():
             return None
-    if _NOT_XML.search("".join(members)) or len(set(members)) != len(members):
+    if (not plain and _NOT_XML.search(mid + "".join(members))) or len(set(members)) != len(members):
         return None
     return mid, tuple(members)
 
@@ -639,7 +695,7 @@ def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> 
 def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
                 first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
-    decode = _DECODER.decode
+    decode, quick = _DECODER.decode, _QUICK.decode
     # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085,
     # \x1c... inside a JSON string, and the line numbers would no longer be an editor's
     for n, line in enumerate(lines, first_line):
@@ -648,7 +704,12 @@ def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
         try:
             if line.startswith("\ufeff"):      # as json.loads says it (only the file's first is dropped)
                 raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", line, 0)
-            data = decode(line)
+            try:
+                data = quick(line)
+                if data.__class__ is not dict or line.count(":") != len(data):
+                    raise ValueError("a key may be given twice")
+            except (ValueError, RecursionError):
+                data = decode(line)            # what exactly is wrong, if anything is
         except json.JSONDecodeError as exc:
             errors.append(f"{name}:{n}: not valid JSON: {exc.msg} (column {exc.colno})")
             continue
@@ -663,17 +724,18 @@ def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
             errors.append(f"{name}:{n}: each line must be a JSON object")
             continue
         kind = data.get("record")
+        plain = "\\" not in line and "\ufffe" not in line and "\uffff" not in line     # _plain_line, inline
         if kind == "entry":
-            row = _fast_entry(data)
+            row = _fast_entry(data, plain)
             if row is None:
                 e = _entry(_Row(f"{name}:{n}", data, errors))
                 row = e and entry_to_row(e)
         elif kind == "customer":
-            row = _fast_customer(data)
+            row = _fast_customer(data, plain)
             if row is None:
                 row = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
         elif kind == "match":
-            row = _fast_match(data) or _slow_match(_Row(f"{name}:{n}", data, errors))
+            row = _fast_match(data, plain) or _slow_match(_Row(f"{name}:{n}", data, errors))
         else:
             errors.append(f"{name}:{n}: record: {_show(kind)} must be customer, entry or match")
             continue

@@ -53,8 +53,7 @@ def main(argv: list[str]) -> int:
     stager = _Stager(_Raw(con))
     fatal = None
     try:
-        for kind, line, row in read_records(path, problems, start=start, first_line=lines_before(path, start) + 1):
-            stager.add(kind, line, row)
+        stager.stage(read_records(path, problems, start=start, first_line=lines_before(path, start) + 1))
         stager.flush()
     except InputError as exc:          # not UTF-8, unreadable: the file is refused whole
         fatal = str(exc)

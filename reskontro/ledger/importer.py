@@ -87,9 +87,12 @@ imp_changed = Table("imp_changed", _STAGE, Column("kind", String(8), primary_key
 imp_special = Table("imp_special", _STAGE, Column("kind", String(8), primary_key=True),
                     Column("id", String(35), primary_key=True), **_TMP)
 imp_before = Table("imp_before", _STAGE, Column("match_id", String(35)), Column("entry_id", String(35)), **_TMP)
-_INDEXES = (("ix_imp_customers_id", imp_customers, "id"), ("ix_imp_entries_id", imp_entries, "id"),
-            ("ix_imp_matches_id", imp_matches, "id"), ("ix_imp_members_entry", imp_members, "entry_id"),
+# (covering where a whole-file query needs the second column: no lookup into the table per row)
+_INDEXES = (("ix_imp_customers_id", imp_customers, "id, line"), ("ix_imp_entries_id", imp_entries, "id, line"),
+            ("ix_imp_matches_id", imp_matches, "id, line"), ("ix_imp_members_entry", imp_members, "entry_id, match_id"),
             ("ix_imp_members_match", imp_members, "match_id"), ("ix_imp_before_match", imp_before, "match_id"))
+# what only the work on a store with entries asks (matches changed, entries moved, bankref)
+_NOT_WHEN_FRESH = {"ix_imp_members_match", "ix_imp_before_match"}
 
 
 def _drop_stage(conn: Connection) -> None:
@@ -98,15 +101,14 @@ def _drop_stage(conn: Connection) -> None:
 
 
 # --- rows into staged tuples ----------------------------------------------------------------------
-def _ore_text(ore: int) -> str:
-    """øre as str(Decimal) of the amount shows it: 123450 -> '1234.50', -5 -> '-0.05'."""
-    a = -ore if ore < 0 else ore
-    return f"{'-' if ore < 0 else ''}{a // 100}.{a % 100:02d}"
+_BLAKE = blake2b(digest_size=8)       # copied per digest: cheaper than making one each time
 
 
 def _h(text_: str) -> str:
     """store.digest of parts already joined with its separator (the same stamp, no generator)."""
-    return blake2b(text_.encode(), digest_size=8).hexdigest()
+    h = _BLAKE.copy()
+    h.update(text_.encode())
+    return h.hexdigest()
 
 
 def _customer_staged(r: tuple, line: int) -> tuple:
@@ -126,8 +128,11 @@ def _entry_digests(r: tuple) -> tuple[str, str]:
     """(version, stamp) of an ENTRY_ROW: store.entry_version and store.entry_stamp of the same
     entry (the tests compare them), built as one string each."""
     _eid, cust, etype, doc, ddate, due, ore, cur, kid, status, fac, opt, rev, src, dun, txt, bref = r
-    version = _h(f"{etype}\x1f{cust}\x1f{doc}\x1f{ddate}\x1f{(due or '') if etype == 'invoice' else ''}\x1f"
-                 f"{_ore_text(ore)}\x1f{cur}\x1f{kid or ''}\x1f{txt or ''}")
+    a = -ore if ore < 0 else ore        # the amount as str(Decimal) shows it: 123450 -> 1234.50, -5 -> -0.05
+    h = _BLAKE.copy()                   # (_h, inline)
+    h.update(f"{etype}\x1f{cust}\x1f{doc}\x1f{ddate}\x1f{(due or '') if etype == 'invoice' else ''}\x1f"
+             f"{'-' if ore < 0 else ''}{a // 100}.{a % 100:02d}\x1f{cur}\x1f{kid or ''}\x1f{txt or ''}".encode())
+    version = h.hexdigest()
     stamp = _h(f"{version}\x1f{kid or ''}\x1f{txt or ''}\x1f{due or ''}\x1f{status or ''}\x1f"
                f"{'' if fac is None else 'True' if fac else 'False'}\x1f{'True' if opt else 'False'}\x1f"
                f"{rev or ''}\x1f{src or ''}\x1f{dun}\x1f{bref or ''}")
@@ -149,15 +154,18 @@ class _Stager:
         self.entries = self.rows["imp_entries"]
         self.kids: dict[str, str] = {}     # KID -> kid_check (a payment carries its invoice's KID)
 
-    def add(self, kind: str, line: int, row: tuple) -> None:
-        if kind == "entry":
-            self.entry(row, line)
-        elif kind == "customer":
-            self._put("imp_customers", _customer_staged(row, line))
-        elif kind == "match":
-            self.match(row[0], row[1], line)
-        else:                                  # a CSV row of a match: grouped later, in SQL
-            self._put("imp_csv_members", (row[0], row[1], line))
+    def stage(self, records: Iterable[tuple[str, int, tuple]]) -> None:
+        """read_records' records (the loop a million records go through: names bound once)."""
+        entry, match, put = self.entry, self.match, self._put
+        for kind, line, row in records:
+            if kind == "entry":
+                entry(row, line)
+            elif kind == "customer":
+                put("imp_customers", _customer_staged(row, line))
+            elif kind == "match":
+                match(row[0], row[1], line)
+            else:                              # a CSV row of a match: grouped later, in SQL
+                put("imp_csv_members", (row[0], row[1], line))
 
     def entry(self, r: tuple, line: int) -> None:
         version, stamp = _entry_digests(r)
@@ -219,15 +227,33 @@ def import_files(engine: Engine, paths: list[Path],
             finally:
                 # SQLite (pysqlite) runs DDL before the first write outside the transaction:
                 # the staging tables may outlive a rollback. Gone either way before the
-                # connection goes back to the pool.
+                # connection goes back to the pool: with the connection itself where that is
+                # a SQLite file's (its temporary tables vanish unread; dropping them would
+                # first free a million rows' pages one by one), else dropped.
                 try:
-                    _drop_stage(conn)
+                    throwaway = _throwaway(conn)
+                    if not throwaway:
+                        _drop_stage(conn)
                     for undo in cleanup:
                         undo(conn)
-                    conn.commit()
+                    if throwaway:
+                        conn.invalidate()
+                    else:
+                        conn.commit()
                 except Exception:       # noqa: BLE001 - never hide the import's own error
                     log.warning("cleaning up after importing %s failed", path.name, exc_info=True)
     return results
+
+
+def _throwaway(conn: Connection) -> bool:
+    """The connection may be closed rather than cleaned: a SQLite file's (not an in-memory
+    database, which would go with it)."""
+    if conn.dialect.name != "sqlite":
+        return False
+    url = conn.engine.url
+    database = url.database or ""
+    return not (database in ("", ":memory:") or database.startswith("file::memory:")
+                or url.query.get("mode") == "memory" or "mode=memory" in database)
 
 
 def _import(conn: Connection, path: Path, cleanup: list) -> ImportResult:
@@ -236,21 +262,21 @@ def _import(conn: Connection, path: Path, cleanup: list) -> ImportResult:
     _STAGE.create_all(conn)
     stager = _Stager(conn)
     half = _SecondHalf.start(conn, path, cleanup)
-    for kind, line, row in read_records(path, problems, stop=half.mid if half else None):
-        stager.add(kind, line, row)
+    stager.stage(read_records(path, problems, stop=half.mid if half else None))
     stager.flush()
     if half is not None:
         half.take_in(conn, stager, problems)
+    # A store without entries (a ledger's first import) has nothing a file could be the ERP's
+    # copy of, no match to change and no entry to move: that work is skipped, not done on nothing.
+    fresh = all(conn.execute(select(t.c[0]).limit(1)).first() is None for t in (s.entries, s.matches, s.aliases))
     for name, table, col in _INDEXES:
-        conn.execute(text(f"CREATE INDEX {name} ON {table.name} ({col})"))
+        if not (fresh and name in _NOT_WHEN_FRESH):
+            conn.execute(text(f"CREATE INDEX {name} ON {table.name} ({col})"))
     name = path.name
     _group_csv_matches(conn, stager, name, problems)
     _in_file_checks(conn, name, problems)
     _unknown_customers(conn, name, problems)    # with every other problem at once (customers have no aliases)
     problems.check()                                            # rolls the file back whole
-    # A store without entries (a ledger's first import) has nothing a file could be the ERP's
-    # copy of, no match to change and no entry to move: that work is skipped, not done on nothing.
-    fresh = all(conn.execute(select(t.c[0]).limit(1)).first() is None for t in (s.entries, s.matches, s.aliases))
     res = Resolved(LedgerBatch()) if fresh else _resolve(conn, path, stager)
     if res.errors:
         problems = Problems(name)
@@ -265,11 +291,12 @@ def _import(conn: Connection, path: Path, cleanup: list) -> ImportResult:
     c = _merge_customers(conn)
     changed_e = _update_entries(conn, fresh)
     _set_membership(conn, fresh)
-    new_e = _insert_entries(conn)
+    new_e = _insert_entries(conn, fresh)
     m = _merge_matches(conn)
     e = (new_e, changed_e)
     write_resolved(conn, res)
-    _drop_stage(conn)
+    if not _throwaway(conn):
+        _drop_stage(conn)
     return ImportResult(path, c, e, m, res.same, tuple(res.messages))
 
 
@@ -330,9 +357,8 @@ class _SecondHalf:
             self.stderr.seek(0)
             why = (self.stderr.read().decode(errors="replace").strip().splitlines() or [f"exit status {code}"])[-1]
             log.warning("the import helper failed (%s); reading the second half of %s here", why, self.path.name)
-            for kind, line, row in read_records(self.path, problems, start=self.mid,
-                                                first_line=lines_before(self.path, self.mid) + 1):
-                stager.add(kind, line, row)
+            stager.stage(read_records(self.path, problems, start=self.mid,
+                                      first_line=lines_before(self.path, self.mid) + 1))
             stager.flush()
             return
         count, fatal = answer
@@ -583,12 +609,18 @@ def _update_entries(conn: Connection, fresh: bool) -> int:
     return changed
 
 
-def _insert_entries(conn: Connection) -> int:
+def _insert_entries(conn: Connection, fresh: bool) -> int:
     """New entries, each in the match the file puts it in (a match holding a new entry is
-    itself new or changed)."""
+    itself new or changed). Into a fresh store every staged entry is new (the file's ids are
+    unique by now): not looked up one by one."""
     ie, e, mm = imp_entries, s.entries, imp_members
-    match_of = select(mm.c.match_id).where(mm.c.entry_id == ie.c.id).limit(1).scalar_subquery()
-    new_rows = select(*(ie.c[k] for k in ENTRY_COLS), match_of).where(~exists().where(e.c.id == ie.c.id))
+    if fresh:
+        # (each entry is in one match at most by now, and the store's primary key says so
+        # loudly should it not be: a join, not a lookup per entry)
+        new_rows = select(*(ie.c[k] for k in ENTRY_COLS), mm.c.match_id).outerjoin(mm, mm.c.entry_id == ie.c.id)
+    else:
+        match_of = select(mm.c.match_id).where(mm.c.entry_id == ie.c.id).limit(1).scalar_subquery()
+        new_rows = select(*(ie.c[k] for k in ENTRY_COLS), match_of).where(~exists().where(e.c.id == ie.c.id))
     with _bulk_entries(conn):
         return _rows(conn, insert(e).from_select([*ENTRY_COLS, "match_id"], new_rows))
 
