@@ -724,7 +724,7 @@ def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
             errors.append(f"{name}:{n}: each line must be a JSON object")
             continue
         kind = data.get("record")
-        plain = "\\" not in line and "\ufffe" not in line and "\uffff" not in line     # _plain_line, inline
+        plain = _plain_line(line)
         if kind == "entry":
             row = _fast_entry(data, plain)
             if row is None:
