@@ -37,7 +37,7 @@ from reskontro.domain import InputError, Match
 from reskontro.domain.kid import state as kid_state
 from reskontro.ledger import schema as s
 from reskontro.ledger.bankref import Resolved, resolve, write_resolved
-from reskontro.ledger.store import BATCH
+from reskontro.ledger.store import BATCH, upsert_insert
 
 log = logging.getLogger(__name__)
 CHUNK = 5000                 # rows per executemany
@@ -559,6 +559,12 @@ def _mark_pending(conn: Connection, kind: str, ids, *, unique: bool = False) -> 
     p = s.pending
     sub = ids.subquery()
     col = sub.c[0]
+    upsert = upsert_insert(conn, p)
+    if upsert is not None:         # one look into the key per row, not one to ask and one to write
+        # (SQLite reads ON CONFLICT after INSERT ... SELECT only after a WHERE: there is one)
+        conn.execute(upsert.from_select(["kind", "id"], select(literal(kind), col).where(col.is_not(None)))
+                     .on_conflict_do_nothing())
+        return
     q = select(literal(kind), col).where(col.is_not(None), ~exists().where(p.c.kind == kind, p.c.id == col))
     conn.execute(insert(p).from_select(["kind", "id"], q if unique else q.distinct()))
 
