@@ -542,6 +542,17 @@ UNWRITABLE_JSONL = {
                                    "is not an entry id"),
     "a key given twice": ('{"record": "entry", "id": "EB", "customer_id": "CN", "type": "payment", "document_no": "D", '
                           '"document_date": "2026-09-01", "amount": "1.00", "amount": "100.00"}', "amount", "given twice"),
+    "a key given twice, a colon in a value": ('{"record": "entry", "id": "EB", "customer_id": "CN", "type": "payment", '
+                                              '"document_no": "D", "document_date": "2026-09-01", "amount": "1.00", '
+                                              '"text": "kl. 10:30", "text": "x"}', "text", "given twice"),
+    "control char in a match id": ('{"record": "match", "id": "M\\u0001", "entries": ["EN1", "EN2"]}', "id", "U+0001"),
+    "control char at the end of a match id (strip would hide it)": (
+        '{"record": "match", "id": "M\\u001f", "entries": ["EN1", "EN2"]}', "id", "U+001F"),
+    # written as they are, not escaped (the reader's shortcut for a line without a backslash)
+    "noncharacter U+FFFE as it is": (json.dumps(dict(json.loads(customer_line()), city="OS\ufffeLO"),
+                                                ensure_ascii=False), "city", "U+FFFE"),
+    "noncharacter U+FFFF as it is": (json.dumps(json.loads(entry_line(id="EB", type="payment", text="Faktura \uffff")),
+                                                ensure_ascii=False), "text", "U+FFFF"),
 }
 
 
