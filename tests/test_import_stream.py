@@ -390,3 +390,16 @@ def test_amounts_keep_their_exact_value_through_the_fast_path(tmp_path: Path) ->
     with db.connect() as conn:
         got = dict(conn.exec_driver_sql("SELECT id, amount_ore FROM entries").all())
     assert {k: str(from_ore(v)) for k, v in got.items()} == {k: want for k, (_, want) in amounts.items()}
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_the_staging_tables_go_with_the_import_and_the_store_stays(tmp_path: Path, sample: Path, where: str) -> None:
+    """On a SQLite file the import's connection is closed rather than its staging tables dropped;
+    an in-memory store (which would go with its connection) has them dropped instead."""
+    db = open_engine(f"sqlite:///{tmp_path / 'x.db'}" if where == "file" else "sqlite://")
+    [first] = import_files(db, [sample])
+    [again] = import_files(db, [sample])
+    assert first.entries[0] > 0 and again.unchanged                  # the store kept the first import
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name FROM sqlite_temp_master").all() == []
+    db.dispose()
