@@ -20,7 +20,7 @@ from reskontro.domain import (CUSTOMER_TYPES, ENTRY_TYPES, INVOICE_STATUSES, Add
                               Entry, InputError, Match)
 
 CUSTOMER_FIELDS = ("id", "name", "type", "org_no", "address1", "address2", "address3",
-                   "post_code", "city", "country", "email", "phone", "factoring_default")
+                   "post_code", "city", "country", "email", "phone", "factoring_default", "tags")
 ENTRY_FIELDS = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount",
                 "currency", "kid", "status", "factoring", "opt_out", "reverses", "source",
                 "dunning_level", "text", "bank_ref")
@@ -33,6 +33,8 @@ _ID = re.compile(r"[^\s](.{0,33}[^\s])?")
 _NOT_XML = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DUNNING = re.compile(r"[0-9]{1,3}")      # ASCII only: '²'.isdigit() is True, int('²') fails
 _SHOWN = 60           # characters of a value quoted in a message (a value may be huge)
+_TAG = re.compile(r"[^\s;,]{1,35}")   # one tag: a word (rules.facts.TAG)
+_MAX_TAGS = 50
 _TRUE = {"true", "1", "yes", "y", "ja", "j"}
 _FALSE = {"false", "0", "no", "n", "nei", ""}
 
@@ -184,6 +186,39 @@ class _Row:
             return default
         return v.upper()
 
+    def words(self, key: str) -> tuple[str, ...]:
+        """Tags: a JSON list of words, or text of words separated by blanks or ';' (CSV).
+        Lower case, each once, sorted (they are compared without case)."""
+        v = self.data.get(key)
+        if v is None:
+            return ()
+        if isinstance(v, list):
+            if not all(isinstance(w, str) for w in v):
+                self.fail(key, f"must be a list of words (text), not {_show(v)}")
+                return ()
+            items = v
+        elif isinstance(v, str):
+            items = re.split(r"[\s;]+", v)
+        else:
+            self.fail(key, f"must be a list of words or text, not {type(v).__name__} ({_show(v)})")
+            return ()
+        words = set()
+        for w in items:
+            if (why := _not_xml(w)) is not None:
+                self.fail(key, why)
+                return ()
+            w = w.strip().lower()
+            if not w:
+                continue
+            if not _TAG.fullmatch(w):
+                self.fail(key, f"{_show(w)} is not a tag (one word of 1-35 characters, without blanks, ';' or ',')")
+                return ()
+            words.add(w)
+        if len(words) > _MAX_TAGS:
+            self.fail(key, f"{len(words)} tags; at most {_MAX_TAGS}")
+            return ()
+        return tuple(sorted(words))
+
     def unknown(self, known: tuple[str, ...]) -> None:
         for k in self.data:
             if k not in known and k != "record":
@@ -203,7 +238,7 @@ def _customer(r: _Row) -> Customer | None:
     addr = Address(lines, r.text("post_code", max_len=10) or "", r.text("city", max_len=35) or "", country)
     c = Customer(id=cid or "", name=name or "", type=ctype, address=addr, org_no=org_no,
                  email=r.text("email"), phone=r.text("phone", max_len=40),
-                 factoring_default=bool(r.flag("factoring_default")))
+                 factoring_default=bool(r.flag("factoring_default")), tags=r.words("tags"))
     return c
 
 

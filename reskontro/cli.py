@@ -210,16 +210,115 @@ def rules_test(ctx: click.Context, file: Path | None) -> None:
 
 @rules.command()
 def fields() -> None:
-    """The fields a rule can test, with their values."""
+    """The fields a rule can test, with their values and a condition as a rule file writes it."""
     from reskontro.rules.facts import DEFAULT_FACT, FIELDS, fact_for_people
 
-    t = Table("field", "kind", "values", "example default", "meaning")
+    t = Table("field", "kind", "values", "example default", "condition", "meaning")
     shown = fact_for_people(DEFAULT_FACT)       # amounts in kroner, as rule files write them
+    values = {"bool": "true, false", "number": "number", "text": "text", "date": "YYYY-MM-DD",
+              "words": "words (has, has_not, has_any, has_none)"}
     for f in FIELDS.values():
         default = shown[f.name]
-        t.add_row(f.name, f.kind, ", ".join(f.values) if f.values else ("true, false" if f.kind == "bool" else "number"),
-                  str(default).lower() if isinstance(default, bool) else str(default), f.doc)
+        default = str(default).lower() if isinstance(default, bool) else (" ".join(default) or "(none)") \
+            if isinstance(default, list) else str(default)
+        t.add_row(f.name, f.kind, ", ".join(f.values) if f.values else values[f.kind], default,
+                  escape(f.example), f.doc)
     console.print(t)
+
+
+def _money(amounts: dict) -> str:
+    return "\n".join(f"{a:,.2f} {c}" for c, a in sorted(amounts.items()))
+
+
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Compare with this rule file instead of the rules in force.")
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True,
+              help="Entries listed per change (0: all); every change of an entry Lowell has is listed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def rules_diff(ctx: click.Context, candidate: Path, base: Path | None, limit: int, as_json: bool) -> None:
+    """What CANDIDATE would decide differently from the rules in force, over the whole ledger:
+    per change (e.g. transfer -> hold) the entries and amounts, then each entry with its old
+    and new rule and the new reason. Flags entries Lowell already has that would no longer go
+    (tell Lowell). Writes nothing; exit 1 when a rule file has problems."""
+    from reskontro.domain.amount import format_amount
+
+    site = _site(ctx)
+    if base is None:
+        _engine(site)
+    try:
+        with console.status("Deciding the ledger with both rule files…"):
+            d = services.rules_diff(site, candidate, base=base, limit=limit or None)
+    except RuleFileError as exc:
+        for p in exc.problems:
+            err.print(str(p), highlight=False, markup=False)
+        raise SystemExit(1) from None
+    entry = lambda c: {"id": c.entry_id, "customer": c.customer_id, "amount": format_amount(c.amount),  # noqa: E731
+                       "currency": c.currency, "old_rule": c.old_rule, "new_rule": c.new_rule,
+                       "new_reason": c.new_reason, "lowell": c.lowell, "file": c.file_id,
+                       "lowell_since": c.file_date.isoformat() if c.file_date else None, "note": c.tell_lowell}
+    if as_json:
+        click.echo(json.dumps({"ok": True, "exit_status": 0, "entries": d.entries, "changed": d.changed,
+                               "base_digest": d.base_digest, "candidate_digest": d.candidate_digest,
+                               "changes": [{"from": l.old, "to": l.new, "count": l.count,
+                                            "amounts": {c: format_amount(a) for c, a in sorted(l.amounts.items())},
+                                            "entries": [entry(c) for c in l.entries]} for l in d.sorted_lines()],
+                               "tell_lowell": [entry(c) for c in d.tell_lowell]}, indent=2, ensure_ascii=False))
+        return
+    console.print(f"{d.entries:,} entries decided by both ({d.base_digest} -> {d.candidate_digest}): "
+                  f"{d.changed:,} would change.", highlight=False)
+    if not d.lines:
+        return
+    t = Table("from", "to", "entries", "amount", title="Changes")
+    for l in d.sorted_lines():
+        t.add_row(l.old, l.new if l.new != l.old else f"{l.new} (other rule)", f"{l.count:,}", _money(l.amounts))
+    console.print(t)
+    for l in d.sorted_lines():
+        t = Table(title=f"{l.old} -> {l.new}: {l.count:,} entries" + (
+            f" ({len(l.entries):,} listed)" if len(l.entries) < l.count else ""))
+        for col in ("entry", "customer", "amount", "old rule -> new rule", "new reason"):
+            t.add_column(col, overflow="fold", justify="right" if col == "amount" else "left")
+        for c in l.entries:
+            t.add_row(escape(c.entry_id) + ("\n[yellow]Lowell has it[/]" if c.tell_lowell else ""),
+                      escape(c.customer_id), f"{c.amount:,.2f} {c.currency}",
+                      escape(f"{c.old_rule} -> {c.new_rule}"), escape(c.new_reason))
+        console.print(t)
+    told = d.tell_lowell
+    if told:
+        console.print(f"[yellow]Lowell has {len(told):,} of these entries[/] (a file cannot take one back):")
+    for c in told:
+        console.print(f"  {escape(c.entry_id)}: {escape(c.tell_lowell)}", highlight=False)
+
+
+@rules.command("coverage")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def rules_coverage(ctx: click.Context, as_json: bool) -> None:
+    """For each rule in force: how many entries it decides (or warns on) tonight and over the
+    whole ledger, and how many examples test it. Rules that decide nothing, and rules without
+    an example, come first."""
+    site = _site(ctx)
+    _engine(site)
+    cov = services.rules_coverage(site)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "exit_status": 0, "examples": str(cov.examples) if cov.examples else None,
+                               "rules": [{"rule": r.rule_id, "line": r.line, "kind": r.kind, "tonight": r.tonight,
+                                          "whole": r.whole, "examples": r.examples, "idle": r.idle,
+                                          "untested": r.untested} for r in cov.rules]}, indent=2, ensure_ascii=False))
+        return
+    t = Table(title=f"Rule coverage ({site.config.rule_file.name})")
+    for col in ("rule", "line", "decides", "tonight", "whole ledger", "examples", ""):
+        t.add_column(col, overflow="fold", justify="right" if col in ("line", "tonight", "whole ledger", "examples")
+                     else "left")
+    for r in cov.rules:
+        note = ", ".join(x for x, on in (("decides nothing", r.idle), ("no example", r.untested)) if on)
+        t.add_row(r.rule_id, str(r.line), r.kind, f"{r.tonight:,}", f"{r.whole:,}", str(r.examples),
+                  f"[yellow]{note}[/]" if note else "")
+    console.print(t)
+    if cov.examples is None:
+        console.print(f"No examples file beside {site.config.rule_file.name}.")
 
 
 # --- what the rules make of the ledger -------------------------------------------------------
@@ -259,14 +358,18 @@ def plan(ctx: click.Context, as_json: bool, whole: bool, backlog: bool) -> None:
 @main.command()
 @click.argument("entry_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--history", is_flag=True, help="Also the decision changes the exports journaled for it.")
 @click.pass_context
-def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
+def explain(ctx: click.Context, entry_id: str, as_json: bool, history: bool) -> None:
     """Why ENTRY_ID gets its decision: the facts, the deciding rule, every other rule that matched."""
     from reskontro.rules.facts import fact_for_people
 
     site = _site(ctx)
     _engine(site)
-    found = services.explain(site, entry_id)
+    found = services.explain(site, entry_id, history=history)
+    changes = [{"date": h.at.astimezone(site.config.tz).date().isoformat(), "from": h.from_decision,
+                "to": h.to_decision, "rule": h.rule_id, "rules_digest": h.rules_digest, "file": h.file_id}
+               for h in (found.history or [])] if found else []
     if found is None:
         raise UserError(f"no entry with id {entry_id!r} in the ledger")
     if found.alias and not as_json:     # the ERP's id of an entry this service booked
@@ -278,7 +381,8 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
         click.echo(json.dumps({"entry": entry_id, "decision": o.decision, "rule": o.rule_id, "reason": o.reason,
                                "detail": ex.detail,
                                "warnings": [{"rule": r, "text": t} for r, t in o.warnings],
-                               "matched": [r.id for r in ex.matched], "facts": fact_for_people(ex.fact)},
+                               "matched": [r.id for r in ex.matched], "facts": fact_for_people(ex.fact),
+                               **({"history": changes} if history else {})},
                               indent=2, ensure_ascii=False))
         return
     console.print(f"[bold]{entry_id}[/]: [bold]{o.decision}[/] by rule [bold]{o.rule_id}[/]")
@@ -294,8 +398,13 @@ def explain(ctx: click.Context, entry_id: str, as_json: bool) -> None:
             console.print(f"  line {r.line}: {r.id} -> {r.decision}", highlight=False)
     t = Table("fact", "value", title="Facts the rules saw")
     for k, v in fact_for_people(ex.fact).items():   # amounts in kroner, as rule files write them
-        t.add_row(k, str(v).lower() if isinstance(v, bool) else str(v))
+        t.add_row(k, str(v).lower() if isinstance(v, bool) else " ".join(v) if isinstance(v, list) else str(v))
     console.print(t)
+    if history:
+        h = Table("date", "from", "to", "rule", "rule file", "file", title="Decision history (changes only)")
+        for c in changes:
+            h.add_row(c["date"], c["from"], c["to"], c["rule"], c["rules_digest"], c["file"] or "")
+        console.print(h if changes else "No decision changes journaled for this entry.")
 
 
 @main.command()
@@ -380,11 +489,16 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
     _engine(site)
     st = services.status(site)
     files, summary = st.files, st.items
+    r, was = st.rules, st.rules.exported
+    rules = {"file": str(r.path), "digest": r.digest, "changed_since_export": r.changed_since_export,
+             "exported": None if was is None else {"digest": was.digest, "since": was.since.isoformat(),
+                                                   "previous": was.previous, "decided_differently": was.changed}}
     if as_json:
         click.echo(json.dumps({"files": [{"file_id": f.file_id, "sequence": f.sequence, "kind": f.kind,
                                           "state": f.state, "entries": f.entry_count,
                                           "created_at": f.created_at.isoformat(), "detail": f.detail}
-                                         for f in files], "items": summary}, indent=2, ensure_ascii=False))
+                                         for f in files], "items": summary, "rules": rules},
+                              indent=2, ensure_ascii=False))
         return
     t = Table("seq", "file", "kind", "state", "entries", "created", "detail", title="Transfer files")
     colour = {"accepted": "green", "rejected": "red", "invalid": "red", "abandoned": "yellow"}
@@ -394,6 +508,16 @@ def status(ctx: click.Context, as_json: bool, limit: int) -> None:
                   f.created_at.strftime("%Y-%m-%d %H:%M"), (f.detail or "")[:60])
     console.print(t)
     console.print("Items: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary.items()))
+    line = f"Rules: {r.path.name} {r.digest}"
+    if was is not None:
+        since = was.since.astimezone(site.config.tz).strftime("%Y-%m-%d %H:%M")
+        line += (f"; the last export used {was.digest}" if r.changed_since_export else "") + f", in force since {since}"
+        if was.previous:
+            line += f" (before: {was.previous}; " + (f"{was.changed:,} entries decided differently)"
+                                                     if was.changed is not None else "changes not journaled)")
+    if r.changed_since_export:
+        line += "; the file changed since: the next export uses it (`reskontro rules diff` shows what changes)"
+    console.print(line, highlight=False)
 
 
 # --- incoming payments ------------------------------------------------------------------------

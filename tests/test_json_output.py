@@ -71,7 +71,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # every --json invocation this test makes; the set of commands is checked against the CLI below
 RUNS = [("plan",), ("plan", "--all"), ("explain", "I1"), ("explain", "P1"), ("explain", "I2"),
-        ("check",), ("status",), ("payments",), ("payments", "--unposted")]
+        ("explain", "I1", "--history"), ("check",), ("status",), ("payments",), ("payments", "--unposted"),
+        ("rules", "coverage"), ("rules", "diff", "{site}/rules/transfer.yaml"),
+        ("rules", "diff", "{site}/rules/transfer.yaml", "--base", "{site}/rules/over-1000.yaml")]
 
 
 def json_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -101,18 +103,25 @@ def amounts_in(value: object, under_amount_key: bool = False, path: str = "$") -
 
 
 def test_the_runs_cover_every_json_command() -> None:
-    assert json_commands(main) == {r[:1] for r in RUNS}
+    commands = json_commands(main)
+    assert commands == {r[:len(c)] for r in RUNS for c in commands if r[:len(c)] == c}
+    assert all(any(r[:len(c)] == c for c in commands) for r in RUNS)
 
 
 @pytest.mark.parametrize("args", RUNS, ids=" ".join)
 def test_every_amount_in_json_output_is_kroner_text(site: Path, args: tuple[str, ...]) -> None:
+    rules = (site / "rules" / "transfer.yaml").read_text(encoding="utf-8")
+    (site / "rules" / "over-1000.yaml").write_text(rules.replace("  - id: invoice\n", (
+        "  - id: over-1000\n    when: {entry_type: invoice, amount: {gt: 1000}}\n    decision: hold\n"
+        "    reason: Reviewed first.\n\n  - id: invoice\n"), 1), encoding="utf-8")
+    args = tuple(a.format(site=site) for a in args)
     r = cli(site, *args, "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     leaves = amounts_in(doc)
     for path, v in leaves:
         assert isinstance(v, str) and KRONER.fullmatch(v), f"{args}: {path} = {v!r} is not kroner text"
-    if args[0] in ("plan", "explain", "payments") and args != ("payments", "--unposted"):
+    if args[0] in ("plan", "explain", "payments") and args != ("payments", "--unposted") or "--base" in args:
         assert leaves, f"{args}: no amount found: the walk would prove nothing"
 
 

@@ -32,8 +32,10 @@ from reskontro.errors import ExportError
 from reskontro.files.folders import create_temporary, set_aside
 from reskontro.ledger import schema as s
 from reskontro.ledger.store import Ledger, digest
-from reskontro.rules.decide import decide_ledger
+from reskontro.rules.decide import decide_ledger, run_day
 from reskontro.rules.engine import RuleEngine
+from reskontro.rules.facts import DATED_FIELDS
+from reskontro.rules.history import Recorder, Writer
 from reskontro.testing import faults
 from reskontro.transfer import journal
 from reskontro.transfer.contract import check_transfer_file
@@ -45,6 +47,9 @@ from reskontro.transfer.selection import (Batch, changed_customers, clear_handle
                                           select_all, take_in)
 
 OSLO = ZoneInfo("Europe/Oslo")
+# Part of the decision basis: a store from before the decision history decides whole once,
+# so that the history starts from every entry's decision.
+_BASIS_VERSION = "history-1"
 
 
 @dataclass(frozen=True)
@@ -105,24 +110,31 @@ def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetim
         handled: list[tuple[str, str]] = []
         flush = lambda: clear_handled(conn, handled)   # noqa: E731
         # Another rule file or mode may decide anything differently: then decide everything once.
+        # So may another day, when a rule reads the date (days_past_due): then every night.
         rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
-        basis = digest(repr(rf.rules), rf.default_decision, config.mode)
+        today = run_day(config.tz, now)
+        dated = today.isoformat() if any(f in engine.fields for f in DATED_FIELDS) else ""
+        basis = digest(repr(rf.rules), rf.default_decision, config.mode, _BASIS_VERSION, dated)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
-        elsewhere = helpers.start_deciding(conn, rf, full, backlog)
+        history = Writer(conn, rf, now, header.file_id)        # decision changes, journaled
+        elsewhere = helpers.start_deciding(conn, rf, full, backlog, today)
         settled = record_settled_history(conn) if backlog else None
         decided = decide_ledger(conn, engine, config.mode, only_pending=not full,
                                 skip_matches=None if settled is None else select(settled.c.match_id),
-                                unmatched=not elsewhere)
-        n = select_all(decided, batch, backlog, handled, flush, progress)
+                                unmatched=not elsewhere, today=today)
+        here = Recorder(history)
+        n = select_all(here.watch(decided), batch, backlog, handled, flush, progress)
         faults.point("mid-decide")        # (the decide process, if any, may still be working)
         if elsewhere:
             records = helpers.decided()
             if records is None:           # the child failed: decide its half here
-                select_all(decide_ledger(conn, engine, config.mode, matched=False),
+                select_all(here.watch(decide_ledger(conn, engine, config.mode, matched=False, today=today)),
                            batch, backlog, handled, flush, progress, n)
             else:
-                take_in(batch, handled, records, flush)
+                take_in(batch, handled, records, flush, history)
+        here.flush()
+        history.finish()
         helpers.start_checking(batch.counts["entry"], backlog)
         # A customer Lowell has never had travels with its first entry (read from the ledger,
         # not from pending); pending only keeps changes of customers Lowell has.
