@@ -96,13 +96,16 @@ def explain(site: Site, entry_id: str, *, history: bool = False) -> Explained | 
     from reskontro.rules.reports import explain_entry
     today = _today(site)
     with site.db.connect() as conn:
-        for here in (entry_id, alias_target(conn, "entry", entry_id)):
+        here = entry_id
+        ex = explain_entry(conn, site.rules, site.config.mode, here, today=today)
+        if ex is None:
+            here = alias_target(conn, "entry", entry_id)
             if here is None:
-                continue
+                return None
             ex = explain_entry(conn, site.rules, site.config.mode, here, today=today)
-            if ex is not None:
-                return Explained(here, entry_id, ex, entry_history(conn, here) if history else None)
-    return None
+            if ex is None:
+                return None
+        return Explained(here, entry_id, ex, entry_history(conn, here) if history else None)
 
 
 def check(site: Site):

@@ -581,6 +581,23 @@ def test_history_journals_only_changes_at_export(tmp_path: Path) -> None:
     assert "the file changed since" in wide(site, "status")
 
 
+def test_history_of_a_match_settled_before_the_service_that_reopens(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    import_records(site, [customer("C1"), invoice("I1", "C1", "100.00"), payment("P1", "C1", "-100.00"),
+                          match("M1", "I1", "P1"), invoice("I2", "C1", "5.00")])
+    lowell = Lowell()
+    lowell.accept(site, export(site, "--backlog"))          # M1 is history; I2 goes
+    export(site)
+    with Site.open(site).db.connect() as conn:                # all implied: nothing kept
+        assert set(conn.execute(select(s.entries.c.decision)).scalars()) == {None}
+    import_records(site, [entry("U1", "C1", "payout", "100.00"), match("M1", "I1", "P1", "U1")])
+    f = export(site)
+    assert set(f.entries) == {"I1", "P1", "U1"}
+    # (U1 joined the match that was history: it is journaled from the match's exclude)
+    assert sorted(history(site)) == [("I1", "exclude", "transfer", "invoice"), ("P1", "exclude", "transfer", "linked"),
+                                     ("U1", "exclude", "transfer", "linked")]
+
+
 def test_history_when_the_unmatched_half_is_decided_in_a_second_process(tmp_path: Path, monkeypatch) -> None:
     import reskontro.transfer.helpers as helpers
     monkeypatch.setattr(helpers, "PARALLEL_DECIDE_FROM", 1)

@@ -55,8 +55,8 @@ entries = Table(
     # why the ERP's copy of this bank payment disagrees with it (held: rule bank-ref-conflict)
     Column("bank_ref_conflict", String(200)),
     # the last decision the export journaled, where the journal does not imply it: NULL means
-    # transfer when Lowell has a version of the entry (sent), else never decided yet
-    # (rules.history; so a ledger that goes writes nothing here)
+    # transfer when Lowell has a version of the entry (sent), exclude in a match settled before
+    # the service (settled_history) that Lowell has not, else never decided yet (rules.history)
     Column("decision", String(8)),
     Column("version", String(16), nullable=False),      # what the transfer file carries
     Column("stamp", String(16), nullable=False),        # every field (a change re-decides)

@@ -6,8 +6,10 @@ At export every decided entry is compared with its last decision; a change is jo
 export's file). Only changes: an entry's first decision is none, and a ledger that simply goes
 writes nothing at all. The last decision is kept where the journal does not imply it
 (`entries.decision`): NULL means transfer when Lowell has a version of the entry (the `sent`
-table) and never decided otherwise, so only entries held, waiting or excluded (and the few
-decided transfer that cannot go) cost a write.
+table), exclude for a match settled before the service started (`settled_history`) that
+Lowell does not have, and never decided otherwise; so only entries held, waiting or excluded
+for another reason (and the few decided transfer that cannot go) cost a write. (An entry that
+joins a settled match, reopening it, is journaled from the match's exclude.)
 
 The first export that journals decisions (a new store, or one made before this history) only
 notes them: with nothing noted before, it cannot tell a change from what always was.
@@ -64,18 +66,20 @@ class Recorder:
             e = d.entry
             new = d.outcome.decision
             stored = e["decision"]
-            # the common case, a ledger that goes: the journal implies it, nothing to note
-            if not (stored is None and new == "transfer" and (e["type"] != "reversal" or e["sent_version"] is not None)):
-                sent = e["sent_version"] is not None
-                prev = stored if stored is not None else ("transfer" if sent else None)
-                if prev is not None and prev != new:
-                    changes.append((e["id"], prev, new, d.outcome.rule_id))
-                # transfer and Lowell has it (or gets it tonight: it is not a reversal): implied
-                keep = None if new == "transfer" and (sent or e["type"] != "reversal") else new
-                if keep != stored:
-                    states.append((keep, e["id"]))
-                if len(changes) + len(states) >= FLUSH:
+            sent = e["sent_version"] is not None
+            implied = "transfer" if sent else ("exclude" if e["settled_hist"] is not None else None)
+            prev = stored if stored is not None else implied
+            if prev is not None and prev != new:
+                changes.append((e["id"], prev, new, d.outcome.rule_id))
+            # what the journal implies needs no note; nor does transfer of what is not a
+            # reversal: Lowell gets it tonight (then it is implied)
+            keep = None if new == implied or (new == "transfer" and e["type"] != "reversal") else new
+            if keep != stored:
+                states.append((keep, e["id"]))
+                if len(states) >= FLUSH:
                     self.flush()
+            elif len(changes) >= FLUSH:
+                self.flush()
             yield d
 
     def flush(self) -> None:
