@@ -317,6 +317,19 @@ def test_the_cache_tells_amounts_apart_by_the_rules_thresholds_only() -> None:
     assert e.engine_calls - 3000 <= 2 * 3 * 3 * 2 * 2
 
 
+def test_tags_with_any_characters_a_tag_may_have() -> None:
+    rf, problems = parse_rule_text(HEAD + "  - id: a\n    when: {tags: {has: a.b}}\n    decision: hold\n    reason: x\n"
+                                   "  - id: b\n    when: {tags: {has_any: [$x, 'q\"z', Æøå]}}\n    decision: exclude\n"
+                                   "    reason: y\n  - id: c\n    when: {tags: {has_none: [a.b, $x]}}\n"
+                                   "    decision: transfer\n    reason: z\n", Path("x.yaml"))
+    assert problems == []
+    e = RuleEngine(rf)
+    for tags, rule in [((), "c"), (("a.b",), "a"), (("$x",), "b"), (('q"z',), "b"), (("æøå",), "b"), (("a",), "c"),
+                       (("$x", "a.b"), "a")]:
+        fact = dict(DEFAULT_FACT, tags=tags)
+        assert e.decide_uncached(fact).rule_id == e.decide(fact).rule_id == rule, tags
+
+
 def test_lint_types_the_new_fields(tmp_path: Path) -> None:
     cases = [
         ("{tags: {gt: 1}}", "tags: unknown operator 'gt' for tags (known: has, has_not, has_any, has_none)"),

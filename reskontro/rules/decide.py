@@ -22,6 +22,7 @@ _RANK = {"transfer": 4, "hold": 3, "wait": 2, "exclude": 1}
 _ENTRY_COLS = ("id", "customer_id", "type", "status", "factoring", "opt_out", "amount_ore", "currency",
                "dunning_level", "kid_check", "match_id", "version", "document_no", "left_match",
                "reverses", "bank_ref_conflict", "document_date", "due_date", "source", "decision")
+_SELECTION_ONLY = ("document_no", "decision")
 _CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "post_code", "city", "country",
                   "factoring_default", "version", "tags")
 # Customer checks kept (a few µs each to redo): entries of one customer mostly come together;
@@ -65,7 +66,7 @@ def settled_groups():
 
 
 def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None,
-           skip_matches=None, by_customer: bool = False, facts_only: bool = False):
+           skip_matches=None, facts_only: bool = False):
     e, c = s.entries, s.customers
     rev = s.entries.alias("rev")
     sent_rev = s.sent.alias("sent_rev")
@@ -80,12 +81,15 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
     payout = (select(func.min(po.c.id)).where(po.c.match_id == rev.c.match_id, po.c.type == "payout",
                                               po.c.amount_ore == -rev.c.amount_ore)
               .correlate(rev).scalar_subquery())
-    # Only what the rules and the export read: every column costs a conversion per row.
-    cols = [*(e.c[k] for k in _ENTRY_COLS), *(c.c[k].label(f"c_{k}") for k in _CUSTOMER_COLS),
+    # Only what the rules and the export read: every column costs a conversion per row (facts
+    # only: what the facts, the reasons and `rules diff` read, not what the export selects by).
+    cols = [*(e.c[k] for k in _ENTRY_COLS if not (facts_only and k in _SELECTION_ONLY)),
+            *(c.c[k].label(f"c_{k}") for k in _CUSTOMER_COLS),
             rev.c.type.label("rev_type"), sent_rev.c.version.label("rev_sent"),
             sent_e.c.version.label("sent_version"), sent_e.c.state.label("sent_state"),
-            sent_m.c.members.label("sent_members"), sent_m.c.state.label("sent_match_state"),
-            *(() if facts_only else (sent_c.c.version.label("sent_c_version"), sent_c.c.state.label("sent_c_state"))),
+            sent_m.c.members.label("sent_members"),
+            *(() if facts_only else (sent_m.c.state.label("sent_match_state"), sent_c.c.version.label("sent_c_version"),
+                                     sent_c.c.state.label("sent_c_state"))),
             exists().where(by.c.reverses == e.c.id, by.c.type == "reversal").label("reversed"),
             payout.label("correcting_payout"), hist.c.match_id.label("settled_hist")]
     q = (select(*cols)
@@ -120,8 +124,8 @@ def _query(only_pending: bool, matched: bool, entry_ids: list[str] | None = None
         # not the number of unmatched entries in the ledger.
         p = s.pending.alias("p")
         q = q.join(p, and_(p.c.kind == "entry", p.c.id == e.c.id))
-    # by customer: each its own group, in any order; one customer's together keeps its checks
-    return q.order_by(e.c.customer_id, e.c.id) if by_customer else q.order_by(e.c.id)
+    # facts only: each its own group, in any order (no sort)
+    return q if facts_only else q.order_by(e.c.id)
 
 
 class _Decider:
@@ -298,7 +302,7 @@ def decide_ledger_with(conn: Connection, engines: Sequence[RuleEngine], mode: st
     `match_range` ([from, to) of match ids) choose a part, so that two processes may share it."""
     d = _Decider(conn, engines[0], mode, False, today)
     if unmatched:
-        for part in fetch_raw(conn, _query(False, False, by_customer=True, facts_only=True), chunk).partitions(chunk):
+        for part in fetch_raw(conn, _query(False, False, facts_only=True), chunk).partitions(chunk):
             for row in part:
                 m = row._mapping
                 yield m, d.outcomes(m, d.fact(m), engines)

@@ -9,6 +9,7 @@ not once per entry.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class _Host(durable.Host):
 
 
 def _word_key(word: str) -> str:
-    """The fact key durable_rules sees for one tag a rule tests: true when the customer has it."""
-    return "tag:" + word
+    """The fact key durable_rules sees for one tag a rule tests (true when the customer has
+    it): a digest of the word, so that no character of it ('.', '$') means anything there."""
+    return "tag_" + hashlib.blake2b(word.encode(), digest_size=8).hexdigest()
 
 
 def _test_json(t: Test) -> dict:

@@ -235,7 +235,6 @@ class _Reader:
                     tests.append(Test(field, op, v))
         return tuple(tests), tuple(alternatives)
 
-
     def word_tests(self, field: str, cond, line: int) -> list[Test]:
         """The tests of a words field (tags): has, has_not (a word), has_any, has_none (a list)."""
         if isinstance(cond, list):
