@@ -1,23 +1,33 @@
-"""ERP ledger exports (CSV or JSON Lines) into domain types.
+"""ERP ledger exports (CSV or JSON Lines) into plain rows, streaming.
 
 JSON Lines: one object per line with ``"record": "customer" | "entry" | "match"``.
 CSV: one kind of record per file, recognised by its header (see README, "Import format").
-Every problem is reported as ``file:line: field: what is wrong``; nothing is returned from a
-file that has one.
+Every problem is reported as ``file:line: field: what is wrong``, into a `Problems` (which
+keeps the first MAX_SHOWN and counts them all); the reader goes on after a bad row, so that a
+file's every bad row is reported at once.
+
+`read_records` reads a file one line at a time (memory flat in its size) and yields plain
+tuples (`CUSTOMER_ROW`, `ENTRY_ROW` order), which the ledger's importer stages and checks in
+SQL. A record that is plainly good takes the fast path (`_fast_entry`, `_fast_customer`): a
+straight run of checks building the tuple, with no per-field objects; anything else (any
+doubt at all) goes through `_Row`, which says exactly what is wrong. Both accept exactly the
+same records and give the same row (the tests compare them). `read_ledger_file` is the
+in-memory reader for a small file: domain objects and the file's own cross-checks.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 from reskontro.domain.amount import AmountError, parse_amount
 from reskontro.domain import (CUSTOMER_TYPES, ENTRY_TYPES, INVOICE_STATUSES, Address, Customer,
-                              Entry, InputError, Match)
+                              Entry, InputError, Match, from_ore, to_ore)
 
 CUSTOMER_FIELDS = ("id", "name", "type", "org_no", "address1", "address2", "address3",
                    "post_code", "city", "country", "email", "phone", "factoring_default", "tags")
@@ -25,7 +35,14 @@ ENTRY_FIELDS = ("id", "customer_id", "type", "document_no", "document_date", "du
                 "currency", "kid", "status", "factoring", "opt_out", "reverses", "source",
                 "dunning_level", "text", "bank_ref")
 MATCH_CSV_FIELDS = ("match_id", "entry_id")
-MAX_ERRORS = 25
+MAX_SHOWN = 1000      # problems listed in the message; all are counted
+#: the plain rows `read_records` yields (the store's columns; amounts in øre, dates as ISO text
+#: YYYY-MM-DD)
+CUSTOMER_ROW = ("id", "name", "type", "org_no", "line1", "line2", "line3", "post_code", "city", "country",
+                "email", "phone", "factoring_default", "tags")   # tags: words blank-separated, or None
+ENTRY_ROW = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount_ore",
+             "currency", "kid", "status", "factoring", "opt_out", "reverses", "source", "dunning_level",
+             "text", "bank_ref")
 
 _ID = re.compile(r"[^\s](.{0,33}[^\s])?")
 # What the transfer file (XML 1.0) cannot carry: its Char production minus CR, which every
@@ -73,6 +90,42 @@ def _not_xml(value: str) -> str | None:
             "(XML 1.0) cannot carry; fix it in the ERP")
 
 
+class Problems:
+    """Every problem of one file, as `file:line: field: what is wrong`: all counted, the first
+    MAX_SHOWN kept (a file of a million bad rows must not fill the memory or the screen)."""
+
+    def __init__(self, name: str, limit: int = MAX_SHOWN) -> None:
+        self.name, self.limit = name, limit
+        self.count = 0
+        self.shown: list[str] = []
+
+    def append(self, text: str) -> None:
+        self.count += 1
+        if len(self.shown) < self.limit:
+            self.shown.append(text)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def extend(self, shown: list[str], count: int) -> None:
+        """Another reader's problems (`count` of them, `shown` the first): after these."""
+        for text in shown[:max(0, self.limit - len(self.shown))]:
+            self.shown.append(text)
+        self.count += count
+
+    def message(self) -> str:
+        more = f"\n… and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
+        n = self.count
+        shown = sorted(self.shown, key=_line_of)            # in line order, whichever check found it
+        return (f"{self.name}: {n} problem{'' if n == 1 else 's'}, nothing imported:\n"
+                + "\n".join(shown) + more)
+
+    def check(self) -> None:
+        """InputError listing the problems, if there are any."""
+        if self.count:
+            raise InputError(self.message())
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -81,12 +134,18 @@ class _DuplicateKey(ValueError):
 
 def _object(pairs: list[tuple[str, object]]) -> dict:
     """JSON objects without repeated keys: json.loads would keep the last one silently."""
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _v in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
     return out
+
+
+# a JSON fraction stays a float (refused by _Row.raw); integers are read exactly
+_DECODER = json.JSONDecoder(parse_int=str, object_pairs_hook=_object)
 
 
 class _Row:
@@ -291,100 +350,411 @@ def _entry(r: _Row) -> Entry | None:
                  bank_ref=bank_ref)
 
 
-def _check_errors(path: Path, errors: list[str]) -> None:
-    if errors:
-        more = f"\n… and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
-        raise InputError(f"{path.name}: {len(errors)} problem(s), nothing imported:\n"
-                         + "\n".join(errors[:MAX_ERRORS]) + more)
+# --- rows -------------------------------------------------------------------------------------
+def customer_to_row(c: Customer) -> tuple:
+    lines = list(c.address.lines) + [None, None, None]
+    return (c.id, c.name, c.type, c.org_no, lines[0], lines[1], lines[2], c.address.post_code, c.address.city,
+            c.address.country, c.email, c.phone, c.factoring_default, " ".join(c.tags) or None)
 
 
-def read_ledger_file(path: Path) -> LedgerBatch:
-    """Read one export; raise InputError listing every bad row (file, line, field)."""
+def customer_from_row(r: tuple) -> Customer:
+    return Customer(id=r[0], name=r[1], type=r[2], org_no=r[3],
+                    address=Address(tuple(x for x in r[4:7] if x), r[7], r[8], r[9]),
+                    email=r[10], phone=r[11], factoring_default=r[12], tags=tuple(r[13].split()) if r[13] else ())
+
+
+def entry_to_row(e: Entry) -> tuple:
+    return (e.id, e.customer_id, e.type, e.document_no, e.document_date.isoformat(),
+            e.due_date.isoformat() if e.due_date is not None else None, to_ore(e.amount), e.currency, e.kid,
+            e.status, e.factoring, bool(e.opt_out), e.reverses, e.source, e.dunning_level, e.text, e.bank_ref)
+
+
+def entry_from_row(r: tuple) -> Entry:
+    return Entry(id=r[0], customer_id=r[1], type=r[2], document_no=r[3], document_date=date.fromisoformat(r[4]),
+                 amount=from_ore(r[6]), currency=r[7], due_date=date.fromisoformat(r[5]) if r[5] else None,
+                 kid=r[8], status=r[9], factoring=r[10], opt_out=r[11], reverses=r[12], source=r[13],
+                 dunning_level=r[14], text=r[15], bank_ref=r[16])
+
+
+# --- the fast path: a plainly good record, straight into its row ------------------------------
+class _Slow(Exception):
+    """Not plainly good: `_Row` reads the record (and says what is wrong, if anything is)."""
+
+
+_SLOW = _Slow()
+_ENTRY_KEYS = frozenset(ENTRY_FIELDS) | {"record"}
+_CUSTOMER_KEYS = frozenset(CUSTOMER_FIELDS) | {"record"}
+_MATCH_KEYS = frozenset(("record", "id", "entries"))
+_ENTRY_TYPES = frozenset(ENTRY_TYPES)
+_CUSTOMER_TYPES = frozenset(CUSTOMER_TYPES)
+_STATUSES = frozenset(INVOICE_STATUSES)
+# a subset of what parse_amount takes (no '+', at most 9 digits): the rest goes the slow way
+_PLAIN_AMOUNT = re.compile(r"(-?)([0-9]{1,9})(?:[.,]([0-9]{1,2}))?")
+_KID = re.compile(r"[0-9]{1,24}[0-9-]")
+
+
+def _xml_ok(d: dict) -> bool:
+    """No value holds a character the transfer file cannot carry (one search for them all).
+    Printable text, the usual case, never holds one (str.isprintable is false for every
+    control character, surrogate and noncharacter); any other text goes through the regex."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name}: not UTF-8 text (byte {exc.start}); export as UTF-8") from None
+        text = "".join(d.values())
+    except TypeError:                  # a flag given as JSON true/false, or a value to refuse
+        text = "".join([v for v in d.values() if v.__class__ is str])
+    return text.isprintable() or _NOT_XML.search(text) is None
+
+
+def _opt(v) -> str | None:
+    """What _Row.raw makes of a value: stripped text, None for nothing (or _Slow)."""
+    if v is None:
+        return None
+    if v.__class__ is not str:
+        raise _SLOW
+    return v.strip() or None
+
+
+def _ident(v, required: bool = True) -> str | None:
+    if v is None:
+        if required:
+            raise _SLOW
+        return None
+    if v.__class__ is not str:
+        raise _SLOW
+    v = v.strip()
+    if not v and not required:
+        return None
+    if _ID.fullmatch(v) is None:       # 1-35 characters, no line break inside
+        raise _SLOW
+    return v
+
+
+def _text(v, max_len: int) -> str | None:
+    if v is None:
+        return None
+    if v.__class__ is not str:
+        raise _SLOW
+    v = v.strip()
+    if len(v) > max_len:
+        raise _SLOW
+    return v or None
+
+
+def _flag(v) -> bool | None:
+    if v is None or v.__class__ is bool:
+        return v
+    if v.__class__ is not str:
+        raise _SLOW
+    s = v.strip().lower()
+    if not s:
+        return None
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise _SLOW
+
+
+def _iso_day(v: str) -> str:
+    """The ISO text of a date the slow path's date.fromisoformat takes (or _Slow)."""
+    try:
+        d = date.fromisoformat(v)
+    except ValueError:
+        raise _SLOW from None
+    # YYYY-MM-DD is already what isoformat() gives (a week date has no '-' at [7])
+    return v if len(v) == 10 and v[4] == "-" and v[7] == "-" else d.isoformat()
+
+
+def _fast_entry(d: dict) -> tuple | None:
+    """The ENTRY_ROW of a plainly good entry record, else None (then `_entry` reads it).
+
+    Straight-line on purpose (a million records: every call counts); the checks are those of
+    `_entry`, in any order, each only ever saying "not plainly good"."""
+    if not d.keys() <= _ENTRY_KEYS or not _xml_ok(d):
+        return None
+    g = d.get
+    eid, cust, etype, doc, ddate, amount = g("id"), g("customer_id"), g("type"), g("document_no"), \
+        g("document_date"), g("amount")
+    if (eid.__class__ is not str or cust.__class__ is not str or etype.__class__ is not str
+            or doc.__class__ is not str or ddate.__class__ is not str or amount.__class__ is not str):
+        return None
+    eid, cust, etype, doc, amount = eid.strip(), cust.strip(), etype.strip(), doc.strip(), amount.strip()
+    if (etype not in _ENTRY_TYPES or _ID.fullmatch(eid) is None or _ID.fullmatch(cust) is None
+            or _ID.fullmatch(doc) is None):
+        return None
+    m = _PLAIN_AMOUNT.fullmatch(amount)
+    if m is None:
+        return None
+    sign, whole, cents = m.groups()
+    ore = int(whole) * 100 + ((int(cents) * 10 if len(cents) == 1 else int(cents)) if cents else 0)
+    if sign:
+        ore = -ore
+    try:
+        ddate = _iso_day(ddate.strip())
+        due, kid, status, currency, text, source, reverses, bank_ref, dunning = (
+            g("due_date"), g("kid"), g("status"), g("currency"), g("text"), g("source"), g("reverses"),
+            g("bank_ref"), g("dunning_level"))
+        if due is not None:
+            due = _opt(due)
+            if due is not None:
+                due = _iso_day(due)
+        invoice = etype == "invoice"
+        if status is not None:
+            status = _opt(status)
+        if (status not in _STATUSES or due is None) if invoice else status is not None:
+            return None
+        if currency is None:
+            currency = "NOK"
+        else:
+            currency = _opt(currency)
+            if currency is None:
+                currency = "NOK"
+            elif len(currency) == 3 and currency.isascii() and currency.isalpha():
+                currency = currency.upper()
+            else:
+                return None
+        if kid is not None:
+            kid = _opt(kid)
+            if kid is not None and _KID.fullmatch(kid) is None:
+                return None
+        factoring = g("factoring")
+        if factoring is not None:
+            factoring = _flag(factoring)
+            if factoring is not None and not invoice:
+                return None
+        opt_out = g("opt_out")
+        if opt_out is not None:
+            opt_out = bool(_flag(opt_out))
+            if opt_out and etype != "manual_voucher":
+                return None
+        else:
+            opt_out = False
+        if reverses is not None or etype == "reversal":
+            reverses = _ident(reverses, required=etype == "reversal")
+            if reverses is not None and etype != "reversal":
+                return None
+        if dunning is None:
+            dunning = 0
+        else:
+            dunning = _opt(dunning) or "0"
+            if _DUNNING.fullmatch(dunning) is None:
+                return None
+            dunning = int(dunning)
+        return (eid, cust, etype, doc, ddate, due, ore, currency, kid, status, factoring, opt_out, reverses,
+                source if source is None else _opt(source), dunning,
+                text if text is None else _text(text, 200), bank_ref if bank_ref is None else _text(bank_ref, 120))
+    except _Slow:
+        return None
+
+
+def _fast_customer(d: dict) -> tuple | None:
+    """The CUSTOMER_ROW of a plainly good customer record, else None (then `_customer` reads it)."""
+    if not d.keys() <= _CUSTOMER_KEYS or not _xml_ok(d) or d.get("tags") not in (None, ""):
+        return None                       # (tags: `_Row.words` reads them)
+    g = d.get
+    try:
+        cid = _ident(g("id"))
+        name = _text(g("name"), 100)
+        ctype = _opt(g("type"))
+        if name is None or (ctype is not None and ctype not in _CUSTOMER_TYPES):
+            return None
+        org_no = _opt(g("org_no"))
+        if org_no is not None:
+            org_no = org_no.replace(" ", "")
+        lines = [x for x in (_text(g("address1"), 70), _text(g("address2"), 70), _text(g("address3"), 70)) if x]
+        lines += [None] * (3 - len(lines))
+        country = _opt(g("country"))
+        if country is None:
+            country = "NO"
+        elif len(country) == 2 and country.isascii() and country.isalpha():
+            country = country.upper()
+        else:
+            return None
+        return (cid, name, ctype, org_no, lines[0], lines[1], lines[2], _text(g("post_code"), 10) or "",
+                _text(g("city"), 35) or "", country, _text(g("email"), 200), _text(g("phone"), 40),
+                bool(_flag(g("factoring_default"))), None)
+    except _Slow:
+        return None
+
+
+def _fast_match(d: dict) -> tuple[str, tuple[str, ...]] | None:
+    if not d.keys() <= _MATCH_KEYS:
+        return None
+    members = d.get("entries")
+    try:
+        mid = _ident(d.get("id"))
+    except _Slow:
+        return None
+    if members.__class__ is not list or len(members) < 2:
+        return None
+    for x in members:
+        if x.__class__ is not str or _ID.fullmatch(x) is None:
+            return None
+    if _NOT_XML.search("".join(members)) or len(set(members)) != len(members):
+        return None
+    return mid, tuple(members)
+
+
+# --- reading a file -----------------------------------------------------------------------------
+def read_records(path: Path, problems: Problems, *, start: int = 0, stop: int | None = None,
+                 first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+    """The records of one export as (kind, line, row), one line at a time: ("customer", n,
+    CUSTOMER_ROW), ("entry", n, ENTRY_ROW), ("match", n, (id, members)); a CSV of matches gives
+    its rows as ("member", n, (match_id, entry_id)) and the reader groups them. Every bad row
+    goes to `problems` (its good rows are still yielded: the caller refuses the file); a file
+    that cannot be read at all raises InputError.
+
+    A JSON Lines file may be read in parts: the lines from byte `start` (the start of line
+    `first_line`) to the first line ending at or after byte `stop`."""
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        reader = _read_jsonl
+    elif path.suffix.lower() == ".csv":
+        if start or stop is not None:
+            raise ValueError("a CSV file is read whole (a quoted value may hold a line break)")
+        reader = _read_csv
+    else:
+        raise InputError(f"{path.name}: unknown file type {path.suffix!r}; use .csv or .jsonl")
+    try:
+        f = path.open("rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        return _read_jsonl(path, text)
-    if path.suffix.lower() == ".csv":
-        return _read_csv(path, text)
-    raise InputError(f"{path.name}: unknown file type {path.suffix!r}; use .csv or .jsonl")
+    with f:
+        yield from reader(path, _lines(path, f, start, stop), problems, first_line)
 
 
-def _add(batch: LedgerBatch, kind: str, obj, line: int, where: str, errors: list[str]) -> None:
-    key = (kind, obj.id)
-    if key in batch.lines:
-        errors.append(f"{where}: id: {kind} {obj.id!r} already on line {batch.lines[key]}")
-        return
-    batch.lines[key] = line
-    {"customer": batch.customers, "entry": batch.entries, "match": batch.matches}[kind].append(obj)
+def split_point(path: Path) -> int | None:
+    """Where a JSON Lines file can be cut in two (the start of the line after its middle byte),
+    or None (not JSON Lines, too small to be worth it)."""
+    if path.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
+        return None
+    with path.open("rb") as f:
+        size = f.seek(0, 2)
+        f.seek(size // 2)
+        f.readline()
+        mid = f.tell()
+    return mid if 0 < mid < size else None
 
 
-def _read_jsonl(path: Path, text: str) -> LedgerBatch:
-    batch, errors = LedgerBatch(), []
+def lines_before(path: Path, offset: int) -> int:
+    """How many lines end before byte `offset` (the number of the line there, less one)."""
+    n = 0
+    with path.open("rb") as f:
+        left = offset
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
+
+
+def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> Iterator[str]:
+    """The file's lines, each ending at "\n" (and holding it), decoded as UTF-8 (a BOM at the
+    start dropped). A byte that is not UTF-8 refuses the file, naming its offset."""
+    offset = start
+    if start:
+        f.seek(start)
+    try:
+        for raw in f:
+            if stop is not None and offset >= stop:
+                return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path.name}: not UTF-8 text (byte {offset + exc.start}); "
+                                 "export as UTF-8") from None
+            if offset == 0 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            yield line
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
+                first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+    name = path.name
+    decode = _DECODER.decode
     # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085,
     # \x1c... inside a JSON string, and the line numbers would no longer be an editor's
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
+    for n, line in enumerate(lines, first_line):
+        if not line or line.isspace():
             continue
-        where = f"{path.name}:{n}"
         try:
-            # a JSON fraction stays a float (refused by _Row.raw); integers are read exactly
-            data = json.loads(line, parse_int=str, object_pairs_hook=_object)
+            if line.startswith("\ufeff"):      # as json.loads says it (only the file's first is dropped)
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", line, 0)
+            data = decode(line)
         except json.JSONDecodeError as exc:
-            errors.append(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
+            errors.append(f"{name}:{n}: not valid JSON: {exc.msg} (column {exc.colno})")
             continue
         except _DuplicateKey as exc:
-            errors.append(f"{where}: {exc.key if exc.key.isprintable() else _show(exc.key)}: "
+            errors.append(f"{name}:{n}: {exc.key if exc.key.isprintable() else _show(exc.key)}: "
                           "given twice in the object (which one is meant?)")
             continue
         except RecursionError:
-            errors.append(f"{where}: not valid JSON here: nested too deeply")
+            errors.append(f"{name}:{n}: not valid JSON here: nested too deeply")
             continue
-        if not isinstance(data, dict):
-            errors.append(f"{where}: each line must be a JSON object")
+        if data.__class__ is not dict:
+            errors.append(f"{name}:{n}: each line must be a JSON object")
             continue
         kind = data.get("record")
-        r = _Row(where, data, errors)
-        if kind == "customer":
-            obj = _customer(r)
-        elif kind == "entry":
-            obj = _entry(r)
+        if kind == "entry":
+            row = _fast_entry(data)
+            if row is None:
+                e = _entry(_Row(f"{name}:{n}", data, errors))
+                row = e and entry_to_row(e)
+        elif kind == "customer":
+            row = _fast_customer(data)
+            if row is None:
+                row = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
         elif kind == "match":
-            r.unknown(("id", "entries"))
-            mid = r.ident("id")
-            members = data.get("entries")
-            if not isinstance(members, list) or len(members) < 2 or not all(isinstance(x, str) for x in members):
-                r.fail("entries", "must be a list of two or more entry ids")
-                continue
-            bad = next((x for x in members if _not_xml(x) or not _ID.fullmatch(x)), None)
-            if bad is not None:
-                r.fail("entries", f"{_show(bad)} is not an entry id (1-35 characters)")
-                continue
-            if len(set(members)) != len(members):
-                r.fail("entries", "lists an entry twice")
-            obj = Match(mid, tuple(members)) if mid else None
+            row = _fast_match(data) or _slow_match(_Row(f"{name}:{n}", data, errors))
         else:
-            errors.append(f"{where}: record: {_show(kind)} must be customer, entry or match")
+            errors.append(f"{name}:{n}: record: {_show(kind)} must be customer, entry or match")
             continue
-        if obj is not None:
-            _add(batch, kind, obj, n, where, errors)
-    _cross_check(path, batch, errors)
-    _check_errors(path, errors)
-    return batch
+        if row:
+            yield kind, n, row
 
 
-def _read_csv(path: Path, text: str) -> LedgerBatch:
-    batch, errors = LedgerBatch(), []
-    # newline="": the csv module finds the rows itself (a quoted value may hold a line break;
-    # str.splitlines() would drop it and also cut rows at U+2028, U+0085, \x1c...)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _slow_match(r: _Row) -> tuple[str, tuple[str, ...]] | None:
+    r.unknown(("id", "entries"))
+    mid = r.ident("id")
+    members = r.data.get("entries")
+    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(x, str) for x in members):
+        r.fail("entries", "must be a list of two or more entry ids")
+        return None
+    bad = next((x for x in members if _not_xml(x) or not _ID.fullmatch(x)), None)
+    if bad is not None:
+        r.fail("entries", f"{_show(bad)} is not an entry id (1-35 characters)")
+        return None
+    if len(set(members)) != len(members):
+        r.fail("entries", "lists an entry twice")
+    return (mid, tuple(members)) if mid else None
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
+def _csv_lines(lines: Iterator[str]) -> Iterator[str]:
+    """Lines as the csv module wants them (what io.StringIO(newline="") gives): cut after
+    "\n", "\r\n" or a lone "\r", and nowhere else (not at U+2028, U+0085, \x1c...)."""
+    for line in lines:
+        if "\r" in line:
+            yield from (x for x in _LONE_CR.split(line) if x)
+        else:
+            yield line
+
+
+def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
+              first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+    name = path.name
+    # newline semantics of _csv_lines: the csv module finds the rows itself (a quoted value may
+    # hold a line break)
+    reader = csv.DictReader(_csv_lines(lines))
     try:
         header = tuple(h.strip() for h in (reader.fieldnames or ()))
     except csv.Error as exc:
-        raise InputError(f"{path.name}:{reader.line_num}: not valid CSV: {exc}") from None
+        raise InputError(f"{name}:{reader.line_num}: not valid CSV: {exc}") from None
     hs = set(header)
     if {"match_id", "entry_id"} <= hs:
         kind = "match"
@@ -394,16 +764,15 @@ def _read_csv(path: Path, text: str) -> LedgerBatch:
     elif {"name", "post_code"} <= hs:
         kind, known = "customer", CUSTOMER_FIELDS
     else:
-        raise InputError(f"{path.name}:1: header {','.join(header) or '(empty)'} is none of: customers "
+        raise InputError(f"{name}:1: header {','.join(header) or '(empty)'} is none of: customers "
                          f"({','.join(CUSTOMER_FIELDS)}); entries ({','.join(ENTRY_FIELDS)}); "
                          f"matches ({','.join(MATCH_CSV_FIELDS)})")
     for h in header:
         if h not in known:
-            errors.append(f"{path.name}:1: {h if h.isprintable() else _show(h)}: unknown column "
+            errors.append(f"{name}:1: {h if h.isprintable() else _show(h)}: unknown column "
                           f"(known: {', '.join(known)})")
-    groups: dict[str, list[str]] = {}
-    group_line: dict[str, int] = {}
     reader.fieldnames = list(header)
+    known_set = frozenset(known)
     rows = iter(reader)
     while True:
         try:
@@ -411,40 +780,71 @@ def _read_csv(path: Path, text: str) -> LedgerBatch:
         except StopIteration:
             break
         except csv.Error as exc:          # e.g. a value longer than the csv module's limit
-            errors.append(f"{path.name}:{reader.line_num}: not valid CSV: {exc}")
+            errors.append(f"{name}:{reader.line_num}: not valid CSV: {exc}")
             break
         n = reader.line_num
-        where = f"{path.name}:{n}"
         if None in row:
-            errors.append(f"{where}: more values than columns")
+            errors.append(f"{name}:{n}: more values than columns")
             continue
         # a line break inside a quoted value arrives as written; CRLF reads as LF (as in XML)
-        r = _Row(where, {k: v.replace("\r\n", "\n") if isinstance(v, str) else v
-                         for k, v in row.items() if k in known}, errors)
-        if kind == "customer":
-            obj = _customer(r)
-        elif kind == "entry":
-            obj = _entry(r)
+        data = {k: v.replace("\r\n", "\n") if isinstance(v, str) else v for k, v in row.items() if k in known_set}
+        if kind == "entry":
+            out = _fast_entry(data)
+            if out is None:
+                e = _entry(_Row(f"{name}:{n}", data, errors))
+                out = e and entry_to_row(e)
+        elif kind == "customer":
+            out = _fast_customer(data)
+            if out is None:
+                out = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
         else:
+            r = _Row(f"{name}:{n}", data, errors)
             mid, eid = r.ident("match_id"), r.ident("entry_id")
             if mid and eid:
-                if eid in groups.setdefault(mid, []):
-                    r.fail("entry_id", f"{eid!r} listed twice in match {mid!r}")
-                groups[mid].append(eid)
-                group_line.setdefault(mid, n)
+                yield "member", n, (mid, eid)
             continue
-        if obj is not None:
-            _add(batch, kind, obj, n, where, errors)
+        if out:
+            yield kind, n, out
+
+
+def read_ledger_file(path: Path) -> LedgerBatch:
+    """Read one (small) export into memory; raise InputError listing every bad row (file, line,
+    field). The importer streams instead (`read_records`) and checks the same in SQL."""
+    errors = Problems(path.name)
+    batch = LedgerBatch()
+    groups: dict[str, list[str]] = {}
+    group_line: dict[str, int] = {}
+    for kind, n, row in read_records(path, errors):
+        where = f"{path.name}:{n}"
+        if kind == "member":
+            mid, eid = row
+            if eid in groups.setdefault(mid, []):
+                errors.append(f"{where}: entry_id: {eid!r} listed twice in match {mid!r}")
+            groups[mid].append(eid)
+            group_line.setdefault(mid, n)
+            continue
+        obj = (customer_from_row(row) if kind == "customer" else entry_from_row(row) if kind == "entry"
+               else Match(*row))
+        _add(batch, kind, obj, n, where, errors)
     for mid, members in groups.items():
         if len(members) < 2:
             errors.append(f"{path.name}:{group_line[mid]}: match_id: match {mid!r} has one entry; a match needs two or more")
         _add(batch, "match", Match(mid, tuple(members)), group_line[mid], f"{path.name}:{group_line[mid]}", errors)
     _cross_check(path, batch, errors)
-    _check_errors(path, errors)
+    errors.check()
     return batch
 
 
-def _cross_check(path: Path, batch: LedgerBatch, errors: list[str]) -> None:
+def _add(batch: LedgerBatch, kind: str, obj, line: int, where: str, errors) -> None:
+    key = (kind, obj.id)
+    if key in batch.lines:
+        errors.append(f"{where}: id: {kind} {obj.id!r} already on line {batch.lines[key]}")
+        return
+    batch.lines[key] = line
+    {"customer": batch.customers, "entry": batch.entries, "match": batch.matches}[kind].append(obj)
+
+
+def _cross_check(path: Path, batch: LedgerBatch, errors) -> None:
     """Rules within the file: an entry joins at most one match; a bank payment is one entry."""
     refs: dict[str, str] = {}
     for e in batch.entries:
@@ -460,3 +860,9 @@ def _cross_check(path: Path, batch: LedgerBatch, errors: list[str]) -> None:
                 errors.append(f"{path.name}:{batch.lines[('match', m.id)]}: entries: {eid!r} is already "
                               f"in match {seen[eid]!r}; an entry belongs to at most one match")
             seen[eid] = m.id
+
+
+def _line_of(problem: str) -> int:
+    """The line a `file:line: ...` problem names (0 when it names none)."""
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0

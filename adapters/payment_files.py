@@ -58,13 +58,55 @@ def is_complete(data: bytes) -> bool:
     return False
 
 
+_SIGNATURES = (b"UNA", b"UNB", b"NY000010")
+_SNIFF = 4096
+# XML: what comes before the root (declaration, comments, processing instructions, DOCTYPE)
+_XML_PROLOG = re.compile(rb"<\?.*?\?>|<!--.*?-->|<![^<>]*>", re.S)
+_XML_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)(?:\s[^<>]*?)?(/?)>")
+
+
+def is_unknown(data: bytes) -> bool:
+    """Whether a file starting with `data` (possibly still being written) can be no known
+    payment file: its head is none of the formats and can no longer become one. Then it is
+    complete as it is, and fails at once ("not a known payment file format") instead of
+    waiting for an end marker it will never have. A head that may still grow into a format
+    (``UN``, an XML declaration with no root yet, nothing but white space) is not unknown."""
+    if sniff_format(data) is not None:
+        return False
+    head = _head(data)
+    if not head:
+        return False
+    settled = len(data) >= _SNIFF        # the sniffer never looks further: it stays unknown
+    if head.startswith(b"<"):
+        return settled or _xml_not_camt(head)
+    if any(len(head) < len(sig) and sig.startswith(head) for sig in _SIGNATURES):
+        return False
+    if head.startswith(b"UN"):           # a broken service segment: CREMUL may still come
+        return settled
+    return True
+
+
+def _xml_not_camt(head: bytes) -> bool:
+    """The XML so far shows it is no camt.054: its root is not Document, or Document is empty,
+    closed, or its first child is something else."""
+    tags = _XML_START.findall(_XML_PROLOG.sub(b"", head))
+    if not tags:
+        return False                         # no root element yet
+    root, empty = tags[0]
+    if root != b"Document" or empty:
+        return True
+    if len(tags) > 1:
+        return tags[1][0] != b"BkToCstmrDbtCdtNtfctn"
+    return bool(_XML_END.search(head))       # <Document ...></Document>
+
+
 def read_payment_bytes(data: bytes, name: str) -> PaymentFile:
     """Sniff and read; any failure becomes an InputError whose message starts with name."""
     if not data.strip():
         raise InputError(f"{name}: empty file")
     fmt = sniff_format(data)
     if fmt is None:
-        raise InputError(f"{name}: not a known payment file (CREMUL, camt.054, OCR giro): "
+        raise InputError(f"{name}: not a known payment file format (CREMUL, camt.054, OCR giro): "
                          f"starts with {data[:16]!r}")
     try:
         pf = _READERS[fmt](data, name)

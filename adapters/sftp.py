@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import secrets
 import socket
 import stat
 import time
@@ -305,6 +306,63 @@ class SftpClient:
                 report.failed.append(RefusedName(name, f"not fetched, left on the server: {exc}"))
         return report
 
+    def probe_folder(self, folder: str) -> None:
+        """``folder`` exists on the server and takes a new file: a probe ``.part`` (a name no
+        receiver takes, never ``.xml``) is created exclusively, then removed. SftpError says
+        what is wrong (missing, not a folder, not writable)."""
+        s = self.settings
+
+        def once(sftp: SFTPClient) -> None:
+            try:
+                st = sftp.stat(folder)
+            except OSError as exc:
+                if self._connection_lost(exc):
+                    raise
+                raise SftpError(f"{folder}/ on {s.address}: {exc.strerror or exc}; create it, or set the "
+                                "right folder in reskontro.toml") from None
+            if st.st_mode is None or not stat.S_ISDIR(st.st_mode):
+                raise SftpError(f"{folder} on {s.address} is not a folder")
+            probe = posixpath.join(folder, f".reskontro-probe-{secrets.token_hex(6)}.part")
+            try:
+                with sftp.open(probe, "wx") as f:
+                    f.write(b"reskontro doctor: a probe, removed at once\n")
+            except OSError as exc:
+                if self._connection_lost(exc):
+                    raise
+                raise SftpError(f"{folder}/ on {s.address} does not take files for {s.user!r}: "
+                                f"{exc.strerror or exc}") from None
+            try:
+                sftp.remove(probe)
+            except OSError as exc:
+                if self._connection_lost(exc):
+                    raise
+                raise SftpError(f"{folder}/ on {s.address}: wrote {probe} but cannot remove it: "
+                                f"{exc.strerror or exc}; remove it by hand") from None
+
+        self._retrying(f"probe of {folder}/", once)
+
+    def outbound_listing(self) -> list[tuple[str, int, str | None]]:
+        """What a fetch would take from ``<outbound>/``, without taking it: (name, size, why it
+        would stay there or None) for each regular file."""
+        s = self.settings
+        entries = self._retrying(f"listing of {s.remote_outbound}/",
+                                 lambda sftp: self._list(sftp, s.remote_outbound))
+        out = []
+        for raw, entry in sorted(entries, key=lambda e: e[0]):
+            if entry.st_mode is None or not stat.S_ISREG(entry.st_mode):
+                continue
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                name, reason = repr(raw)[2:-1], "is not UTF-8"
+            else:
+                reason = unsafe_name_reason(name)
+            size = entry.st_size or 0
+            if reason is None and size > s.max_fetch_size:
+                reason = f"{size} bytes is over the {s.max_fetch_size}-byte limit (sftp.max_fetch_size)"
+            out.append((name, size, reason))
+        return out
+
     def download_all(self, local_dir: Path) -> list[Path]:
         """fetch_outbound() returning only the local paths (refused names are logged)."""
         return self.fetch_outbound(local_dir).downloaded
@@ -506,6 +564,12 @@ class SftpClient:
         ssh = paramiko.SSHClient()
         try:
             ssh.load_host_keys(str(s.known_hosts))
+        except FileNotFoundError as exc:
+            port = f"-p {s.port} " if s.port != 22 else ""
+            raise SftpError(f"known_hosts file {s.known_hosts} does not exist: the server's host key is "
+                            "pinned there, never learnt. Get the key's fingerprint from the receiver over "
+                            "another channel, then fetch the key and compare (ssh-keygen -lf "
+                            f"{s.known_hosts}):\n  ssh-keyscan {port}{s.host} >> {s.known_hosts}") from exc
         except (OSError, paramiko.SSHException) as exc:
             raise SftpError(f"cannot read known_hosts file {s.known_hosts}: {exc}") from exc
         ssh.set_missing_host_key_policy(_RefuseUnknownHost(s))

@@ -50,7 +50,7 @@ from reskontro.site import Site, init_site  # noqa: E402
 TARGET_RATE = 60_000
 TARGET_RSS_MIB = 256
 TARGET_RATIO = 1.5
-CHUNK_RECORDS = 250_000      # records per import file (the importer holds one file in memory)
+CHUNK_RECORDS = 250_000      # records per import file (progress lines while the ledger is built)
 
 # The child: one export, timed inside the process; prints a JSON line.
 CHILD = """
@@ -170,7 +170,11 @@ def run_export(site_dir: Path, kind: str) -> dict:
 
 
 def accept(site: Site, file_id: str) -> None:
-    """The receiver's receipt says accepted; `reskontro receipts` reads it."""
+    """The file left (a receipt is believed only then), and the receiver's receipt says
+    accepted; `reskontro receipts` reads it."""
+    from reskontro.transfer import journal
+    with site.db.begin() as conn:
+        journal.mark_uploaded(conn, file_id)
     receipt = Receipt(file_id, "accepted", datetime.now(timezone.utc).replace(microsecond=0))
     (site.config.inbox / f"{file_id}.receipt.xml").write_bytes(render_receipt(receipt))
     done = process_inbox(site.db, site.config.inbox, only_receipts=True)

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stdnum.no import orgnr
@@ -38,6 +39,41 @@ class SftpConfig:
     max_fetch_size: int = 64 << 20    # bytes; a bigger remote file is left on the server
 
 
+NOTIFY_ON = ("failure", "person", "ok")
+SMTP_SECURITY = ("starttls", "tls", "none")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("info", "debug")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Who is told after a cycle that failed or needs a person (`[notify]`); any of a command,
+    mail and a webhook. Secrets are named here (an environment variable, a file), never given."""
+    on: tuple[str, ...] = ("failure", "person")
+    command: tuple[str, ...] = ()           # argv, no shell; the run's summary as JSON on stdin
+    webhook_url: str | None = None          # HTTP(S) POST of the summary as JSON
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"         # starttls | tls (implicit, port 465) | none
+    smtp_user: str | None = None
+    smtp_password_env: str | None = None
+    smtp_password_file: Path | None = None
+    smtp_ca_file: Path | None = None        # a private CA for the mail server's certificate
+    mail_from: str | None = None
+    mail_to: tuple[str, ...] = ()
+    timeout: float = 30.0                   # seconds, for each way of telling
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.command or self.webhook_url or self.smtp_host)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"                    # text: one line per event | json: one object per line
+    level: str = "info"                     # info (and the tracebacks of errors, as DEBUG) | debug
+
+
 @dataclass(frozen=True)
 class Config:
     site: Path
@@ -54,6 +90,8 @@ class Config:
     outbox: Path = Path("outbox")
     log_file: Path = Path("var/reskontro.log")
     sftp: SftpConfig = field(default_factory=SftpConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -75,6 +113,9 @@ _KEYS = {
     "sftp": {"host", "port", "user", "key_file", "known_hosts", "passphrase_env",
              "passphrase_file", "remote_inbound", "remote_outbound", "timeout", "retries",
              "max_fetch_size"},
+    "notify": {"on", "command", "webhook_url", "smtp_host", "smtp_port", "smtp_security", "smtp_user",
+               "smtp_password_env", "smtp_password_file", "smtp_ca_file", "mail_from", "mail_to", "timeout"},
+    "log": {"format", "level"},
 }
 
 
@@ -115,6 +156,8 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
     sched = raw.get("schedule", {})
     paths = raw.get("paths", {})
     sftp = raw.get("sftp", {})
+    notify = raw.get("notify", {})
+    logs = raw.get("log", {})
 
     def text(sec: dict, name: str, key: str, default: str | None = None) -> str:
         value = sec.get(key, default)
@@ -183,6 +226,15 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
         if not isinstance(value, str) or not value or ".." in value.split("/"):
             raise fail(f"sftp.{key}", f"{value!r} must be a remote folder name without '..'")
 
+    def choice(sec: dict, name: str, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = text(sec, name, key, default)
+        if value not in allowed:
+            raise fail(f"{name}.{key}", f"{value!r} must be one of {', '.join(allowed)}")
+        return value
+
+    log_config = LogConfig(format=choice(logs, "log", "format", "text", LOG_FORMATS),
+                           level=choice(logs, "log", "level", "info", LOG_LEVELS))
+
     return Config(
         site=site,
         sender_id=sender_id,
@@ -211,4 +263,89 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
             retries=retries,
             max_fetch_size=max_fetch,
         ),
+        notify=_notify(notify, site, fail, text, path),
+        log=log_config,
     )
+
+
+_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _notify(sec: dict, site: Path, fail, text, path) -> NotifyConfig:
+    def strings(key: str, what: str) -> tuple[str, ...]:
+        value = sec.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise fail(f"notify.{key}", f"must be a list of non-empty strings ({what})")
+        return tuple(value)
+
+    on = strings("on", "when to tell: " + ", ".join(NOTIFY_ON)) if "on" in sec else ("failure", "person")
+    for v in on:
+        if v not in NOTIFY_ON:
+            raise fail("notify.on", f"{v!r} must be one of {', '.join(NOTIFY_ON)}")
+    if "command" in sec and isinstance(sec["command"], str):
+        raise fail("notify.command", "must be a list: the program and its arguments (no shell), "
+                   'e.g. ["/usr/local/bin/page", "--team", "ledger"]')
+    command = strings("command", "the program and its arguments")
+    if "command" in sec and not command:
+        raise fail("notify.command", "must name a program")
+    if command and "/" in command[0] and not Path(command[0]).is_absolute():
+        command = (str(site / command[0]), *command[1:])     # relative to the site, as every path here
+
+    url = sec.get("webhook_url")
+    if url is not None:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise fail("notify.webhook_url", "must be an http:// or https:// URL with a host")
+
+    host = sec.get("smtp_host")
+    if host is not None and (not isinstance(host, str) or not host or any(c.isspace() for c in host)):
+        raise fail("notify.smtp_host", "must be a host name or address")
+    port = sec.get("smtp_port", 587)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise fail("notify.smtp_port", f"{port!r} must be a port number 1-65535")
+    security = text(sec, "notify", "smtp_security", "starttls")
+    if security not in SMTP_SECURITY:
+        raise fail("notify.smtp_security", f"{security!r} must be one of {', '.join(SMTP_SECURITY)}")
+    user = sec.get("smtp_user")
+    if user is not None and (not isinstance(user, str) or not user):
+        raise fail("notify.smtp_user", "must be a non-empty string")
+    env = sec.get("smtp_password_env")
+    if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+        raise fail("notify.smtp_password_env", "must be the name of an environment variable (never the password)")
+    pw_file = path(sec, "notify", "smtp_password_file", None)
+    ca_file = path(sec, "notify", "smtp_ca_file", None)
+    if env and pw_file:
+        raise fail("notify.smtp_password_env", "give smtp_password_env or smtp_password_file, not both")
+    if user and not (env or pw_file):
+        raise fail("notify.smtp_user", "needs smtp_password_env or smtp_password_file (the password is never "
+                   "written in this file)")
+    if (env or pw_file) and not user:
+        raise fail("notify.smtp_user", "is required with a password")
+    if user and security == "none":
+        raise fail("notify.smtp_security", "'none' would send the password in the clear: use starttls or tls")
+    mail_from = sec.get("mail_from")
+    if mail_from is not None and (not isinstance(mail_from, str) or not _ADDRESS.fullmatch(mail_from)):
+        raise fail("notify.mail_from", f"{mail_from!r} must be one mail address")
+    mail_to = strings("mail_to", "mail addresses")
+    for a in mail_to:
+        if not _ADDRESS.fullmatch(a):
+            raise fail("notify.mail_to", f"{a!r} must be a mail address")
+    if host and not mail_to:
+        raise fail("notify.mail_to", "is required with smtp_host (who gets the mail)")
+    if host and not mail_from:
+        raise fail("notify.mail_from", "is required with smtp_host (the sender's address)")
+    if not host:
+        for key in ("mail_to", "mail_from", "smtp_user", "smtp_password_env", "smtp_password_file",
+                    "smtp_ca_file", "smtp_port", "smtp_security"):
+            if key in sec:
+                raise fail(f"notify.{key}", "has no effect without notify.smtp_host")
+    timeout = sec.get("timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+        raise fail("notify.timeout", f"{timeout!r} must be a number of seconds, above 0 and at most 600")
+    return NotifyConfig(on=on, command=command, webhook_url=url, smtp_host=host, smtp_port=port,
+                        smtp_security=security, smtp_user=user, smtp_password_env=env,
+                        smtp_password_file=pw_file, smtp_ca_file=ca_file, mail_from=mail_from,
+                        mail_to=mail_to, timeout=timeout)

@@ -24,22 +24,33 @@ def _lock(site: Site):
     return run_lock(site.config.site / "var" / "reskontro.lock")
 
 
-def _today(site: Site):
+def _today(site: Site, now: datetime | None = None):
     """The run's date in the site's time zone (the rules' days_past_due counts from it)."""
     from reskontro.rules.decide import run_day
-    return run_day(site.config.tz)
+    return run_day(site.config.tz, now)
+
+
+# --- the site ---------------------------------------------------------------------------------
+def doctor(site_dir: Path, *, sftp: bool = True):
+    """Is the site in `site_dir` ready to run? (doctor.Check each: check, ok, message; ok None
+    when skipped). Changes nothing; `sftp=False` skips the network checks."""
+    from reskontro.doctor import run_checks
+    return run_checks(site_dir, sftp=sftp)
 
 
 # --- the ledger -------------------------------------------------------------------------------
-def import_ledger(site: Site, files: list[Path]):
-    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each)."""
+def import_ledger(site: Site, files: list[Path], progress: Callable[[Path, int], None] | None = None):
+    """ERP exports into the store, each file all or nothing (ledger.importer.ImportResult each);
+    `progress(path, i)` as file i starts."""
     from reskontro.ledger.importer import import_files
-    return import_files(site.db, files)
+    return import_files(site.db, files, progress)
 
 
-def write_sample(out: Path, customers: int, seed: int) -> int:
+def write_sample(out: Path, customers: int, seed: int, *, force: bool = False,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """A sample ledger into `out` (an existing file refused unless `force`): the records written."""
     from reskontro.ledger.sample import write_sample_file
-    return write_sample_file(out, customers, seed)
+    return write_sample_file(out, customers, seed, force=force, progress=progress)
 
 
 # --- the rules --------------------------------------------------------------------------------
@@ -108,11 +119,11 @@ def explain(site: Site, entry_id: str, *, history: bool = False) -> Explained | 
         return Explained(here, entry_id, ex, entry_history(conn, here) if history else None)
 
 
-def check(site: Site):
+def check(site: Site, progress: Callable[[int], None] | None = None):
     """The data-quality report per customer (rules.reports.CustomerReport each)."""
     from reskontro.rules.reports import quality_report
     with site.db.connect() as conn:
-        return quality_report(conn, site.rules, site.config.mode, today=_today(site))
+        return quality_report(conn, site.rules, site.config.mode, today=_today(site), progress=progress)
 
 
 def _rules_or_problems(path: Path):
@@ -165,10 +176,25 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
     from reskontro.ledger.store import check_integrity
     from reskontro.transfer.export import export as write_file
     engine = site.rules
+    from jinja2 import TemplateError
+    from reskontro.errors import ExportError
     with _lock(site):
         check_integrity(site.db)
-        with about(site.config.outbox):
-            return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
+        try:
+            with about(site.config.outbox):
+                return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
+        except TemplateError as exc:   # a refused template (sandbox), a syntax error: fix the template
+            raise ExportError("the transfer file template failed; the file was not finished and nothing "
+                              f"goes: {exc}") from None
+
+
+def export_preview(site: Site, *, backlog: bool = False):
+    """What `export` would write now (transfer.export.ExportPreview), changing nothing: no
+    file, no journal row, no sequence number. A damaged store says so, as `export` would."""
+    from reskontro.ledger.store import check_integrity
+    from reskontro.transfer.export import preview
+    check_integrity(site.db)
+    return preview(site.config, site.db, site.rules, backlog=backlog)
 
 
 def receipts(site: Site):
@@ -192,24 +218,39 @@ class RulesInForce:
 class Status:
     files: list                   # transfer.journal.FileRecord each, oldest first
     items: dict[str, int]         # delivered, in_flight, pending, held, waiting, to_send
+    last_run: object | None = None   # ledger.runs.RunRecord: the last cycle (None: never ran)
+    schedule: object | None = None   # exchange.cycle.Schedule: the next scheduled cycle
     rules: RulesInForce | None = None
 
 
-def status(site: Site) -> Status:
+def status(site: Site, now: datetime | None = None) -> Status:
     """The files and their states; what is delivered, in flight, pending, held, waiting, and
-    what the next export sends (the plan's transfer count: they always agree); the rule file
-    in force (its digest, since when, how many entries it decided differently)."""
+    what the next export sends (the plan's transfer count: they always agree); the last cycle
+    and the next scheduled one; the rule file in force (its digest, since when, how many
+    entries it decided differently)."""
+    from reskontro.exchange.cycle import schedule
+    from reskontro.ledger import runs
     from reskontro.rules.history import in_force, rules_digest
     from reskontro.rules.reports import make_plan
     from reskontro.transfer import journal
     with site.db.connect() as conn:
         files = journal.files(conn)
         counts = journal.counts(conn)
-        totals = make_plan(conn, site.rules, site.config.mode, today=_today(site)).totals()
+        totals = make_plan(conn, site.rules, site.config.mode, today=_today(site, now)).totals()
         rules = RulesInForce(site.config.rule_file, rules_digest(site.rules.rule_file), in_force(conn))
+        last = runs.last(conn, 1)
+    plan = schedule(site.config, site.db, now or datetime.now(site.config.tz))
     return Status(files, {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
                           "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
-                          "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)}, rules)
+                          "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)},
+                  last[0] if last else None, plan, rules)
+
+
+def run_history(site: Site, n: int = 10) -> list:
+    """The last `n` cycles, newest first (ledger.runs.RunRecord each)."""
+    from reskontro.ledger import runs
+    with site.db.connect() as conn:
+        return runs.last(conn, n)
 
 
 # --- incoming payments ------------------------------------------------------------------------
@@ -254,6 +295,13 @@ def send(site: Site):
         return do_send(site.config, site.db)
 
 
+def send_preview(site: Site):
+    """What `send` would do now (exchange.remote.SendPreview), changing nothing and
+    connecting nowhere."""
+    from reskontro.exchange.remote import preview_send
+    return preview_send(site.config, site.db)
+
+
 def fetch(site: Site):
     """Download the remote outbound folder into the inbox (exchange.remote.FetchResult)."""
     from reskontro.exchange.remote import fetch as do_fetch
@@ -261,23 +309,66 @@ def fetch(site: Site):
         return do_fetch(site.config)
 
 
-def run(site: Site, *, sftp: bool = True, on_step=None):
-    """The nightly cycle once (exchange.cycle.CycleResult); its own lock and log."""
+def run(site: Site, *, sftp: bool = True, on_step=None, scheduled: bool = False,
+        clock: Callable[[], datetime] | None = None):
+    """The nightly cycle once (exchange.cycle.CycleResult); its own lock, log, run history and
+    notifications. `scheduled`: only when past send_time and today's cycle has not completed
+    (else at once, with `skipped` set: nothing is done, nothing logged)."""
     from reskontro.exchange.cycle import run_cycle, setup_logging
     engine = site.rules
     setup_logging(site.config)
-    return run_cycle(site.config, site.db, engine, sftp=sftp, on_step=on_step)
+    return run_cycle(site.config, site.db, engine, sftp=sftp, on_step=on_step, scheduled=scheduled, clock=clock)
+
+
+def schedule(site: Site, now: datetime | None = None, *, sftp: bool = True):
+    """Whether the scheduled cycle is due now, and when it runs next (exchange.cycle.Schedule)."""
+    from reskontro.exchange.cycle import schedule as plan
+    return plan(site.config, site.db, now or datetime.now(site.config.tz), sftp=sftp)
+
+
+def run_preview(site: Site, *, sftp: bool = True):
+    """The steps `run` would take now and what each would do (exchange.dryrun.Planned each:
+    name, ok, summary); nothing changes, not even the log. With `sftp`, the remote outbound/
+    is listed (not fetched)."""
+    from reskontro.exchange.dryrun import preview_cycle
+    return preview_cycle(site.config, site.db, site.rules, sftp=sftp)
 
 
 def next_run(site: Site, now: datetime | None = None) -> datetime:
-    from reskontro.exchange.remote import next_run as due
-    tz = site.config.tz
-    return due(now or datetime.now(tz), site.config.send_time, tz)
+    """When the scheduled cycle runs next: now, if today's is overdue."""
+    return schedule(site, now).next_run
 
 
 def serve(site: Site, stop: threading.Event, *, sftp: bool = True, on_step=None) -> None:
-    """The cycle at send_time every day and the inbox watcher, until `stop`."""
+    """The cycle at send_time every day (at once when today's is overdue) and the inbox
+    watcher, until `stop`."""
     from reskontro.exchange.cycle import serve as do_serve, setup_logging
     engine = site.rules
     setup_logging(site.config)
     do_serve(site.config, site.db, engine, stop, sftp=sftp, on_step=on_step)
+
+
+def installed_command() -> str:
+    """The `reskontro` command of this installation, as cron must call it (absolute): the one
+    beside this Python (a virtualenv's bin/, or pip's --user bin), else the one on PATH, else
+    this Python running the module."""
+    import os
+    import shlex
+    import shutil
+    import sys
+    beside = Path(sys.executable).parent / "reskontro"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return shlex.quote(str(beside))
+    found = shutil.which("reskontro")
+    if found:
+        return shlex.quote(str(Path(found).absolute()))
+    return f"{shlex.quote(sys.executable)} -m reskontro.cli"
+
+
+def cron_line(site_dir: Path) -> str:
+    """The crontab line for a site: every 15 minutes `run --scheduled`, which runs the cycle
+    once a day, past send_time in the site's zone, whatever the host's clock zone (and at the
+    next tick after a machine was down at send_time)."""
+    import shlex
+    line = f"*/15 * * * * {installed_command()} --site {shlex.quote(str(Path(site_dir).absolute()))} run --scheduled"
+    return line.replace("%", "\\%")      # cron reads a bare % as a line break

@@ -51,6 +51,24 @@ remote_outbound = "outbound"
 timeout = 30
 retries = 5
 # max_fetch_size = 67108864           # bytes (64 MiB); a bigger remote file stays on the server
+
+# [log]
+# format = "text"                     # text: one line per event | json: one JSON object per line
+# level = "info"                      # info (and the tracebacks of errors, as DEBUG lines) | debug
+
+# Who is told when a cycle fails or needs a person (any of a command, mail, a webhook):
+# [notify]
+# on = ["failure", "person"]          # and "ok" for every cycle
+# command = ["/usr/local/bin/page-oncall", "--team", "ledger"]   # no shell; the run's summary as JSON on stdin
+# webhook_url = "https://hooks.example.no/reskontro"             # POST of the summary as JSON
+# smtp_host = "smtp.example.no"
+# smtp_port = 587
+# smtp_security = "starttls"          # starttls | tls (port 465) | none (no login then)
+# smtp_user = "reskontro@example.no"
+# smtp_password_env = "RESKONTRO_SMTP_PASSWORD"   # or smtp_password_file = "keys/smtp_password" (chmod 600)
+# mail_from = "reskontro@example.no"
+# mail_to = ["regnskap@example.no"]
+# timeout = 30
 """
 
 

@@ -246,3 +246,59 @@ def test_money_reads_text_with_the_same_reader_and_never_rounds() -> None:
         money(10.5)                  # a float has passed through binary floating point
     with pytest.raises(ValueError):
         format_amount(Decimal("0.001"))
+
+
+# --- each check of the reader has a test that fails without it (make mutation) ----------------
+@pytest.mark.parametrize("text, reason", [
+    ("1X500", "the character 'X'"),      # a letter is named, not taken for a thousands separator
+    ("1\u00bd", "digits 0-9"),            # '½' is numeric without being a digit: still a digit to us
+    ("\u4e94", "digits 0-9"),             # '五' likewise
+    ("sNaN", "not a number"), ("inf", "not a number"), (".inf", "not a number"),
+    ("1+2", "one sign"), ("+1+", "one sign"),
+])
+def test_odd_characters_are_named_with_the_right_reason(text: str, reason: str) -> None:
+    with pytest.raises(AmountError) as info:
+        parse_amount(text)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["X12", "12X", "X12X", "\n12", "12\n", "\r12", "\u00a012"])
+def test_only_spaces_and_tabs_are_dropped_at_the_ends(text: str) -> None:
+    with pytest.raises(AmountError):
+        parse_amount(text)
+
+
+def test_spaces_and_tabs_at_the_ends_are_dropped() -> None:
+    assert parse_amount(" \t12,50\t ") == Decimal("12.50")
+
+
+def test_a_refused_input_is_quoted_whole_up_to_40_characters_then_cut() -> None:
+    with pytest.raises(AmountError) as info:
+        parse_amount("a" * 40)
+    assert repr("a" * 40) in str(info.value) and "…" not in str(info.value)
+    with pytest.raises(AmountError) as info:
+        parse_amount("a" * 41)
+    assert repr("a" * 40 + "…") in str(info.value) and "a" * 41 not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [12, 12.5, None, b"12", Decimal("12")])
+def test_only_text_is_read_as_an_amount(value) -> None:
+    with pytest.raises(AmountError, match="is not text"):
+        parse_amount(value)
+
+
+@pytest.mark.parametrize("text", ["-0", "-0,00", "-0.0", "-000"])
+def test_minus_zero_reads_as_zero(text: str) -> None:
+    got = parse_amount(text)
+    assert got == 0 and str(got) == "0.00" and not got.is_signed()
+
+
+def test_output_never_writes_minus_zero() -> None:
+    assert format_amount(Decimal("-0")) == "0.00" and format_amount(Decimal("-0.00")) == "0.00"
+    assert ore_text(0) == "0.00" and ore_text(-5) == "-0.05"
+
+
+@pytest.mark.parametrize("ore", [True, False, 1.5, "100", Decimal("100"), None])
+def test_ore_text_takes_only_an_int(ore) -> None:
+    with pytest.raises(TypeError):
+        ore_text(ore)

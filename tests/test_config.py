@@ -83,7 +83,7 @@ def test_a_bad_value_is_refused_naming_the_key(tmp_path: Path, section: str, val
 
 
 def test_unknown_section_and_unknown_key_list_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"bogus: unknown section \(known: creditor, paths, schedule, sftp\)"):
+    with pytest.raises(ConfigError, match=r"bogus: unknown section \(known: creditor, log, notify, paths, schedule, sftp\)"):
         parse_config(with_("bogus", x=1), tmp_path)
     with pytest.raises(ConfigError, match=r"creditor\.sendr_id: unknown key \(known: .*sender_id"):
         parse_config(with_("creditor", sendr_id="X"), tmp_path)
@@ -162,7 +162,7 @@ def test_cli_without_a_config_names_the_missing_file(tmp_path: Path, args: list[
     empty = tmp_path / "not-a-site"
     empty.mkdir()
     result = CliRunner().invoke(main, ["--site", str(empty), *args])
-    assert result.exit_code == 1
+    assert result.exit_code == 2                      # usage or configuration
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert f"error: {empty.resolve() / CONFIG_NAME}: no configuration here" in result.stderr
@@ -174,14 +174,14 @@ def test_cli_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
     cfg = site / CONFIG_NAME
     cfg.write_text(cfg.read_text(encoding="utf-8").replace('send_time = "18:00"', 'send_time = "25:00"'), encoding="utf-8")
     result = CliRunner().invoke(main, ["--site", str(site), "plan"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert f"{site.resolve() / CONFIG_NAME}: schedule.send_time: '25:00' must be HH:MM" in result.stderr
 
 
 def test_cli_init_refuses_a_bad_org_no(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["init", str(tmp_path / "s"), "--org-no", "923609017"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "creditor.org_no" in result.stderr and "Traceback" not in result.output
 
 

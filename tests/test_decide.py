@@ -236,8 +236,10 @@ def test_explain_an_unknown_entry(site: Path) -> None:
 def test_check_lists_the_defective_customers(site: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["--site", str(site), "check", "--json"])
-    assert result.exit_code == 0, result.output
-    report = {r["customer"]: r for r in json.loads(result.stdout)}
+    assert result.exit_code == 3, result.output                 # held entries: a person fixes the data
+    doc = json.loads(result.stdout)
+    assert (doc["ok"], doc["exit_status"]) == (False, 3)
+    report = {r["customer"]: r for r in doc["customers"]}
     assert set(report) == {"CT", "CA", "CO", "CN", "CS"}
     assert report["CT"]["holds"] == {"customer-type-missing": 2}
     assert report["CA"]["holds"] == {"customer-address-incomplete": 2}
@@ -247,7 +249,7 @@ def test_check_lists_the_defective_customers(site: Path) -> None:
     assert report["CS"]["warnings"] == {"warn-private-company-name": 1} and report["CS"]["name"] == "Ås & Sønn AS"
 
     result = runner.invoke(main, ["--site", str(site), "check"])
-    assert result.exit_code == 0
+    assert result.exit_code == 3
     for cid in ("CT", "CA", "CO", "CN", "CS"):
         assert re.search(rf"│ {cid}\s+│", result.stdout), cid
     for cid in ("CP", "CF", "CB"):

@@ -76,10 +76,10 @@ def outbox_files(site: Path) -> list[str]:
     return sorted(p.name for p in (site / "outbox").iterdir() if p.is_file())
 
 
-def one_line_error(result, *needles: str) -> str:
-    """Exit status 1, exactly one line on stderr (`error: ...`) holding every needle, and no
-    traceback anywhere."""
-    assert result.exit_code == 1, result.output
+def one_line_error(result, *needles: str, status: int = 1) -> str:
+    """Exit status 1 (or `status`: 2 for the configuration, 75 for a held lock), exactly one
+    line on stderr (`error: ...`) holding every needle, and no traceback anywhere."""
+    assert result.exit_code == status, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -332,7 +332,7 @@ def test_an_unreadable_config_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     cfg = site / "reskontro.toml"
     good = cfg.read_bytes()
     cfg.write_bytes(b"[creditor]\nsender_id = \"\xff\xfe\"\n")
-    one_line_error(cli(site, "status"), str(cfg), "UTF-8")
+    one_line_error(cli(site, "status"), str(cfg), "UTF-8", status=2)
 
     cfg.write_bytes(good)
     cfg.chmod(0)
@@ -344,7 +344,7 @@ def test_an_unreadable_config_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
             return real(self)
         monkeypatch.setattr(Path, "read_bytes", refuse)
-    one_line_error(cli(site, "status"), str(cfg), "Permission denied")
+    one_line_error(cli(site, "status"), str(cfg), "Permission denied", status=2)
 
 
 def test_an_unexpected_os_error_in_a_command_is_one_line(tmp_path: Path) -> None:
@@ -375,7 +375,8 @@ def test_init_does_not_clobber_existing_files_without_force(tmp_path: Path) -> N
     mine.write_text("# my own rules\n", encoding="utf-8")
     (target / "notes.txt").write_text("keep me\n", encoding="utf-8")
 
-    line = one_line_error(cli(tmp_path, "init", str(target)), str(target), "rules/transfer.yaml", "--force")
+    line = one_line_error(cli(tmp_path, "init", str(target)), str(target), "rules/transfer.yaml", "--force",
+                          status=2)
     assert mine.read_text(encoding="utf-8") == "# my own rules\n"
     assert sorted(p.name for p in target.iterdir()) == ["notes.txt", "rules"], line   # nothing made
 
@@ -388,7 +389,7 @@ def test_init_does_not_clobber_existing_files_without_force(tmp_path: Path) -> N
 def test_init_over_a_site_that_lost_its_config_keeps_the_store(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     (site / "reskontro.toml").unlink()
-    one_line_error(cli(tmp_path, "init", str(site)), "reskontro.db", "--force")
+    one_line_error(cli(tmp_path, "init", str(site)), "reskontro.db", "--force", status=2)
     r = cli(tmp_path, "init", "--force", str(site))
     assert r.exit_code == 0, r.output
     plan = cli(site, "plan", "--json")
@@ -428,7 +429,7 @@ def test_post_takes_the_run_lock(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     list_payments(site, [bank(1, "600.00")])
     with run_lock(site / "var" / "reskontro.lock"):
-        one_line_error(cli(site, "post"), "another reskontro run holds")
+        one_line_error(cli(site, "post"), "another reskontro run holds", status=75)
     assert booked(site) == {"status": ["unposted"]}
     assert cli(site, "post").exit_code == 0
     assert booked(site)["status"] == ["matched"]
@@ -469,7 +470,7 @@ def test_two_posts_at_once_book_every_payment_once(tmp_path: Path) -> None:
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert "Traceback" not in err, err
-        assert p.returncode == 0 or (p.returncode == 1 and "another reskontro run holds" in err), (out, err)
+        assert p.returncode == 0 or (p.returncode == 75 and "another reskontro run holds" in err), (out, err)
     got = booked(site)
     assert got.pop("status") == ["matched"]
     assert len(got) == n and all(len(v) == 1 for v in got.values()), got

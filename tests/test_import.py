@@ -292,7 +292,7 @@ def test_every_bad_row_is_listed(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_ledger_file(write(tmp_path, "two.jsonl", "\n".join(lines) + "\n"))
     msg = str(info.value)
-    assert msg.startswith("two.jsonl: 2 problem(s), nothing imported:")
+    assert msg.startswith("two.jsonl: 2 problems, nothing imported:")
     assert "two.jsonl:2: amount:" in msg and "two.jsonl:3: type:" in msg
 
 
@@ -430,7 +430,7 @@ def test_cli_import_refuses_bad_input(site: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--site", str(site), "import", str(path)])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "error: bad.jsonl: 1 problem(s), nothing imported:" in result.stderr
+    assert "error: bad.jsonl: 1 problem, nothing imported:" in result.stderr
     assert "bad.jsonl:5: amount: '12.345' is ambiguous" in result.stderr
     engine = open_engine(f"sqlite:///{site / 'reskontro.db'}")
     with engine.connect() as conn:
@@ -477,7 +477,7 @@ def test_each_refused_amount_is_reported_with_file_line_and_field(db, tmp_path: 
     with pytest.raises(InputError) as info:
         import_files(db, [write(tmp_path, name, text)])
     msg = str(info.value)
-    assert msg.startswith(f"{name}: {len(REFUSED_AMOUNTS)} problem(s), nothing imported:")
+    assert msg.startswith(f"{name}: {len(REFUSED_AMOUNTS)} problems, nothing imported:")
     for i, (amount, phrase) in enumerate(REFUSED_AMOUNTS):
         line = first + 1 + i
         assert re.search(rf"^{re.escape(name)}:{line}: amount: {re.escape(repr(amount))} .*{re.escape(phrase)}",
@@ -554,7 +554,7 @@ def test_what_the_transfer_file_cannot_carry_is_refused(db, tmp_path: Path, case
     with pytest.raises(InputError) as info:
         import_files(db, [path])
     msg = str(info.value)
-    assert msg.startswith("batch.jsonl: 1 problem(s), nothing imported:"), msg
+    assert msg.startswith("batch.jsonl: 1 problem, nothing imported:"), msg
     assert re.search(rf"^batch\.jsonl:2: {field}: .*{re.escape(phrase)}", msg, re.M), msg
     assert "\u0001" not in msg and "\r" not in msg          # shown escaped, never raw
     with db.connect() as conn:
@@ -601,7 +601,7 @@ def test_json_nested_too_deeply_is_one_error_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_ledger_file(write(tmp_path, "deep.jsonl", "\n".join(lines) + "\n"))
     msg = str(info.value)
-    assert msg.startswith("deep.jsonl: 2 problem(s), nothing imported:")
+    assert msg.startswith("deep.jsonl: 2 problems, nothing imported:")
     assert "deep.jsonl:2: not valid JSON here: nested too deeply" in msg
     assert "deep.jsonl:3: type:" in msg                      # every bad row is still reported
 
@@ -619,7 +619,7 @@ def test_cli_gives_one_clear_line_per_bad_value_and_no_traceback(site: Path, tmp
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
     err = result.stderr.splitlines()
-    assert err[0] == "error: bad.jsonl: 4 problem(s), nothing imported:"
+    assert err[0] == "error: bad.jsonl: 4 problems, nothing imported:"
     assert [l.split(": ")[0:2] for l in err[1:]] == [["bad.jsonl:3", "amount"], ["bad.jsonl:4", "dunning_level"],
                                                     ["bad.jsonl:5", "not valid JSON here"], ["bad.jsonl:6", "name"]]
     assert "'1e20' has an exponent" in err[1] and "'²' is not a whole number" in err[2]

@@ -232,7 +232,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def listed(site: Path) -> dict[str, dict]:
     r = cli(site, "payments", "--json")
     assert r.exit_code == 0, r.output
-    return {p["archive_ref"]: p for p in json.loads(r.stdout)}
+    return {p["archive_ref"]: p for p in json.loads(r.stdout)["payments"]}
 
 
 def matched_invoices(site: Path) -> set[str]:
@@ -269,7 +269,7 @@ def test_watch_reports_them_payments_lists_none_and_post_books_none(
     assert all(Decimal(p["amount"]) > 0 for p in listed(site).values())
     r = cli(site, "post")
     assert r.exit_code == 0, r.output
-    assert flat(r.stdout).startswith("Booked 2 payments; 1 invoices closed; 0 unmatched.")
+    assert flat(r.stdout).startswith("Booked 2 payments; 1 invoice closed; 0 unmatched.")
     assert matched_invoices(site) == {"I1", "I5"}     # the skipped items' KIDs name I2-I4, I6-I8
     assert ledger_payments(site) == {payment_id("A-1"), payment_id("E-1")}
     assert {ref: p["status"] for ref, p in listed(site).items()} == {"A-1": "matched", "E-1": "matched"}

@@ -107,7 +107,7 @@ def test_plan_status_and_export_agree_on_random_ledgers(tmp_path_factory, days, 
             receipt = Receipt(f.header["FileId"], "rejected", datetime.now(timezone.utc),
                               (ReceiptError("test", None, "rejected by the test"),))
             (site / "inbox" / f"{receipt.file_id}.receipt.xml").write_bytes(render_receipt(receipt))
-            assert "REJECTED" in cli(site, "receipts", code=1).output
+            assert "REJECTED" in cli(site, "receipts", code=3).output
         # after the receipt, the next plan still agrees with the next export
         planned = check_agreement(site, False)
         f2 = export(site)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not URL, reason="RESKONTRO_TEST_PG_URL is not se
 
 def run(site: Path, *args: str) -> str:
     r = CliRunner().invoke(main, ["--site", str(site), *args], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code in (0, 3), r.output          # done (3: the sample's defects are held for a person)
     return r.output
 
 
@@ -71,7 +71,7 @@ def test_the_nightly_loop_on_postgresql(tmp_path: Path) -> None:
         format="cremul", archive_ref="*1", amount=balance, currency="NOK", payment_date=date.today(),
         booking_date=date.today(), kid=kid)], reference="PG1"), encoding="latin-1")
     assert f"{receipt.file_id}: accepted" in " ".join(run(site, "watch", "--once").split())
-    assert "1 invoices closed" in run(site, "post")
+    assert "1 invoice closed" in run(site, "post")
     run(site, "export")
     for f in sorted((site / "outbox").glob("*.xml")):
         if not (inbound / "processed" / f.name).exists():

@@ -146,3 +146,11 @@ def test_cli_rules_test_reports_an_unknown_fact_field(site: Path) -> None:
     result = CliRunner().invoke(main, ["--site", str(site), "rules", "test"])
     assert result.exit_code == 1
     assert f"{path}:{line}: FAIL typo in a field: unknown field 'entry_typ'" in result.stderr
+
+
+def test_an_examples_file_with_a_character_yaml_does_not_take_fails_on_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "transfer.examples.yaml"
+    path.write_text("- name: ok\n  facts: {}\n  expect: {decision: transfer}\n"
+                    "- name: bell\x07\n  facts: {}\n", encoding="utf-8")
+    [result] = run_examples(load_rule_file(RULES), path)
+    assert (result.ok, result.line) == (False, 4) and "YAML error" in result.message

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from reskontro.cli import main
-from reskontro.rules.facts import FIELDS
+from reskontro.rules.facts import DEFAULT_FACT, FIELDS
 from reskontro.rules.lint import lint_file, lint_text
-from reskontro.rules.rulefile import RuleFileError, load_rule_file
+from reskontro.rules.rulefile import RuleFileError, load_rule_file, parse_rule_text
 from reskontro.site import init_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,9 @@ def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
     text = HEAD + "  - id: a\n    when: {entry_type: invoice}\n   decision: hold\n    reason: r\n"
     line, msg = one(lint(tmp_path, text))
     assert line == line_of(text, "   decision: hold") == 5
-    assert msg.startswith("YAML error:")
+    # where (the column, the block it breaks), what, and what usually causes it
+    assert msg.startswith("YAML error at column 4 (parsing a block collection that starts on line 3): "), msg
+    assert "hint: this line is indented differently from the lines of its block" in msg
 
 
 def test_yaml_error_in_an_unclosed_flow_mapping(tmp_path: Path) -> None:
@@ -64,7 +66,7 @@ def test_yaml_error_in_an_unclosed_flow_mapping(tmp_path: Path) -> None:
     line, msg = one(lint(tmp_path, text))
     # the parser notices at the next line, where the mapping should have been closed
     assert line == line_of(text, "decision: hold")
-    assert msg.startswith("YAML error:") and "'}'" in msg
+    assert msg.startswith("YAML error at column ") and "'}'" in msg and "hint: " in msg
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
@@ -378,34 +380,54 @@ def test_cli_lint_good_and_bad_together_exits_1(site: Path, tmp_path: Path) -> N
 
 
 # --- rules the engine cannot take -------------------------------------------------------------
-def _too_complex() -> str:
-    """16 alternatives: durable_rules 2.0.28 refuses this rule (ERR_EXPRESSION_LIMIT_EXCEEDED, 113)."""
-    alts = ", ".join(f"{{amount: {{gt: {i}}}, kid: valid}}" for i in range(16))
+def _alternatives(n: int) -> str:
+    """n alternatives of two tests each: 2 + 2 + 2n and/or markers in durable_rules' expression
+    sequence for the rule, which holds 31 (MAX_SEQUENCE_EXPRESSIONS 32, error 113)."""
+    alts = ", ".join(f"{{amount: {{gt: {i}}}, kid: valid}}" for i in range(n))
     return HEAD + rule("many-alternatives", f"{{any: [{alts}]}}")
 
 
-def test_the_engine_refuses_a_rule_with_too_many_alternatives(tmp_path: Path) -> None:
+def _too_complex() -> str:
+    return _alternatives(16)
+
+
+@pytest.mark.parametrize("n, refused", [(13, False), (14, True), (16, True)])
+def test_the_engine_counts_durable_rules_expression_limit_exactly(tmp_path: Path, n: int, refused: bool) -> None:
+    """The engine refuses exactly what durable_rules would: its own answer on the same JSON."""
+    import copy
+
     import durable_rules_engine
 
-    from reskontro.rules.engine import RuleEngine
+    from reskontro.rules.engine import RuleEngine, _Host, _rule_json
 
     path = tmp_path / "transfer.yaml"
-    path.write_text(_too_complex(), encoding="utf-8")
-    with pytest.raises(durable_rules_engine.error, match="error code: 113"):
-        RuleEngine(load_rule_file(path))
+    path.write_text(_alternatives(n), encoding="utf-8")
+    rf = load_rule_file(path)
+    raw = {"r1": {"pri": 1, "all": [{"m": _rule_json(rf.rules[0])}], "run": "r1"}}
+    if refused:
+        with pytest.raises(durable_rules_engine.error, match="error code: 113"):
+            _Host({"r1": lambda c: None}, {"raw": copy.deepcopy(raw)})
+        with pytest.raises(RuleFileError) as info:
+            RuleEngine(rf)
+        (problem,) = info.value.problems
+        assert (problem.path, problem.line) == (path, 3)
+        assert "many-alternatives: too complex for the rules engine" in problem.message
+    else:
+        _Host({"r1": lambda c: None}, {"raw": copy.deepcopy(raw)})
+        assert RuleEngine(rf).decide_uncached(dict(DEFAULT_FACT, amount=100)).warnings == ()
 
 
 def test_lint_reports_a_rule_the_engine_cannot_compile(tmp_path: Path) -> None:
     text = _too_complex()
     line, msg = one(lint(tmp_path, text))
     assert line == line_of(text, "- id: many-alternatives")
-    assert "refuses this rule" in msg
+    assert "too complex for the rules engine" in msg and "split it" in msg
 
 
 def test_cli_plan_refuses_such_a_rule_without_a_traceback(site: Path) -> None:
     (site / "rules" / "transfer.yaml").write_text(_too_complex(), encoding="utf-8")
     result = CliRunner().invoke(main, ["--site", str(site), "plan"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2                     # the site's configuration: a rule file that does not load
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
 
 
@@ -437,3 +459,390 @@ def test_a_whole_number_field_refuses_other_digits_and_infinity(tmp_path: Path) 
         text = HEAD + rule("a", f"\n      dunning_level: {{gt: {written}}}")
         line, msg = one(lint(tmp_path, text))
         assert msg.startswith("dunning_level: ") and "whole number" in msg, msg
+# --- long and hostile rule files: refused or handled, never a hang -----------------------------
+def _many(n: int, when=lambda i: f"{{dunning_level: {i}}}", *extra: str, **kw) -> str:
+    return HEAD + "".join(rule(f"r{i}", when(i), *extra, **kw) for i in range(n))
+
+
+def test_600_rules_whose_first_tests_differ_lint_and_decide(tmp_path: Path) -> None:
+    """durable_rules keeps a test node's children in a 512-slot hash set and probes it without
+    a stop: 513 rules whose first tests differ made create_ruleset loop forever. The engine
+    now spreads them over rulesets within durable_rules' limits."""
+    from reskontro.rules.engine import _RULES_PER_SET, _STACK, RuleEngine
+
+    text = _many(600)
+    assert lint(tmp_path, text) == []
+    rf = load_rule_file(tmp_path / "transfer.yaml")
+    engine = RuleEngine(rf)
+    assert len(engine.definition) >= 600 // _RULES_PER_SET
+    assert all(len(rules) <= _RULES_PER_SET for rules in engine.definition.values())
+    assert [r for rules in engine.definition.values() for r in rules] == [f"r{i}" for i in range(1, 601)]
+    for level in (0, 511, 512, 513, 599):
+        out = engine.decide_uncached(dict(DEFAULT_FACT, dunning_level=level))
+        assert (out.decision, out.rule_id) == ("hold", f"r{level}")
+    assert engine.decide_uncached(dict(DEFAULT_FACT, dunning_level=600)).rule_id == "default"
+    assert _STACK == 64
+
+
+def test_a_fact_passing_more_than_64_tests_at_once(tmp_path: Path) -> None:
+    """durable_rules holds the tests still to visit on a 64-slot stack: one ruleset of these
+    100 warnings fails on a fact they all match (error 303); the engine's rulesets do not."""
+    import copy
+
+    import durable_rules_engine
+
+    from reskontro.rules.engine import RuleEngine, _Host, _rule_json
+
+    (tmp_path / "transfer.yaml").write_text(
+        _many(100, lambda i: f"{{amount: {{gt: {i}}}}}", "warning: Large.", decision=None, reason=None))
+    rf = load_rule_file(tmp_path / "transfer.yaml")
+    fact = dict(DEFAULT_FACT, amount=10_000_00, _n=1, t="entry")
+    one_set = {f"r{i}": {"pri": i, "all": [{"m": _rule_json(r)}], "run": "a"} for i, r in enumerate(rf.rules, 1)}
+    host = _Host({"a": lambda c: None}, {"one": copy.deepcopy(one_set)})
+    with pytest.raises(durable_rules_engine.error, match="error code: 303"):
+        host.assert_fact("one", {k: fact[k] for k in ("t", "_n", "amount")})
+    out = RuleEngine(rf).decide_uncached(fact)
+    assert [w for w, _ in out.warnings] == [f"r{i}" for i in range(100)]
+
+
+@pytest.mark.parametrize("rules", [32, 33])
+def test_the_stack_count_is_exact_for_alternatives(tmp_path: Path, rules: int) -> None:
+    """Each rule of two alternatives that both hold puts 2 tests on durable_rules' stack at
+    once: 32 such rules are one ruleset (64), 33 are two; in one ruleset 33 fail (error 303)."""
+    import copy
+
+    import durable_rules_engine
+
+    from reskontro.rules.engine import RuleEngine, _Host
+
+    text = _many(rules, lambda i: f"{{any: [{{amount: {{gt: {i}}}}}, {{dunning_level: {{lt: {100 + i}}}}}]}}",
+                 "warning: Both.", decision=None, reason=None)
+    (tmp_path / "transfer.yaml").write_text(text, encoding="utf-8")
+    engine = RuleEngine(load_rule_file(tmp_path / "transfer.yaml"))
+    assert len(engine.definition) == (1 if rules == 32 else 2)
+    fact = dict(DEFAULT_FACT, amount=10_000_00, dunning_level=0)
+    assert len(engine.decide_uncached(fact).warnings) == rules
+    together = {name: rule for rs in engine.definition.values() for name, rule in rs.items()}
+    host = _Host({f"r{i}": (lambda c: None) for i in range(1, rules + 1)}, {"one": copy.deepcopy(together)})
+    asserted = {"t": "entry", "_n": 1, "amount": fact["amount"], "dunning_level": 0}
+    if rules == 32:
+        host.assert_fact("one", asserted)
+    else:
+        with pytest.raises(durable_rules_engine.error, match="error code: 303"):
+            host.assert_fact("one", asserted)
+
+
+@pytest.mark.parametrize("values, problem", [
+    (64, None),
+    (65, "dunning_level: in has 65 values; at most 64 in one list (split the rule in several)"),
+    (100_000, "dunning_level: in has 100000 values; at most 64 in one list"),
+])
+def test_long_in_lists(tmp_path: Path, values: int, problem: str | None) -> None:
+    from reskontro.rules.engine import RuleEngine
+
+    text = HEAD + rule("a", f"{{dunning_level: {{in: [{', '.join(map(str, range(values)))}]}}}}")
+    problems = lint(tmp_path, text)
+    if problem is None:
+        assert problems == []
+        engine = RuleEngine(load_rule_file(tmp_path / "transfer.yaml"))
+        assert engine.decide_uncached(dict(DEFAULT_FACT, dunning_level=63)).rule_id == "a"
+        assert engine.decide_uncached(dict(DEFAULT_FACT, dunning_level=64)).rule_id == "default"
+        return
+    line, msg = one(problems)
+    assert line == line_of(text, "when:")
+    assert msg.startswith(problem)
+
+
+def test_alternatives_with_long_in_lists_are_too_complex(tmp_path: Path) -> None:
+    """3 alternatives of 64 values: 195 links into $or joins, durable_rules holds 127 per node."""
+    values = ", ".join(map(str, range(64)))
+    alts = ", ".join(f"{{dunning_level: {{in: [{values}]}}, kid: {k}}}" for k in ("valid", "absent", "invalid"))
+    text = HEAD + rule("ok", "{entry_type: payout}") + rule("wide", f"{{any: [{alts}]}}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "- id: wide")
+    assert msg == ("wide: too complex for the rules engine: its any alternatives and in lists make 199 tests and "
+                   "195 joins, durable_rules takes at most 511 and 127; split it into several rules")
+    from reskontro.rules.engine import RuleEngine
+
+    rf, _ = parse_rule_text(text, tmp_path / "transfer.yaml")   # (load_rule_file would refuse it)
+    with pytest.raises(RuleFileError, match="wide: too complex"):
+        RuleEngine(rf)
+
+
+def test_a_long_not_in_list_is_a_chain_and_fits(tmp_path: Path) -> None:
+    from reskontro.rules.engine import RuleEngine
+
+    text = HEAD + rule("a", f"{{dunning_level: {{not_in: [{', '.join(map(str, range(64)))}]}}}}")
+    assert lint(tmp_path, text) == []
+    engine = RuleEngine(load_rule_file(tmp_path / "transfer.yaml"))
+    assert engine.decide_uncached(dict(DEFAULT_FACT, dunning_level=63)).rule_id == "default"
+    assert engine.decide_uncached(dict(DEFAULT_FACT, dunning_level=64)).rule_id == "a"
+
+
+def test_too_many_alternatives_are_refused_before_anything_else(tmp_path: Path) -> None:
+    alts = ", ".join(f"{{dunning_level: {i}}}" for i in range(33))
+    text = HEAD + rule("a", f"{{any: [{alts}]}}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "when:")
+    assert msg == "any: 33 alternatives; at most 32 in one rule (split the rule in several)"
+
+
+def test_too_many_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reskontro.rules.rulefile as rulefile
+
+    monkeypatch.setattr(rulefile, "MAX_RULES", 10)
+    assert lint(tmp_path, _many(10)) == []
+    line, msg = one(lint(tmp_path, _many(11)))
+    assert line == 2
+    assert msg == "rules: 11 rules; a rule file may hold at most 10 (lint compares every rule with the rules before it)"
+
+
+def test_a_file_over_the_size_limit_is_not_parsed(tmp_path: Path) -> None:
+    import reskontro.rules.rulefile as rulefile
+
+    path = tmp_path / "transfer.yaml"
+    with path.open("w", encoding="utf-8") as f:          # 100 MB: one comment line
+        f.write(_many(1))
+        f.truncate(100 * 1024 * 1024)
+    for problems in (lint_file(path)[1], pytest.raises(RuleFileError, load_rule_file, path).value.problems):
+        (p,) = problems
+        assert (p.path, p.line) == (path, 1)
+        assert p.message == f"the file is {100 * 1024 * 1024:,} bytes; a rule file may be at most 2 MiB"
+    _, problems = lint_text("#" * (rulefile.MAX_BYTES + 1), path)
+    assert [p.line for p in problems] == [1] and "at most 2 MiB" in problems[0].message
+
+
+def test_a_fifo_or_a_folder_is_not_a_rule_file(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "transfer.yaml"
+    os.mkfifo(fifo)                                      # nobody writes: reading would block
+    for path in (fifo, tmp_path):
+        _, problems = lint_file(path)
+        assert [(p.line, p.message) for p in problems] in ([(1, "not a regular file")],
+                                                           [(0, "cannot read: Is a directory")])
+
+
+def test_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "transfer.yaml"
+    path.write_bytes(HEAD.encode() + "  - id: bl\xe5b\xe6r\n".encode("latin-1"))
+    (p,) = lint_file(path)[1]
+    assert (p.line, p.message) == (3, f"not UTF-8 text (byte {len(HEAD) + 11} of the file)")
+
+
+@pytest.mark.parametrize("depth, refused", [(12, False), (20, False), (21, True), (100_000, True)])
+def test_deep_yaml(tmp_path: Path, depth: int, refused: bool) -> None:
+    """Nesting is refused past 20 levels (a rule file needs 9), before Python's recursion limit."""
+    # the top mapping, rules, the rule, when, the field's mapping: 5 levels; the lists; the value
+    nested = "[" * (depth - 6) + "1" + "]" * (depth - 6)
+    text = HEAD + rule("a", f"{{dunning_level: {{in: {nested}}}}}")
+    problems = lint(tmp_path, text)
+    if not refused:
+        assert problems and all("nested more" not in m for _, m in problems)    # refused as a value
+        return
+    line, msg = one(problems)
+    assert line == line_of(text, "when:")
+    if depth < 1000:
+        assert msg == "YAML error: nested more than 20 levels deep (a rule file needs 9)"
+    else:                                   # libyaml's own limit comes first
+        assert msg.startswith("YAML error:") and "nest" in msg
+
+
+def test_aliases_are_refused(tmp_path: Path) -> None:
+    """A few nested aliases make a small file stand for billions of conditions."""
+    text = (HEAD + rule("a", "&x {entry_type: invoice}") + rule("b", "*x"))
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "*x")
+    assert msg == "YAML error: aliases (*x) are not allowed in a rule file; write the condition out"
+
+
+@pytest.mark.parametrize("field, literal, problem", [
+    # amounts go through the one amount reader (as the import reads them)
+    ("amount", "1e999999999", "amount: '1e999999999' has an exponent"),
+    ("amount", "-100000000000000", "amount: '-100000000000000' is larger than the largest amount accepted"),
+    ("amount", ".inf", "amount: '.inf' is not a number"),
+    ("amount", ".nan", "amount: '.nan' is not a number"),
+    ("amount", "1" * 40, "amount: '1111111111111111111111111111111111111111' is larger than"),
+    # other numbers: whole, and within what durable_rules compares exactly
+    ("dunning_level", "100000000000000000000", "dunning_level: 100000000000000000000 is out of range"),
+])
+def test_numbers_out_of_range(tmp_path: Path, field: str, literal: str, problem: str) -> None:
+    text = HEAD + rule("a", f"\n      {field}: {{gt: {literal}}}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, literal)
+    assert msg.startswith(problem), msg
+
+
+def test_a_mapping_as_a_key_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    text = HEAD + rule("a", "\n      ? [entry_type]\n      : invoice")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "? [entry_type]")
+    assert msg == "YAML error: a key must be a plain name, not a mapping or a list"
+
+
+# --- every structural check has its test (make mutation) ------------------------------------------
+def test_a_rule_without_when_is_refused_not_widened_to_every_entry(tmp_path: Path) -> None:
+    text = HEAD + "  - id: a\n    decision: hold\n    reason: r\n"
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "- id: a")
+    assert msg.startswith("a: when is required") and "when: {}" in msg
+
+
+def test_an_empty_when_is_refused_not_widened_to_every_entry(tmp_path: Path) -> None:
+    text = HEAD + "  - id: a\n    when:\n    decision: hold\n    reason: r\n"
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "when:")
+    assert msg.startswith("a: when is empty") and "when: {}" in msg
+
+
+def test_when_written_as_braces_matches_every_entry_on_purpose(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + rule("all", "{}"), encoding="utf-8")
+    [r] = load_rule_file(path).rules
+    assert r.when == () and r.any == ()
+
+
+@pytest.mark.parametrize("when", ["[entry_type, invoice]", "invoice", "5"])
+def test_when_must_be_a_mapping(tmp_path: Path, when: str) -> None:
+    text = HEAD + rule("a", when)
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "when:")
+    assert msg == "when: must be a mapping of field: condition"
+
+
+@pytest.mark.parametrize("alternatives", ["[]", "{entry_type: invoice}", "invoice"])
+def test_any_must_be_a_non_empty_list(tmp_path: Path, alternatives: str) -> None:
+    text = HEAD + rule("a", f"\n      entry_type: invoice\n      any: {alternatives}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "any:")
+    assert msg.startswith("any: must be a list of one or more condition mappings")
+
+
+def test_an_alternative_that_is_not_a_mapping_is_one_problem(tmp_path: Path) -> None:
+    text = HEAD + rule("a", "\n      any:\n        - invoice\n        - {status: draft}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "any:")
+    assert "each alternative must be a mapping" in msg
+
+
+def test_an_unknown_operator_is_one_problem_whatever_its_value(tmp_path: Path) -> None:
+    text = HEAD + rule("a", "\n      status: {equals: drafted}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "equals")
+    assert msg.startswith("status: unknown operator 'equals'")
+
+
+@pytest.mark.parametrize("cond", ["{in: invoice}", "{not_in: []}", "{in: {a: 1}}"])
+def test_in_and_not_in_need_a_non_empty_list(tmp_path: Path, cond: str) -> None:
+    text = HEAD + rule("a", f"\n      entry_type: {cond}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "entry_type:")
+    assert msg.startswith("entry_type: ") and "needs a non-empty list" in msg
+
+
+@pytest.mark.parametrize("op", ["lt", "le", "gt", "ge"])
+def test_every_ordering_operator_needs_a_number_field(tmp_path: Path, op: str) -> None:
+    text = HEAD + rule("a", f"\n      status: {{{op}: draft}}")
+    line, msg = one(lint(tmp_path, text))
+    assert msg == f"status: {op} compares numbers; status is enum"
+
+
+@pytest.mark.parametrize("value", ["1", "'true'", "null", "[true, 0]"])
+def test_a_bool_field_takes_only_true_or_false(tmp_path: Path, value: str) -> None:
+    text = HEAD + rule("a", f"\n      factoring: {value}")
+    problems = lint(tmp_path, text)
+    assert problems and all(line == line_of(text, "factoring:") for line, _ in problems)
+    assert any("must be true or false" in msg for _, msg in problems)
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just text\n", "42\n"])
+def test_a_rule_file_is_a_mapping(tmp_path: Path, text: str) -> None:
+    assert lint(tmp_path, text) == [(1, "a rule file is a mapping with 'default' and 'rules'")]
+
+
+def test_default_is_required(tmp_path: Path) -> None:
+    text = "rules:\n" + rule("a", "{entry_type: invoice}")
+    assert one(lint(tmp_path, text)) == (1, "default: required, a mapping with decision and reason")
+
+
+def test_default_takes_only_decision_and_reason(tmp_path: Path) -> None:
+    text = "default: {decision: wait, reason: Nothing decided., when: {}}\nrules:\n" \
+        + rule("a", "{entry_type: invoice}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == 1 and msg.startswith("default: unknown key 'when'")
+
+
+@pytest.mark.parametrize("reason", ["", "reason: '  '", "reason: 5"])
+def test_default_needs_a_reason_in_words(tmp_path: Path, reason: str) -> None:
+    text = "default:\n  decision: wait\n" + (f"  {reason}\n" if reason else "") + "rules:\n" \
+        + rule("a", "{entry_type: invoice}")
+    assert one(lint(tmp_path, text)) == (1, "default: reason is required, in plain words")
+
+
+@pytest.mark.parametrize("rules", ["", "rules: {a: 1}\n", "rules: a rule\n"])
+def test_rules_must_be_a_list(tmp_path: Path, rules: str) -> None:
+    text = "default: {decision: wait, reason: Nothing decided.}\n" + rules
+    line, msg = one(lint(tmp_path, text))
+    assert msg == "rules: required, a list of rules"
+    assert line == (2 if rules else 1)
+
+
+def test_each_rule_must_be_a_mapping(tmp_path: Path) -> None:
+    text = HEAD + "  - hold everything\n" + rule("a", "{entry_type: invoice}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == 2 and msg == "each rule must be a mapping, not 'hold everything'"
+
+
+@pytest.mark.parametrize("rid", [None, "''", "'  '", "5"])
+def test_every_rule_needs_an_id(tmp_path: Path, rid: str | None) -> None:
+    first = f"  - id: {rid}\n    when: {{entry_type: invoice}}\n" if rid is not None \
+        else "  - when: {entry_type: invoice}\n"
+    text = HEAD + first + "    decision: hold\n    reason: r\n"
+    assert one(lint(tmp_path, text)) == (3, "id: every rule needs an id")
+
+
+@pytest.mark.parametrize("warning", ["''", "5", "[a]"])
+def test_a_warning_must_be_a_text(tmp_path: Path, warning: str) -> None:
+    text = HEAD + rule("w", "{entry_type: invoice}", f"warning: {warning}", decision=None, reason=None)
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "warning:") and msg == "w: warning must be a text"
+
+
+@pytest.mark.parametrize("before", ["", "\n", "# rules\n\n"])
+def test_a_character_yaml_does_not_take_is_reported_on_its_line(tmp_path: Path, before: str) -> None:
+    text = before + HEAD + rule("a", "{entry_type: invoice}", reason="Be\x07cause.")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "reason: Be") and msg.startswith("YAML error:")
+
+
+def test_rules_and_warnings_as_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + rule("d", "{entry_type: invoice}", reason="Held, because.")
+                    + rule("w", "{entry_type: payment}", "warning: Look at it.", decision=None,
+                           reason=None), encoding="utf-8")
+    rf = load_rule_file(path)
+    d, w = rf.rules
+    assert rf.deciding == (d,) and rf.warnings == (w,)
+    assert (d.decision, d.warning, d.reason, d.text) == ("hold", None, "Held, because.", "Held, because.")
+    assert (w.decision, w.warning, w.reason, w.text) == (None, "Look at it.", "Look at it.", "Look at it.")
+    assert (rf.default_decision, rf.default_reason, rf.default_line) == ("wait", "Nothing decided.", 1)
+
+
+def test_load_rule_file_error_lists_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + rule("a", "{entry_typ: invoice}") + rule("b", "{status: drafted}"),
+                    encoding="utf-8")
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(path)
+    assert str(info.value).splitlines() == [str(p) for p in info.value.problems]
+    assert [p.line for p in info.value.problems] == [4, 8]
+    assert str(info.value.problems[0]).startswith(f"{path}:4: unknown field 'entry_typ'")
+
+
+def test_load_rule_file_that_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(path)
+    [p] = info.value.problems
+    assert (p.path, p.line) == (path, 0) and p.message.startswith("cannot read: ")
+    assert str(info.value) == f"{path}:0: {p.message}"

@@ -319,7 +319,7 @@ def test_sixty_days(tmp_path):
             (site / "inbox" / "CREMUL-IB1.txt").write_text(render_cremul(
                 [BankPayment("cremul", BANK_REF, Decimal("900.00"), "NOK", day, day, kid=kid)]), encoding="latin-1")
             cli(site, "watch", "--once")
-            assert "Booked 1 payments; 1 invoices closed" in flat(cli(site, "post").output)
+            assert "Booked 1 payment; 1 invoice closed" in flat(cli(site, "post").output)
         if d == 21:
             assert "hold by rule reversed-payment" in flat(cli(site, "explain", "RX").output)
         f = export(site)
@@ -341,7 +341,7 @@ def test_sixty_days(tmp_path):
             assert tampered != data and f.entries
             receipt = lowell.take(site, f, tampered)
             assert receipt.status == "rejected" and receipt.errors[0].code == "control_sum"
-            out = flat(cli(site, "receipts", code=1).output)
+            out = flat(cli(site, "receipts", code=3).output)
             assert f"{f.path.stem}: REJECTED" in out
             assert lowell.model.open_balances() == before        # a rejected file changes nothing
             continue

@@ -8,6 +8,8 @@ payment readers, the sample ledger).
 from __future__ import annotations
 
 import re
+from itertools import cycle
+from operator import mul
 
 _KID = re.compile(r"[0-9]{1,24}[0-9-]")   # not \d: it admits non-ASCII digits
 _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")   # 2d with its digits summed
@@ -15,7 +17,7 @@ _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")   # 2d with its digits
 
 def mod11_check_digit(body: str) -> str:
     """The MOD11 check character for `body`: weights 2..7 from the right; 10 -> '-'."""
-    total = sum(int(d) * (2 + i % 6) for i, d in enumerate(reversed(body)))
+    total = sum(map(mul, map(int, reversed(body)), cycle((2, 3, 4, 5, 6, 7))))
     check = (11 - total % 11) % 11
     return "-" if check == 10 else str(check)
 

@@ -240,6 +240,73 @@ def send(config: Config, db: Engine, client_factory=None) -> SendResult:
     return res
 
 
+@dataclass
+class SendPreview:
+    """What `send` would do now (`send --dry-run`); nothing is moved, journalled or uploaded."""
+    upload: list[str] = field(default_factory=list)       # "name (N bytes)", in the order they would go
+    refused: list[str] = field(default_factory=list)      # would be set aside into outbox/rejected/, with why
+    skipped: list[str] = field(default_factory=list)      # would be left in the outbox, with why
+    lost: list[str] = field(default_factory=list)         # written files gone: would be abandoned
+    answered: list[str] = field(default_factory=list)     # receipt read already: would move to sent/
+
+
+def preview_send(config: Config, db: Engine) -> SendPreview:
+    """`send` without its effects: the same tests of every outbox file (its name, its journal
+    state, a hand-dropped file's completeness, header and full pre-send check, our own file's
+    bytes against the SHA-256 journalled at its check), read-only. No connection is made."""
+    from reskontro.transfer.contract import check_transfer_file
+
+    outbox = config.outbox
+    res = SendPreview()
+    with db.connect() as conn:
+        if outbox.is_dir():
+            for f in journal.files(conn, ["written"]):
+                if not (os.path.lexists(outbox / f.name) or os.path.lexists(outbox / "sent" / f.name)):
+                    res.lost.append(f"{f.name} disappeared from the outbox before it was sent: would be "
+                                    "abandoned, its content going in the next file")
+        for path in outbox_files(outbox):
+            odd = unsafe_name_reason(path.name)
+            if odd:
+                res.refused.append(f"{printable_name(path.name)}: its file name {odd}")
+                continue
+            rec = journal.file_record(conn, path.stem)
+            size = path.stat().st_size
+            if rec is not None and rec.state == "writing":
+                res.skipped.append(f"{path.name}: an export is completing it")
+            elif rec is None:
+                if not _complete(path):
+                    res.skipped.append(f"{path.name}: not complete yet (no closing LedgerTransfer)")
+                    continue
+                head = _header(path)
+                if head is None or head[0] + ".xml" != path.name:
+                    res.refused.append(f"{path.name}: not a Ledger Transfer file whose FileId matches its name")
+                elif journal.sequence_taken(conn, head[1]):
+                    res.refused.append(f"{path.name}: sequence {head[1]} is taken by another file")
+                else:
+                    problems = check_transfer_file(path, config.xsd, known_customer=journal.known_customer(conn),
+                                                   known_entry_type=journal.known_entry_type(conn))
+                    if problems:
+                        res.refused.append(f"{path.name}: {'; '.join(str(p) for p in problems[:20])}")
+                    else:
+                        res.upload.append(f"{path.name} ({size} bytes, dropped by hand: checked, would be journalled)")
+            elif rec.state in ("accepted", "rejected"):
+                res.answered.append(f"{path.name} ({rec.state})")
+            elif rec.state not in ("written", "uploading", "uploaded"):
+                res.skipped.append(f"{path.name}: journal state {rec.state}")
+            elif rec.sha256 is not None and _sha256(path) != rec.sha256:
+                res.refused.append(f"{path.name}: not the bytes that passed the pre-send check (changed in the "
+                                   "outbox); its content would go again in the next file")
+            else:
+                res.upload.append(f"{path.name} ({size} bytes)")
+    return res
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def before_upload(path: Path) -> None:
     """A hook between the checks and each upload (tests use it to change files there)."""
 
@@ -262,5 +329,5 @@ def next_run(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
     return candidate
 
 
-__all__ = ["FetchResult", "SendResult", "SftpError", "fetch", "next_run", "outbox_files", "reconcile_outbox",
-           "send", "sftp_settings"]
+__all__ = ["FetchResult", "SendPreview", "SendResult", "SftpError", "fetch", "next_run", "outbox_files",
+           "preview_send", "reconcile_outbox", "send", "sftp_settings"]

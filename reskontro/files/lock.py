@@ -16,6 +16,10 @@ class LockedError(RuntimeError):
     pass
 
 
+class LockHeldError(LockedError):
+    """Another run holds the lock: try again when it has finished (not a fault of this one)."""
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
     private_dir(path.parent)
@@ -32,7 +36,7 @@ def run_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(f"another reskontro run holds {path} (pid {holder}); "
+            raise LockHeldError(f"another reskontro run holds {path} (pid {holder}); "
                               "runs never overlap, try again when it has finished") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -23,7 +23,7 @@ owns the payments it booked from bank files (``origin`` bank), the entries of co
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -99,13 +99,18 @@ def _difference(e: Entry, own: dict) -> str | None:
     return "; ".join(diffs) or None
 
 
-def resolve(path: Path, batch: LedgerBatch, conn: Connection) -> Resolved:
-    """The file's entries and matches in the store's ids (see the module's docstring)."""
+def resolve(path: Path, batch: LedgerBatch, conn: Connection,
+            in_file: Callable[[set[str]], set[str]] | None = None) -> Resolved:
+    """The file's entries and matches in the store's ids (see the module's docstring).
+
+    `batch` may be part of a file (the importer gives only the records this can be about);
+    `in_file` then says which of some match ids are the file's."""
     out = Resolved(LedgerBatch(customers=batch.customers, lines=dict(batch.lines)))
     where = lambda kind, i: f"{path.name}:{batch.lines[(kind, i)]}"  # noqa: E731
     e = s.entries
     ids = [x.id for x in batch.entries]
-    alias_e = _aliases(conn, "entry", ids + [m for mt in batch.matches for m in mt.entry_ids])
+    alias_e = _aliases(conn, "entry", ids + [m for mt in batch.matches for m in mt.entry_ids]
+                       + [x.reverses for x in batch.entries if x.reverses])
     # Only the stored entries this can be about: the service's, and those with a bank reference
     # or a conflict (an ERP ledger's other entries cost one index lookup each, no row).
     stored = _rows(conn, e.c.id, ids, or_(e.c.origin.is_not(None), e.c.bank_ref.is_not(None),
@@ -169,11 +174,11 @@ def resolve(path: Path, batch: LedgerBatch, conn: Connection) -> Resolved:
     resolve_id = lambda i: mapping.get(i) or alias_e.get(i) or i  # noqa: E731
     out.batch.entries[:] = [replace(x, reverses=resolve_id(x.reverses)) if x.reverses else x
                             for x in out.batch.entries]
-    _matches(path, batch, conn, out, resolve_id)
+    _matches(path, batch, conn, out, resolve_id, in_file)
     return out
 
 
-def _matches(path: Path, batch: LedgerBatch, conn: Connection, out: Resolved, resolve_id) -> None:
+def _matches(path: Path, batch: LedgerBatch, conn: Connection, out: Resolved, resolve_id, in_file) -> None:
     if not batch.matches:
         return
     members = {m.id: list(dict.fromkeys(resolve_id(i) for i in m.entry_ids)) for m in batch.matches}
@@ -197,6 +202,8 @@ def _matches(path: Path, batch: LedgerBatch, conn: Connection, out: Resolved, re
             # Where the ERP's own members (the invoice side) sit: in one match that holds the
             # service's entries, the ERP's new match is that match (its own for the same invoice).
             others = {current[i] for i in members[m.id] if current.get(i) and i in erp_owned} - file_ids
+            if in_file is not None and others:
+                others -= in_file(others)
             if len(others) == 1 and _holds_own(conn, next(iter(others))):
                 target[m.id] = next(iter(others))
                 out.aliases.append(("match", m.id, target[m.id]))

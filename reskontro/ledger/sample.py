@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -168,15 +168,23 @@ def generate(customers: int, seed: int = 1, start: date = date(2026, 9, 1)) -> I
             yield {"record": "match", "id": f"MM{cno}", "entries": ids}
 
 
-def write_sample(out: TextIO, customers: int, seed: int = 1) -> int:
-    n = 0
+def write_sample(out: TextIO, customers: int, seed: int = 1,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """The records, one JSON line each; `progress(customers written)` now and then."""
+    n = done = 0
     for rec in generate(customers, seed):
         out.write(json.dumps(rec, ensure_ascii=False))
         out.write("\n")
         n += 1
+        if rec["record"] == "customer":
+            done += 1
+            if progress and done % 500 == 0:
+                progress(done)
     return n
 
 
-def write_sample_file(path: Path, customers: int, seed: int = 1) -> int:
-    with path.open("w", encoding="utf-8") as f:
-        return write_sample(f, customers, seed)
+def write_sample_file(path: Path, customers: int, seed: int = 1, *, force: bool = True,
+                      progress: Callable[[int], None] | None = None) -> int:
+    """Write the sample to `path`; unless `force`, an existing file is refused (FileExistsError)."""
+    with path.open("w" if force else "x", encoding="utf-8") as f:
+        return write_sample(f, customers, seed, progress)

@@ -190,3 +190,31 @@ bank_payments = Table(
     Column("note", String(200)),
 )
 
+
+# --- the nightly cycle's history --------------------------------------------------------------
+# One row per `run`/`serve` cycle: when it started and ended (NULL: still running, or killed),
+# what each step did, what needs a person, the files and counts; `status` shows the last, and
+# a scheduled run asks whether today's cycle has completed. JSON in text columns (any store).
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(12), nullable=False),             # run | scheduled | serve
+    Column("sftp", Boolean, nullable=False, default=True),  # fetch and send were part of it
+    Column("started_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("result", String(16), nullable=False),           # running | ok | needs_person | failed
+    Column("steps", Text),                                  # [{name, ok, summary, attention}]
+    Column("needs_person", Text),                           # [text]
+    Column("files", Text),                                  # {fetched, inbox, exported, sent}
+    Column("counts", Text),                                 # {name: number}
+)
+
+# The entries the rules hold now, as the last cycle saw them (and since when, by which rule):
+# a hold that is new tonight (not here, or held by another rule) is told to a person once.
+held_items = Table(
+    "held_items", metadata,
+    Column("entry_id", String(35), primary_key=True),
+    Column("rule_id", Text, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)

@@ -76,6 +76,7 @@ class PostResult:
     closed: int
     unmatched: list[tuple[str, str]]      # (payment id, why)
     in_erp: list[tuple[str, str]] = ()    # (payment id, the ERP's entry for it): booked there, not here
+    new_unmatched: list[tuple[str, str]] = ()   # of `unmatched`, those tried for the first time now
 
 
 def _group_balance(conn: Connection, invoice_id: str, match_id: str | None) -> int:
@@ -119,11 +120,62 @@ def add_to_match(conn: Connection, invoice: dict, new_ids: list[str]) -> str:
     return mid
 
 
+def _decide(conn: Connection, p) -> tuple[str, object, str | None]:
+    """What `post` does with one listed payment, as the ledger stands: ("erp", None, the ERP's
+    entry id) when the ERP booked it first, ("book", invoice, None), or ("unmatched", None,
+    why). Reads only."""
+    # The ERP booked it first (its entry carries the bank's reference): one payment, one entry.
+    erp = conn.execute(select(s.entries.c.id).where(s.entries.c.bank_ref == p["archive_ref"],
+                                                    s.entries.c.id != p["id"])).scalar()
+    if erp is not None:
+        return "erp", None, erp
+    invoice, why = _find_invoice(conn, p["kid"], p["invoice_no"])
+    if invoice is not None and invoice["status"] != "invoiced":
+        invoice, why = None, f"invoice {invoice['id']} is a draft"
+    if invoice is not None:
+        balance = _group_balance(conn, invoice["id"], invoice["match_id"])
+        if p["amount_ore"] <= 0:
+            invoice, why = None, "not an incoming amount (a reversal or debit): a person must book it"
+        elif balance <= 0:
+            invoice, why = None, f"KID of invoice {invoice['id']}, which is closed"
+        elif p["amount_ore"] > balance:
+            invoice, why = None, (f"overpayment: {from_ore(p['amount_ore'])} against "
+                                  f"{from_ore(balance)} open on invoice {invoice['id']}")
+        elif p["currency"] != invoice["currency"]:
+            invoice, why = None, f"currency {p['currency']} differs from invoice's {invoice['currency']}"
+        elif _would_be_many_to_many(conn, invoice["match_id"]):
+            invoice, why = None, (f"invoice {invoice['id']} shares its match with other invoices and one "
+                                  "counterpart; a second counterpart would make it many-to-many")
+    return ("unmatched", None, why) if invoice is None else ("book", invoice, None)
+
+
+def preview_post(db: Engine) -> list[tuple[str, str]]:
+    """What `post` would do with each listed payment (id, what), changing nothing. Each as
+    the ledger stands now: in a real run a payment booked first may leave less open for the
+    next one on the same invoice."""
+    out = []
+    with db.connect() as conn:
+        todo = conn.execute(select(s.bank_payments).where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
+                            .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)).all()
+        for row in todo:
+            p = row._mapping
+            what, invoice, why = _decide(conn, p)
+            if what == "erp":
+                out.append((p["id"], f"not booked: booked in the ERP as entry {why}"))
+            elif invoice is None:
+                out.append((p["id"], f"stays unmatched: {why}"))
+            else:
+                out.append((p["id"], f"would be booked on invoice {invoice['id']} ({from_ore(p['amount_ore'])} "
+                                     f"{p['currency']})"))
+    return out
+
+
 def post_payments(db: Engine) -> PostResult:
     """Book every unposted (or earlier unmatched) bank payment that can be matched safely."""
     matched = closed = 0
     unmatched: list[tuple[str, str]] = []
     in_erp: list[tuple[str, str]] = []
+    new_unmatched: list[tuple[str, str]] = []
     with db.connect() as conn:
         todo = conn.execute(select(s.bank_payments).where(s.bank_payments.c.status.in_(("unposted", "unmatched")))
                             .order_by(s.bank_payments.c.booking_date, s.bank_payments.c.id)).all()
@@ -137,36 +189,20 @@ def post_payments(db: Engine) -> PostResult:
                                    .values(status=bp.c.status)).rowcount
             if not claimed:
                 continue
-            # The ERP booked it first (its entry carries the bank's reference): one payment, one entry.
-            erp = conn.execute(select(s.entries.c.id).where(s.entries.c.bank_ref == p["archive_ref"],
-                                                            s.entries.c.id != p["id"])).scalar()
-            if erp is not None:
+            what, invoice, why = _decide(conn, p)
+            if what == "erp":
                 conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"]).values(
-                    status="booked_in_erp", note=f"booked in the ERP as entry {erp}"[:200]))
-                in_erp.append((p["id"], erp))
+                    status="booked_in_erp", note=f"booked in the ERP as entry {why}"[:200]))
+                in_erp.append((p["id"], why))
                 continue
-            invoice, why = _find_invoice(conn, p["kid"], p["invoice_no"])
-            if invoice is not None and invoice["status"] != "invoiced":
-                invoice, why = None, f"invoice {invoice['id']} is a draft"
-            if invoice is not None:
-                balance = _group_balance(conn, invoice["id"], invoice["match_id"])
-                if p["amount_ore"] <= 0:
-                    invoice, why = None, "not an incoming amount (a reversal or debit): a person must book it"
-                elif balance <= 0:
-                    invoice, why = None, f"KID of invoice {invoice['id']}, which is closed"
-                elif p["amount_ore"] > balance:
-                    invoice, why = None, (f"overpayment: {from_ore(p['amount_ore'])} against "
-                                          f"{from_ore(balance)} open on invoice {invoice['id']}")
-                elif p["currency"] != invoice["currency"]:
-                    invoice, why = None, f"currency {p['currency']} differs from invoice's {invoice['currency']}"
-                elif _would_be_many_to_many(conn, invoice["match_id"]):
-                    invoice, why = None, (f"invoice {invoice['id']} shares its match with other invoices and one "
-                                          "counterpart; a second counterpart would make it many-to-many")
             if invoice is None:
                 conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"])
                              .values(status="unmatched", note=why[:200]))
                 unmatched.append((p["id"], why))
+                if p["status"] == "unposted":
+                    new_unmatched.append((p["id"], why))
                 continue
+            balance = _group_balance(conn, invoice["id"], invoice["match_id"])
             day = p["booking_date"] or p["payment_date"] or date.today()
             entry = Entry(id=p["id"], customer_id=invoice["customer_id"], type="payment",
                           document_no=p["archive_ref"][-35:], document_date=day,
@@ -183,7 +219,7 @@ def post_payments(db: Engine) -> PostResult:
                 note="invoice closed" if rest == 0 else f"partial: {from_ore(rest)} still open"))
             matched += 1
             closed += rest == 0
-    return PostResult(matched, closed, unmatched, in_erp)
+    return PostResult(matched, closed, unmatched, in_erp, new_unmatched)
 
 
 def _booked_here(conn: Connection, ids: list[str], origin: str) -> None:

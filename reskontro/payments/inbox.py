@@ -24,16 +24,41 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
-from reskontro.adapters.payment_files import is_complete
+from reskontro.adapters.payment_files import is_complete, is_unknown
 
 from reskontro.testing import faults
 from reskontro.transfer import journal
 from reskontro.ledger import schema as s
 from reskontro.domain import InputError
-from reskontro.files.folders import is_temporary, set_aside, unique
+from reskontro.files.folders import is_temporary, printable_name, set_aside, unique
 from reskontro.transfer.receipts import read_receipt
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,200}")
+# The names the inbox takes: what a bank or a person would give a file (`CREMUL 2026-11-30.DAT`,
+# `innbetalinger@nets.no (2).xml`, `Bergen_æøå.dat`), never a name that could mislead a shell or
+# a terminal, hide itself, or not fit beside its reason file.
+_NAME_PUNCTUATION = " ._-+@=,()[]#"
+_SAFE_NAME = re.compile(r"[^\W_][\w .\-+@=,()\[\]#]*")
+MAX_NAME_BYTES = 200
+NAME_RULE = (f"a name is letters, digits, spaces and {' '.join(_NAME_PUNCTUATION.strip())}, starts with a "
+             f"letter or digit, does not end with a space, and is at most {MAX_NAME_BYTES} bytes (UTF-8)")
+
+
+def name_problem(name: str) -> str | None:
+    """Why the inbox will not take a file of this name (None: it will). The reason says which
+    characters are allowed, so that whoever named it can rename it."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:          # a name that is not UTF-8 (read with surrogateescape)
+        return f"the name is not UTF-8 text; {NAME_RULE}"
+    if size > MAX_NAME_BYTES:
+        return f"the name is {size} bytes long; {NAME_RULE}"
+    if not _SAFE_NAME.fullmatch(name) or name.endswith(" "):
+        bad = sorted({c for c in name if not (c.isalnum() or c in _NAME_PUNCTUATION)})
+        shown = " ".join(repr(c) for c in bad[:10])
+        what = (f"it holds {shown}, which the inbox does not take" if bad
+                else "it does not start with a letter or digit, or ends with a space")
+        return f"{what}; {NAME_RULE}"
+    return None
 _RECEIPT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?TransferReceipt\s*>\s*\Z")
 STALE_AFTER = 600.0   # seconds: an incomplete file unchanged this long is taken anyway (and fails loudly)
 
@@ -78,8 +103,9 @@ def _items(n: int) -> str:
     return f"{n} item{'' if n == 1 else 's'}"
 def complete(path: Path, now: float | None = None) -> bool:
     """The one completeness test of the inbox: the format's end marker is present (UNZ for
-    CREMUL, the closed root for camt.054 and receipts, record 89 for OCR giro), or the file has
-    not changed for STALE_AFTER seconds (then it is taken, and a truncated one fails loudly).
+    CREMUL, the closed root for camt.054 and receipts, record 89 for OCR giro), the file's head
+    is no known format (it fails at once), or the file has not changed for STALE_AFTER seconds
+    (then it is taken, and a truncated one fails loudly).
     A file still being written or uploaded in place is therefore left where it is."""
     try:
         st = path.stat()
@@ -99,7 +125,9 @@ def complete(path: Path, now: float | None = None) -> bool:
             data = head + f.read()
     if path.name.endswith(".receipt.xml"):
         return bool(_RECEIPT_END.search(data))
-    return is_complete(data)
+    # a head that is no known format, and can no longer become one, is as complete as it gets:
+    # it fails now ("not a known payment file format"), not once it has gone stale
+    return is_complete(data) or is_unknown(data)
 
 
 @contextmanager
@@ -202,9 +230,12 @@ def _process(db: Engine, inbox: Path, payments, only_receipts: bool, waiting: li
             if waiting is not None:
                 waiting.append(path.name)
             continue
-        if not _SAFE_NAME.fullmatch(path.name):
-            set_aside(path, failed, f"refused: the file name {path.name!r} is not a safe name", "unsafe-name")
-            results.append(Processed(path.name, "failed", "unsafe file name"))
+        problem = name_problem(path.name)
+        if problem is not None:
+            shown = printable_name(path.name)
+            why = f"refused: the file name {shown!r} is not a safe name: {problem}; rename it and put it back into inbox/"
+            set_aside(path, failed, why, "unsafe-name")
+            results.append(Processed(shown, "failed", f"{why} (set aside as inbox/failed/unsafe-name)"))
             continue
         claimed = path if path.parent == processing else processing / path.name
         if claimed != path:

@@ -20,6 +20,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reskontro.payments.inbox import STALE_AFTER, InboxBusy, Processed, process_inbox  # noqa: F401 (STALE_AFTER: re-exported)
+from reskontro.errors import describe
 from reskontro.payments.booking import list_payment_file
 
 log = logging.getLogger("reskontro.watch")
@@ -95,8 +96,9 @@ def watch(db: Engine, inbox: Path, *, once: bool = False, rescan: float = 60.0, 
                 wake.clear()
                 try:
                     watcher.run_pass()
-                except Exception:          # the watcher keeps running after anything
-                    log.exception("inbox pass failed; will retry")
+                except Exception as exc:   # the watcher keeps running after anything
+                    log.error("inbox pass failed; will retry: %s", describe(exc))
+                    log.debug("inbox pass failed", exc_info=True)     # the traceback: debug level only
             stop.wait(settle)
     finally:
         observer.stop()

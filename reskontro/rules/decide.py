@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, and_, exists, func, select
 
 from reskontro.ledger import schema as s
+from reskontro.ledger.store import digest
 from reskontro.rules.engine import Outcome, RuleEngine
-from reskontro.rules.facts import CustomerChecks, entry_fact, joined_customer_checks, match_shape
+from reskontro.rules.facts import DATED_FIELDS, CustomerChecks, entry_fact, joined_customer_checks, match_shape
 
 _RANK = {"transfer": 4, "hold": 3, "wait": 2, "exclude": 1}
 _ENTRY_COLS = ("id", "customer_id", "type", "status", "factoring", "opt_out", "amount_ore", "currency",
@@ -46,6 +47,20 @@ class Decided:
     def customer(self) -> Mapping:
         """The customers row (c_* columns of the joined row, under their own names)."""
         return _Prefixed(self.entry)
+
+
+# Part of the decision basis: a store from before the decision history decides whole once,
+# so that the history starts from every entry's decision.
+_BASIS_VERSION = "history-1"
+
+
+def decision_basis(engine: RuleEngine, mode: str, today: date | None = None) -> str:
+    """What every decision rests on: the rules as loaded and the mode, and the run's date when
+    a rule reads it (days_past_due: then every night decides the whole ledger). The export keeps
+    it in the store (meta `decision_basis`); another basis decides the whole ledger once."""
+    rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
+    dated = (today or run_day()).isoformat() if any(f in engine.fields for f in DATED_FIELDS) else ""
+    return digest(repr(rf.rules), rf.default_decision, mode, _BASIS_VERSION, dated)
 
 
 def goes_tonight(d: Decided) -> bool:

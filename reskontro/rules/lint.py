@@ -3,8 +3,9 @@
 Lint finds, with file and line: YAML and structure errors (via rulefile), conditions no entry
 can meet (within one field, and across fields: a payment with an invoice status), deciding
 rules that can never decide because an earlier rule catches all they catch, or the earlier
-rules together do (the union), and rules durable_rules would refuse (an `any:` with too many
-alternatives).
+rules together do (the union), and rules durable_rules would refuse or fail on (an `any:` with
+too many alternatives, huge `in:` lists: counted by engine.rule_costs before durable_rules sees
+them).
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from reskontro.rules.engine import RuleEngine
 from reskontro.domain import ENTRY_TYPES
+from reskontro.rules.engine import RuleEngine, rule_costs
 from reskontro.rules.facts import DEFAULT_FACT, FIELDS, example_value
-from reskontro.rules.rulefile import Problem, Rule, RuleFile, Test, parse_rule_text
+from reskontro.rules.rulefile import Problem, Rule, RuleFile, RuleFileError, Test, parse_rule_text, read_rule_text
 
 _INF = math.inf   # interval bounds of rule thresholds (integers in fact units), never money
 
@@ -72,12 +73,19 @@ class _Num:
             x in self.out for x in range(int(self.lo), int(self.hi) + 1))
 
     def within(self, other: "_Num") -> bool:
+        # (set operations where they can: lint compares up to millions of pairs)
         if self.only is not None:
-            return all(other.contains(x) for x in self.only)
+            if other.only is not None:
+                return self.only <= other.only
+            return (other.lo <= min(self.only) and max(self.only) <= other.hi
+                    and self.only.isdisjoint(other.out))
         if other.only is not None:
             return False
-        return (other.lo <= self.lo and self.hi <= other.hi
-                and all(x in self.out for x in other.out if self.lo <= x <= self.hi))
+        if not (other.lo <= self.lo and self.hi <= other.hi):
+            return False
+        if self.lo == -_INF and self.hi == _INF:
+            return other.out <= self.out
+        return all(x in self.out for x in other.out if self.lo <= x <= self.hi)
 
     def contains(self, x) -> bool:
         if self.only is not None:
@@ -203,42 +211,121 @@ def _empty(conj: dict) -> bool:
     return any(not d if isinstance(d, frozenset) else d.empty() for d in conj.values())
 
 
-def _within(b: dict, a: dict) -> bool:
-    """Every fact meeting conjunction b meets conjunction a."""
-    for field, dom_a in a.items():
-        dom_b = b.get(field, _domain(field))
-        if not isinstance(dom_a, frozenset):
-            if not dom_b.within(dom_a):
-                return False
-        elif not dom_b <= dom_a:
+class _Shape:
+    """A conjunction made fast to compare: the enum and bool fields as one bit mask (a bit per
+    value; a field no test restricts has all its bits), the restricted number and date fields
+    apart, and the restricted text and tags fields apart."""
+    __slots__ = ("mask", "nums", "box", "bounds", "others")
+
+    def __init__(self, conj: dict):
+        self.mask = _ALL_BITS
+        self.nums: dict[str, _Num] = {}
+        self.box: dict[str, tuple] = {}     # number field -> (lowest, highest) value it allows
+        self.others: dict = {}              # text and tags fields -> their _Text / _Tags
+        for field, dom in conj.items():
+            if isinstance(dom, _Num):
+                self.nums[field] = dom
+                self.box[field] = _bounds(dom)
+            elif isinstance(dom, frozenset):
+                bits = _BITS[field]
+                self.mask = (self.mask & ~_FIELD_BITS[field]) | sum(bits[v] for v in dom)
+            else:
+                self.others[field] = dom
+        self.bounds = tuple((f, lo, hi) for f, (lo, hi) in self.box.items())
+
+    def within(self, a: "_Shape") -> bool:
+        """Every fact meeting this conjunction meets conjunction a."""
+        if self.mask & ~a.mask:
             return False
-    return True
+        box = self.box
+        for field, lo, hi in a.bounds:           # quick: the bounds first
+            b_lo, b_hi = box.get(field, _NO_BOUNDS)
+            if b_lo < lo or b_hi > hi:
+                return False
+        nums = self.nums
+        for field, dom_a in a.nums.items():
+            if not nums.get(field, _FULL).within(dom_a):
+                return False
+        if a.others:
+            others = self.others
+            for field, dom_a in a.others.items():
+                dom_b = others.get(field)
+                if not (dom_b if dom_b is not None else _domain(field)).within(dom_a):
+                    return False
+        return True
+
+
+def _bounds(dom: _Num) -> tuple:
+    """The lowest and highest value the domain holds (it is not empty)."""
+    if dom.only is not None:
+        return min(dom.only), max(dom.only)
+    lo, hi = dom.lo, dom.hi
+    while lo in dom.out:
+        lo += 1
+    while hi in dom.out:
+        hi -= 1
+    return lo, hi
+
+
+def _value_bits() -> tuple[dict, dict, int]:
+    bits: dict[str, dict] = {}
+    field_bits: dict[str, int] = {}
+    pos = 0
+    for name, spec in FIELDS.items():
+        if spec.kind not in ("enum", "bool"):
+            continue
+        values = (True, False) if spec.kind == "bool" else spec.values
+        bits[name] = {v: 1 << (pos + i) for i, v in enumerate(values)}
+        field_bits[name] = ((1 << len(values)) - 1) << pos
+        pos += len(values)
+    return bits, field_bits, (1 << pos) - 1
+
+
+_BITS, _FIELD_BITS, _ALL_BITS = _value_bits()
+_FULL = _Num()
+_NO_BOUNDS = (-_INF, _INF)
 
 
 def coverage_problems(rf: RuleFile) -> list[Problem]:
+    """Rules that can never fire, and deciding rules an earlier deciding rule shadows. Every
+    later rule is compared with every earlier one (quadratic: 2,000 rules are 2 million
+    comparisons, which is why a comparison is a mask test and the few number fields)."""
     problems: list[Problem] = []
-    earlier: list[tuple[Rule, list[dict]]] = []
+    earlier: list[tuple[Rule, list[_Shape]]] = []
     for rule in rf.rules:
-        conjs = [c for c in _conjunctions(rule) if not _empty(c)]
-        if not conjs:
+        shapes = [_Shape(c) for c in _conjunctions(rule) if not _empty(c)]
+        if not shapes:
             problems.append(Problem(rf.path, rule.line, f"{rule.id}: can never fire: no entry meets all its conditions"))
             continue
         if rule.decision is None:
             continue
-        for prev, prev_conjs in earlier:
-            if all(any(_within(b, a) for a in prev_conjs) for b in conjs):
+        for prev, prev_shapes in earlier:
+            # shadowed when each of this rule's alternatives is within one of prev's
+            # (for-else loops: this is the hot loop, and generators cost twice as much)
+            for b in shapes:
+                for a in prev_shapes:
+                    if b.within(a):
+                        break
+                else:
+                    break            # b is not within prev: not shadowed by prev
+            else:
                 problems.append(Problem(
                     rf.path, rule.line,
                     f"{rule.id}: can never decide: rule {prev.id!r} (line {prev.line}) comes first "
                     "and catches every entry this rule catches"))
                 break
-        earlier.append((rule, conjs))
+        earlier.append((rule, shapes))
     return problems
 
 
 def engine_problems(rf: RuleFile) -> list[Problem]:
-    """Rules durable_rules itself refuses (e.g. too many `any` alternatives: its error 113),
-    found by compiling them, so that lint says so instead of a crash at the first `plan`."""
+    """Rules durable_rules cannot take (too many `any` alternatives or `in` values for its
+    fixed-size tables), counted from the compiled JSON before it sees them (a rule it would
+    hang on never reaches it); then the file is compiled, so that any other refusal shows here
+    instead of at the first `plan`."""
+    _, problems = rule_costs(rf)
+    if problems:
+        return problems
     try:
         RuleEngine(rf)
         return []
@@ -254,7 +341,7 @@ def engine_problems(rf: RuleFile) -> list[Problem]:
     return problems or [Problem(rf.path, 1, "the rules engine (durable_rules) refuses this rule file")]
 
 
-# --- across fields, the union of earlier rules, what durable_rules refuses -------------------
+# --- across fields, the union of earlier rules -------------------------------------------------
 # A "box" is one conjunction: field -> the values it allows (the domains above; a field not in
 # the box allows all). A rule is the union of its boxes (one per `any` alternative).
 
@@ -302,8 +389,12 @@ ALWAYS = (
 )
 
 
+_WHOLE = {f: _domain(f) for f in FIELDS}     # each field's every value (the domains are immutable)
+
+
 def _dom(box: dict, field: str):
-    return box.get(field, _domain(field))
+    d = box.get(field)
+    return _WHOLE[field] if d is None else d
 
 
 def _meet(x, y):
@@ -338,14 +429,16 @@ def _is_empty(d) -> bool:
 
 def _box_minus(b: dict, a: dict) -> tuple[list[dict], bool]:
     """b without a, as boxes; and whether a and b meet at all."""
+    met = []
     for f, da in a.items():
-        if _is_empty(_meet(_dom(b, f), da)):
+        m = _meet(_dom(b, f), da)
+        if _is_empty(m):
             return [b], False
+        met.append(m)
     pieces, cur = [], dict(b)
-    for f, da in a.items():
-        db = _dom(cur, f)
-        pieces += [{**cur, f: piece} for piece in _minus(db, da)]
-        cur[f] = _meet(db, da)
+    for (f, da), m in zip(a.items(), met):
+        pieces += [{**cur, f: piece} for piece in _minus(_dom(cur, f), da)]
+        cur[f] = m
     return pieces, True
 
 
@@ -356,7 +449,18 @@ def _broken(box: dict) -> list[_Always]:
 
 
 def _impossible(box: dict) -> bool:
-    return bool(_broken(box))
+    """_broken(box) is not empty (the union check asks it of every piece: the cheap test first,
+    a field the box restricts that misses what every entry is)."""
+    for a in ALWAYS:
+        for f, vals in a.then.items():
+            d = box.get(f)
+            if d is not None and not (d & vals):
+                break
+        else:
+            continue
+        if all(_dom(box, f) <= vals for f, vals in a.when.items()):
+            return True
+    return False
 
 
 def _by_type(box: dict) -> list[dict]:
@@ -389,15 +493,45 @@ def cross_field_problems(rf: RuleFile, skip: set[int] = frozenset()) -> list[Pro
     return problems
 
 
-_UNION_WORK = 2_000_000      # box operations for the whole file; beyond it the union check stops
+_UNION_WORK = 300_000      # box operations for the whole file (the shipped file: ~900; 300 rules
+                            # that all overlap: ~240,000); beyond it the union check stops
+
+
+def _outline(box: dict) -> dict:
+    """What a quick test of two boxes reads: per enum or bool field its values, per number or
+    date field its lowest and highest value (text and tags fields: left to _box_minus)."""
+    out = {}
+    for f, d in box.items():
+        if isinstance(d, frozenset):
+            out[f] = d
+        elif isinstance(d, _Num):
+            out[f] = _bounds(d)
+    return out
+
+
+def _apart(b: dict, a: dict) -> bool:
+    """Outlines that show the two boxes share no entry (False: they may)."""
+    for f, d in a.items():
+        x = b.get(f)
+        if x is None:
+            continue
+        if isinstance(d, frozenset):
+            if not (x & d):
+                return True
+        elif x[1] < d[0] or x[0] > d[1]:
+            return True
+    return False
 
 
 def union_shadow_problems(rf: RuleFile, skip: set[int] = frozenset()) -> list[Problem]:
     """Deciding rules that can never decide because the deciding rules before them catch,
     together, every entry they catch (what no entry can be, ALWAYS, left aside). `skip`:
-    lines reported already (e.g. shadowed by one earlier rule)."""
+    lines reported already (e.g. shadowed by one earlier rule). Each box is cut by the earlier
+    boxes it may meet (a quick test of their outlines first: a long file compares millions of
+    pairs); beyond _UNION_WORK box operations for the file the check stops (it then reports
+    only what it found)."""
     problems: list[Problem] = []
-    earlier: dict[str, list[tuple[Rule, dict]]] = {t: [] for t in ENTRY_TYPES}   # per entry type
+    earlier: dict[str, list[tuple[Rule, dict, dict]]] = {t: [] for t in ENTRY_TYPES}   # per entry type
     work = 0
     for rule in rf.rules:
         if rule.decision is None:
@@ -409,7 +543,12 @@ def union_shadow_problems(rf: RuleFile, skip: set[int] = frozenset()) -> list[Pr
             left = list(boxes)
             for b in boxes:
                 parts = [b]
-                for prev, a in earlier[next(iter(b["entry_type"]))]:
+                seen = earlier[next(iter(b["entry_type"]))]
+                outline = _outline(b)
+                work += len(seen) // 16 + 1                 # the quick tests
+                for prev, a, a_outline in seen:
+                    if _apart(outline, a_outline):          # (then it meets no part of b either)
+                        continue
                     nxt = []
                     for part in parts:
                         pieces, met = _box_minus(part, a)
@@ -436,49 +575,15 @@ def union_shadow_problems(rf: RuleFile, skip: set[int] = frozenset()) -> list[Pr
                                         f"(line {prev.line}) comes first and catches every entry this rule can "
                                         "catch (what no entry can be left aside)"))
         for s in boxes:          # what it can catch (a box no entry meets catches nothing)
-            earlier[next(iter(s["entry_type"]))].append((rule, s))
-    return problems
-
-
-_ENGINE_GROUPS = 15   # durable_rules: 32 expression markers per rule at most, two per $and/$or
-
-
-def _groups(expr) -> int:
-    if isinstance(expr, dict):
-        return sum((k in ("$and", "$or")) + _groups(v) for k, v in expr.items())
-    if isinstance(expr, list):
-        return sum(_groups(x) for x in expr)
-    return 0
-
-
-def any_problems(rf: RuleFile) -> list[Problem]:
-    """Rules whose `any:` (with their in and not_in lists) make more groups of conditions than
-    durable_rules takes in one rule: it would refuse the whole rule file (error 113)."""
-    from reskontro.rules.engine import compile_rules
-    problems = []
-    for rule in rf.rules:
-        if not rule.any:
-            continue
-        try:
-            compiled = compile_rules(RuleFile(rf.path, (rule,), rf.default_decision, rf.default_reason))
-        except Exception:  # noqa: BLE001 - refused while compiling: engine_problems names it
-            continue
-        n = _groups(compiled)
-        if n > _ENGINE_GROUPS:
-            problems.append(Problem(rf.path, rule.line, (
-                f"{rule.id}: the rules engine (durable_rules) refuses this rule: its {len(rule.any)} any: "
-                f"alternatives make {n} groups of conditions (the rule, its any, each alternative, each in or "
-                f"not_in list of several values), at most {_ENGINE_GROUPS} go in one rule (error 113). Split it "
-                "into rules with the same decision and reason, each with some of the alternatives, or fold "
-                "alternatives that differ in one field into an in list")))
+            earlier[next(iter(s["entry_type"]))].append((rule, s, _outline(s)))
     return problems
 
 
 def more_problems(rf: RuleFile, reported: set[int]) -> list[Problem]:
-    """The checks beyond coverage_problems; `reported`: lines with a problem already."""
+    """The checks beyond coverage_problems (across fields, the union of earlier rules);
+    `reported`: lines with a problem already."""
     found = cross_field_problems(rf, reported)
-    found += union_shadow_problems(rf, reported | {p.line for p in found})
-    return found + any_problems(rf)
+    return found + union_shadow_problems(rf, reported | {p.line for p in found})
 
 
 def lint_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
@@ -487,17 +592,14 @@ def lint_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:
         return None, problems
     found = coverage_problems(rf)
     found += more_problems(rf, {p.line for p in found})
-    # what any_problems said already, engine_problems would say again in durable_rules' words
-    heavy = {p.line for p in found if "refuses this rule:" in p.message}
-    engine = [p for p in engine_problems(rf) if p.line not in heavy and not (heavy and p.line == 1)]
-    return rf, found + engine
+    return rf, found + engine_problems(rf)
 
 
 def lint_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, [Problem(path, 0, f"cannot read: {exc.strerror}")]
+        text = read_rule_text(path)
+    except RuleFileError as exc:
+        return None, exc.problems
     return lint_text(text, path)
 
 
@@ -516,18 +618,37 @@ def examples_path(rule_path: Path) -> Path:
     return rule_path.with_name(rule_path.stem + ".examples.yaml")
 
 
+def is_examples_file(path: Path) -> bool:
+    """An examples file (given where its rule file belongs): by its name, or by its content,
+    a list of mappings with facts and expect."""
+    if path.name.endswith(".examples.yaml") or path.name.endswith(".examples.yml"):
+        return True
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (isinstance(doc, list) and bool(doc)
+            and all(isinstance(x, dict) and ("facts" in x or "expect" in x) for x in doc))
+
+
 def run_examples(rf: RuleFile, path: Path) -> list[ExampleResult]:
     """Check each example; a malformed example is a failed example naming its line."""
-    from reskontro.rules.rulefile import _Loader, _line
+    from reskontro.rules.rulefile import _Loader, _line, yaml_problem
 
-    loader = _Loader(path.read_text(encoding="utf-8"))
     try:
+        text = read_rule_text(path)          # the rule file's bounds (size, nesting, aliases)
+    except RuleFileError as exc:
+        return [ExampleResult("(file)", p.line, False, p.message) for p in exc.problems]
+    loader = None
+    try:
+        loader = _Loader(text)               # refuses a character YAML does not take (ReaderError)
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return [ExampleResult("(file)", mark.line + 1 if mark else 1, False, f"YAML error: {exc}")]
+        line, message = yaml_problem(exc, text)
+        return [ExampleResult("(file)", line, False, message)]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(doc, list):
         return [ExampleResult("(file)", 1, False, "the examples file is a list of examples")]
     engine = RuleEngine(rf)

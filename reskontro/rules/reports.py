@@ -117,12 +117,14 @@ def customer_rules(engine: RuleEngine) -> set[str]:
             if any(t.field in CUSTOMER_CHECK_FIELDS for t in r.when + tuple(x for a in r.any for x in a))}
 
 
-def quality_report(conn: Connection, engine: RuleEngine, mode: str, *,
-                   today: date | None = None) -> list[CustomerReport]:
+def quality_report(conn: Connection, engine: RuleEngine, mode: str, *, today: date | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[CustomerReport]:
     """Customers whose data holds or warns entries: what to fix in the ERP, per customer."""
     about_customers = customer_rules(engine)
     out: dict[str, CustomerReport] = {}
-    for d in decide_ledger(conn, engine, mode, today=today):
+    for i, d in enumerate(decide_ledger(conn, engine, mode, today=today), 1):
+        if progress and i % 10000 == 0:
+            progress(i)
         o = d.outcome
         is_hold = o.decision == "hold" and o.rule_id in about_customers
         warns = [(r, t) for r, t in o.warnings if r in about_customers]

@@ -13,7 +13,8 @@ alone.) The child only reads; the export writes everything.
 Protocol: ``python -m reskontro.transfer.decide_worker FD PARENT_PID``; the job comes pickled on stdin (the rule
 file as the export loaded it, the mode, the database URL, backlog or not, the run's date) and
 the answer goes to FD, an unlinked temporary file of the parent: pickled ("items", rows),
-("handled", ids) and ("decisions", (changes, states)) records (rules.history), then ("done", count). The parent reads it only after the child
+("handled", ids) and ("decisions", (changes, states)) records (rules.history), ("held", count),
+then ("done", count). The parent reads it only after the child
 exited 0 with "done" at the end; anything else and the parent decides that half itself.
 """
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _main(argv: list[str]) -> int:
         batch.flush()
         flush()
         history.flush()
+        pickle.dump(("held", batch.held), out, pickle.HIGHEST_PROTOCOL)
         pickle.dump(("done", n), out, pickle.HIGHEST_PROTOCOL)
     return 0
 

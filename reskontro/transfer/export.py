@@ -31,10 +31,9 @@ from reskontro.config import Config
 from reskontro.errors import ExportError
 from reskontro.files.folders import create_temporary, set_aside
 from reskontro.ledger import schema as s
-from reskontro.ledger.store import Ledger, digest
-from reskontro.rules.decide import decide_ledger, run_day
+from reskontro.ledger.store import Ledger
+from reskontro.rules.decide import decide_ledger, decision_basis, run_day
 from reskontro.rules.engine import RuleEngine
-from reskontro.rules.facts import DATED_FIELDS
 from reskontro.rules.history import Recorder, Writer
 from reskontro.testing import faults
 from reskontro.transfer import journal
@@ -47,9 +46,6 @@ from reskontro.transfer.selection import (Batch, changed_customers, clear_handle
                                           select_all, take_in)
 
 OSLO = ZoneInfo("Europe/Oslo")
-# Part of the decision basis: a store from before the decision history decides whole once,
-# so that the history starts from every entry's decision.
-_BASIS_VERSION = "history-1"
 
 
 @dataclass(frozen=True)
@@ -62,12 +58,14 @@ class ExportResult:
     matches: int
     problems: tuple[str, ...] = ()
     recovered: tuple[str, ...] = ()
+    held: int = 0                # entries decided tonight (new or changed) that the rules hold
 
 
 @dataclass(frozen=True)
 class _Reserved:
     header: FileHeader
     records: int                 # customers + entries + matches reserved
+    held: int = 0                # entries decided tonight that the rules hold
 
     @property
     def name(self) -> str:
@@ -91,9 +89,69 @@ def export(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
     counts = (totals.customer_count, totals.entry_count, totals.match_count)
     if problems:
         _set_aside(config, db, part, file, problems)
-        return ExportResult(fid, None, kind, *counts, tuple(str(p) for p in problems), recovered)
+        return ExportResult(fid, None, kind, *counts, tuple(str(p) for p in problems), recovered, file.held)
     faults.point("after-commit")
-    return ExportResult(fid, config.outbox / file.name, kind, *counts, (), recovered)
+    return ExportResult(fid, config.outbox / file.name, kind, *counts, (), recovered, file.held)
+
+
+@dataclass(frozen=True)
+class ExportPreview:
+    """What `export` would write now (`export --dry-run`): nothing is reserved or written."""
+    file_id: str                 # the FileId it would get (the next sequence number)
+    kind: str
+    customers: int
+    entries: int
+    matches: int
+    recovery: tuple[str, ...] = ()   # what it would first do with a crashed export's file
+
+    @property
+    def name(self) -> str:
+        return f"{self.file_id}.xml"
+
+
+def preview(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
+            now: datetime | None = None) -> ExportPreview:
+    """Step 1 without its writes: the same decisions and the same selection as `export`
+    (hence the plan's numbers), counted instead of reserved; reads only (no journal row, no
+    sequence number, no file, pending left as it is)."""
+    now = (now or datetime.now(OSLO)).astimezone(OSLO)
+    kind = "backlog" if backlog else "daily"
+    with db.connect() as conn:
+        recovery = tuple(_recovery_preview(conn, config.outbox))
+        seq = journal.next_sequence(conn)       # (an abandoned file keeps its number)
+        header = FileHeader(config.sender_id, config.creditor_org_no, seq, kind, now, now, config.base_currency)
+        today = run_day(config.tz, now)
+        full = backlog or Ledger(conn).get_meta("decision_basis") != decision_basis(engine, config.mode, today)
+        batch = Batch(lambda rows: None)        # counted, not journalled
+        handled: list[tuple[str, str]] = []
+        # a backlog previews its settled groups as history (decide_ledger backlog=True), as
+        # the real one records them before deciding
+        select_all(decide_ledger(conn, engine, config.mode, only_pending=not full, backlog=backlog, today=today),
+                   batch, backlog, handled, handled.clear)
+        changed_customers(conn, batch, engine, config.mode)
+    c = batch.counts
+    return ExportPreview(header.file_id, kind, c["customer"], c["entry"], c["match"], recovery)
+
+
+def _recovery_preview(conn, outbox: Path) -> list[str]:
+    """What recovery would do with files a crashed export left `writing` (recovery.recover,
+    read-only)."""
+    out = []
+    for f in journal.files(conn, ["writing"]):
+        final = outbox / f.name
+        if final.is_file() and not final.is_symlink():
+            if f.sha256 is None or _sha256_of(final) == f.sha256:
+                out.append(f"{f.file_id}: would be completed (the file is whole in the outbox)")
+            else:
+                out.append(f"{f.file_id}: would be set aside (the file in the outbox is not the one written)")
+        else:
+            out.append(f"{f.file_id}: would be abandoned (incomplete); its content goes in the next file")
+    return out
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetime, helpers: Helpers,
@@ -113,8 +171,7 @@ def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetim
         # So may another day, when a rule reads the date (days_past_due): then every night.
         rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
         today = run_day(config.tz, now)
-        dated = today.isoformat() if any(f in engine.fields for f in DATED_FIELDS) else ""
-        basis = digest(repr(rf.rules), rf.default_decision, config.mode, _BASIS_VERSION, dated)
+        basis = decision_basis(engine, config.mode, today)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
         history = Writer(conn, rf, now, header.file_id)        # decision changes, journaled
@@ -147,7 +204,7 @@ def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetim
         ledger.set_meta("decision_basis", basis)
         if settled is not None:
             settled.drop(conn)
-    return _Reserved(header, sum(batch.counts.values()))
+    return _Reserved(header, sum(batch.counts.values()), batch.held)
 
 
 def _render(config: Config, db, file: _Reserved, helpers: Helpers, progress) -> tuple[Path, TransferTotals, str]:

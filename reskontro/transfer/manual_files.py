@@ -22,7 +22,7 @@ from reskontro.transfer import journal
 from reskontro.ledger import schema as s
 from reskontro.transfer.contract import CheckResult, ContractError, CustomerRecord, EntryRecord, MatchRecord, TransferChecker
 from reskontro.files.folders import check_pinned
-from reskontro.ledger.store import BATCH, digest, row_customer, row_entry
+from reskontro.ledger.store import BATCH, customer_wire, digest, entry_wire, row_customer, row_entry
 
 _CHUNK = 2000
 
@@ -101,19 +101,9 @@ def _record_content(r: CustomerRecord | EntryRecord) -> tuple:
 
 def _entry_view(row) -> tuple:
     """A ledger entry as a transfer file shows it (EntryRecord.content's order)."""
-    e = row_entry(row)
-    return (e.type, e.customer_id, e.document_no, _iso(e.document_date),
-            _iso(e.due_date) if e.type == "invoice" else None, e.amount, e.currency, e.kid or None,
-            e.text or None)
+    return entry_wire(row_entry(row))
 
 
 def _customer_view(row) -> tuple:
     """A ledger customer as a transfer file shows it (an org no only for a business)."""
-    c = row_customer(row)
-    a = c.address
-    return (c.type or "", c.name, c.org_no if c.type == "business" else None, tuple(a.lines),
-            a.post_code, a.city, a.country, c.email or None, c.phone or None)
-
-
-def _iso(d) -> str | None:
-    return None if d is None else d.isoformat()
+    return customer_wire(row_customer(row))

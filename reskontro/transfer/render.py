@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
+import traceback
+
+from jinja2 import StrictUndefined
 from markupsafe import escape
 
 from reskontro.domain import TRANSFER_TYPES, Customer, Entry, Match, money
+from reskontro.transfer.sandbox import OUTPUT_BUDGET, BoundedSandbox, Records, TemplateLoader, TemplateRefused
 
 TEMPLATE_NAME = "ledger-transfer-1.xml.j2"
 OSLO = ZoneInfo("Europe/Oslo")
@@ -36,6 +38,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # a value with none of these can go into the pre-escaped rows as it is (the common case)
 _NEEDS_CARE = re.compile("[&<>\"'\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _CHUNK = 1024   # template pieces per write (a record is one piece): about 100-300 KB
+_BIG = 4 * 1024 * 1024   # a chunk of more characters is written piece by piece, never joined
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class _RunningTotals:
         self.customer_count = 0
         self.entry_count = 0
         self.match_count = 0
+        self.records = 0          # rows read so far (a match counts its members): the budgets grow with it
         self.sums: dict[str, Decimal] = {}
 
     @property
@@ -94,7 +98,7 @@ class _RunningTotals:
                               dict(self.sums) if self.sums else {self.base_currency: ZERO})
 
 
-class _Lazy:
+class _Lazy(Records):
     """An iterable the template can test for emptiness (to omit an empty wrapper element)
     without the Python side reading ahead before the template gets there."""
 
@@ -127,9 +131,11 @@ def _amount(value: object) -> str:
     return format(money(value), "f")
 
 
-def make_environment(templates_dir: Path) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
-        loader=FileSystemLoader(str(templates_dir)),
+def make_environment(templates_dir: Path) -> BoundedSandbox:
+    """Jinja2's sandbox, reading only regular files inside templates_dir, with bounds on what a
+    template may build and write (reskontro/sandbox.py)."""
+    env = BoundedSandbox(
+        loader=TemplateLoader(templates_dir),
         autoescape=True,
         undefined=StrictUndefined,   # a typo in a template is an error, not an empty element
         trim_blocks=True,
@@ -169,6 +175,7 @@ def _customer_rows(customers: Iterable[Customer], totals: _RunningTotals) -> Ite
             flat = _escaped(owner, (*row[:4], *row[5:]))
             row = (*flat[:4], _escaped(owner, lines), *flat[4:])
         totals.customer_count += 1
+        totals.records += 1
         yield row
 
 
@@ -199,6 +206,7 @@ def _entry_rows(entries: Iterable[Entry], totals: _RunningTotals) -> Iterator[tu
                                                           (eid, cust, doc, kid, text, cur))
             sums[e.currency] = add(sums.get(e.currency, ZERO), amount)
             n += 1
+            totals.records += 1
             yield (eid, t, cust, doc, e.document_date.isoformat(),
                    e.due_date.isoformat() if t == "invoice" and e.due_date else "",
                    s, cur, kid, text)
@@ -213,23 +221,59 @@ def _match_rows(matches: Iterable[Match], totals: _RunningTotals) -> Iterator[tu
         if needs_care("".join(row)):   # the template does not escape match rows (speed)
             row = _escaped(f"Match {m.id!r}", row)
         totals.match_count += 1
+        totals.records += len(row)
         yield (row[0], row[1:])
 
 
 def render_transfer(out: BinaryIO, header: FileHeader, customers: Iterable[Customer],
                     entries: Iterable[Entry], matches: Iterable[Match],
-                    env: SandboxedEnvironment) -> TransferTotals:
-    """Stream the file as UTF-8 to ``out``; return what its trailer says."""
+                    env: BoundedSandbox) -> TransferTotals:
+    """Stream the file as UTF-8 to ``out``; return what its trailer says.
+
+    A template that reads outside the templates folder, or builds or writes more than its
+    bounds, is refused with TemplateRefused naming the template file and line."""
     totals = _RunningTotals(header.base_currency)
-    template = env.get_template(TEMPLATE_NAME)
-    pieces = template.generate(
-        header=header,
-        customers=_Lazy(_customer_rows(customers, totals)),
-        entries=_Lazy(_entry_rows(entries, totals)),
-        matches=_Lazy(_match_rows(matches, totals)),
-        totals=totals,
-    )
-    write = out.write
-    while chunk := list(islice(pieces, _CHUNK)):
-        write("".join(chunk).encode("utf-8"))
+    env.start(lambda: totals.records)
+    try:
+        template = env.get_template(TEMPLATE_NAME)
+        pieces = template.generate(
+            header=header,
+            customers=_Lazy(_customer_rows(customers, totals)),
+            entries=_Lazy(_entry_rows(entries, totals)),
+            matches=_Lazy(_match_rows(matches, totals)),
+            totals=totals,
+        )
+        _write(out, pieces, totals)
+    except TemplateRefused as exc:
+        raise TemplateRefused(f"{_where(exc, env)}{exc}") from None
+    except RecursionError as exc:         # a macro or an include that calls itself
+        raise TemplateRefused(f"{_where(exc, env)}template {TEMPLATE_NAME!r}: macros or includes call "
+                              "themselves too deep") from None
     return totals.freeze()
+
+
+def _write(out: BinaryIO, pieces: Iterator[str], totals: _RunningTotals) -> None:
+    """Write the pieces in large chunks, within the output budget (bytes: a fixed part plus a
+    part per record read so far). Sizes are summed before anything is joined."""
+    write = out.write
+    written = 0
+    base, per_record = OUTPUT_BUDGET
+    while chunk := list(islice(pieces, _CHUNK)):
+        n = sum(map(len, chunk))                      # characters: at most the bytes they make
+        parts = ["".join(chunk)] if n <= _BIG else chunk
+        for part in parts:
+            if written + len(part) > (limit := base + per_record * totals.records):
+                raise TemplateRefused(
+                    f"template {TEMPLATE_NAME!r}: the file would grow past {limit:,} bytes (for {totals.records:,} "
+                    f"records: {base:,} plus {per_record:,} a record)")
+            data = part.encode("utf-8")
+            written += len(data)
+            write(data)
+
+
+def _where(exc: BaseException, env: BoundedSandbox) -> str:
+    """'file:line: ' of the template line that was running (Jinja2 puts template lines into
+    the traceback), or ''."""
+    folder = str(getattr(env.loader, "folder", "")) + "/"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(folder)]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""

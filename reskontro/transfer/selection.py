@@ -31,6 +31,7 @@ class Batch:
         self.rows: list[tuple[str, str, str, str | None]] = []
         self.customers: set[str] = set()
         self.counts = {"customer": 0, "entry": 0, "match": 0}
+        self.held = 0            # entries the rules hold, of those decided tonight (new or changed)
 
     def add(self, kind: str, id_: str, version: str, members: str | None = None) -> None:
         self.rows.append((kind, id_, version, members))
@@ -47,6 +48,7 @@ def select_group(batch: Batch, group: list[Decided], backlog: bool, handled: lis
     """Choose what of one match group (or one unmatched entry) goes tonight; note in `handled`
     what needs no decision until it changes (what stays pending is decided again tomorrow)."""
     mid = group[0].entry["match_id"]
+    batch.held += sum(1 for d in group if d.outcome.decision == "hold")
     sendable = [d for d in group if d.outcome.decision == "transfer" and d.entry["type"] != "reversal"]
     # What the rules keep back leaves pending: only a ledger change (which marks it pending
     # again) or another rule file or mode (which re-decides the whole ledger) can change that.
@@ -110,6 +112,9 @@ def take_in(batch: Batch, handled: list[tuple[str, str]], records, flush: Callab
         if what == "decisions":
             if decisions is not None:
                 decisions(*rows)
+            continue
+        if what == "held":
+            batch.held += rows
             continue
         if what == "handled":
             handled.extend(rows)
