@@ -32,6 +32,12 @@ def _lock(site: Site):
     return run_lock(site.config.site / "var" / "reskontro.lock")
 
 
+def _today(site: Site, now: datetime | None = None):
+    """The run's date in the site's time zone (the rules' days_past_due counts from it)."""
+    from reskontro.rules.decide import run_day
+    return run_day(site.config.tz, now)
+
+
 # --- the site ---------------------------------------------------------------------------------
 def doctor(site_dir: Path, *, sftp: bool = True):
     """Is the site in `site_dir` ready to run? (doctor.Check each: check, ok, message; ok None
@@ -86,19 +92,26 @@ def plan(site: Site, *, whole: bool = False, backlog: bool = False,
     from reskontro.rules.reports import make_plan
     with site.db.connect() as conn:
         return make_plan(conn, site.rules, site.config.mode, unsent=not whole, backlog=backlog,
-                         progress=progress)
+                         progress=progress, today=_today(site))
 
 
-def explain(site: Site, ident: str) -> Explained | None:
+def explain(site: Site, ident: str, *, history: bool = False) -> Explained | None:
     """Everything about the entry (or bank payment) `ident` names: the ledger's id, the ERP's id
     of an entry booked here, a bank payment's id or archive reference, a document number, a
     KID (support.explain.Explained: the rules' decision, delivery file by file, the fields
     changed after sent, the match and its history, actions by hand, the next step). None when
     it names nothing; support.resolve.AmbiguousId (an InputError with `candidates`) when it
-    names several entries alike."""
+    names several entries alike. `history`: with the decision changes the exports journaled
+    for it (`decisions`)."""
+    from dataclasses import replace
+
+    from reskontro.rules.history import entry_history
     from reskontro.support.explain import explain as answer
     with site.db.connect() as conn:
-        return answer(conn, site.rules, site.config.mode, ident)
+        found = answer(conn, site.rules, site.config.mode, ident, today=_today(site))
+        if found is not None and history and found.entry_id is not None:
+            found = replace(found, decisions=entry_history(conn, found.entry_id))
+        return found
 
 
 def find(site: Site, text: str, limit: int = 20) -> Found:
@@ -129,12 +142,12 @@ def excluded(site: Site, *, rule: str | None = None, customer: str | None = None
 def _kept(site: Site, decisions: tuple[str, ...], rule: str | None, customer: str | None, offset: int,
           limit: int | None) -> KeptPage:
     from reskontro.rules.lists import kept_back, needs_refresh, refresh
-    engine = site.rules
+    engine, today = site.rules, _today(site)
     with site.db.connect() as conn:
-        stale = needs_refresh(conn, engine, site.config.mode)
+        stale = needs_refresh(conn, engine, site.config.mode, today)
     if stale:
         with site.db.begin() as conn:   # what changed since the last read is decided first
-            refresh(conn, engine, site.config.mode)
+            refresh(conn, engine, site.config.mode, today)
     with site.db.connect() as conn:
         return kept_back(conn, decisions, rule=rule, customer=customer, offset=offset, limit=limit)
 
@@ -143,7 +156,49 @@ def check(site: Site, progress: Callable[[int], None] | None = None):
     """The data-quality report per customer (rules.reports.CustomerReport each)."""
     from reskontro.rules.reports import quality_report
     with site.db.connect() as conn:
-        return quality_report(conn, site.rules, site.config.mode, progress)
+        return quality_report(conn, site.rules, site.config.mode, today=_today(site), progress=progress)
+
+
+def _rules_or_problems(path: Path):
+    """A rule file's engine; RuleFileError with every problem lint finds in it."""
+    from reskontro.rules.engine import RuleEngine
+    from reskontro.rules.lint import lint_file
+    from reskontro.rules.rulefile import RuleFileError
+    rf, problems = lint_file(path)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleEngine(rf)
+
+
+def rules_diff(site: Site, candidate: Path, *, base: Path | None = None, limit: int | None = None):
+    """What `candidate` would decide differently from the rules in force (or `base`) over the
+    whole ledger (rules.diff.RulesDiff). Writes nothing. RuleFileError: a rule file has
+    problems (lint's)."""
+    from reskontro.rules.diff import diff_rules
+    cand = _rules_or_problems(candidate)
+    old = site.rules if base is None else _rules_or_problems(base)
+    with site.db.connect() as conn:
+        return diff_rules(conn, old, cand, site.config.mode, today=_today(site), limit=limit,
+                          tz=site.config.tz, db_url=site.config.database)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    rules: list                   # rules.coverage.RuleCoverage each, what to look at first
+    examples: Path | None         # the examples file (None: there is none)
+
+
+def rules_coverage(site: Site) -> Coverage:
+    """Per rule of the rules in force: entries decided tonight and over the whole ledger, and
+    the examples that test it."""
+    from reskontro.rules.coverage import rule_coverage
+    from reskontro.rules.lint import examples_path, run_examples
+    engine = site.rules
+    ex = examples_path(site.config.rule_file)
+    results = run_examples(engine.rule_file, ex) if ex.is_file() else None
+    with site.db.connect() as conn:
+        rows = rule_coverage(conn, engine, site.config.mode, results, today=_today(site))
+    return Coverage(rows, ex if results is not None else None)
 
 
 # --- the transfer file ------------------------------------------------------------------------
@@ -182,31 +237,46 @@ def receipts(site: Site):
 
 
 @dataclass(frozen=True)
+class RulesInForce:
+    path: Path                    # the site's rule file
+    digest: str                   # of the rule file as it is now (what the next export uses)
+    exported: object              # rules.history.InForce: what the last export used (None: no export yet)
+
+    @property
+    def changed_since_export(self) -> bool:
+        return self.exported is not None and self.exported.digest != self.digest
+
+
+@dataclass(frozen=True)
 class Status:
     files: list                   # transfer.journal.FileRecord each, oldest first
     items: dict[str, int]         # delivered, in_flight, pending, held, waiting, to_send
     last_run: object | None = None   # ledger.runs.RunRecord: the last cycle (None: never ran)
     schedule: object | None = None   # exchange.cycle.Schedule: the next scheduled cycle
+    rules: RulesInForce | None = None
 
 
 def status(site: Site, now: datetime | None = None) -> Status:
     """The files and their states; what is delivered, in flight, pending, held, waiting, and
     what the next export sends (the plan's transfer count: they always agree); the last cycle
-    and the next scheduled one."""
+    and the next scheduled one; the rule file in force (its digest, since when, how many
+    entries it decided differently)."""
     from reskontro.exchange.cycle import schedule
     from reskontro.ledger import runs
+    from reskontro.rules.history import in_force, rules_digest
     from reskontro.rules.reports import make_plan
     from reskontro.transfer import journal
     with site.db.connect() as conn:
         files = journal.files(conn)
         counts = journal.counts(conn)
-        totals = make_plan(conn, site.rules, site.config.mode).totals()
+        totals = make_plan(conn, site.rules, site.config.mode, today=_today(site, now)).totals()
+        rules = RulesInForce(site.config.rule_file, rules_digest(site.rules.rule_file), in_force(conn))
         last = runs.last(conn, 1)
     plan = schedule(site.config, site.db, now or datetime.now(site.config.tz))
     return Status(files, {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
                           "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
                           "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)},
-                  last[0] if last else None, plan)
+                  last[0] if last else None, plan, rules)
 
 
 def run_history(site: Site, n: int = 10) -> list:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from sqlalchemy import Column, Connection, MetaData, String, Table, delete, func, insert, or_, select, union, update
@@ -83,26 +83,26 @@ def _store(conn: Connection, rows: Iterator[tuple[str, str, str, str, str]]) -> 
         conn.execute(insert(s.kept), batch)
 
 
-def needs_refresh(conn: Connection, engine: RuleEngine, mode: str) -> bool:
+def needs_refresh(conn: Connection, engine: RuleEngine, mode: str, today: date | None = None) -> bool:
     """Is table kept behind the ledger (reads only: the lists' readers take no write lock when
     nothing changed)?"""
-    if Ledger(conn).get_meta("kept_basis") != decision_basis(engine, mode):
+    if Ledger(conn).get_meta("kept_basis") != decision_basis(engine, mode, today):
         return True
     return conn.execute(select(s.kept_dirty.c.id).limit(1)).first() is not None
 
 
-def refresh(conn: Connection, engine: RuleEngine, mode: str) -> str:
+def refresh(conn: Connection, engine: RuleEngine, mode: str, today: date | None = None) -> str:
     """Bring table kept up to date (the caller's write transaction): "rebuilt", "updated" or
-    "current"."""
+    "current". `today`: the run's date (a rule reading days_past_due decides anew each day)."""
     # A write first: the transaction holds the write lock before it reads, so two readers of
     # the lists at once refresh one after the other, each on what the other left.
     conn.execute(update(s.meta).where(s.meta.c.key == "kept_basis").values(value=s.meta.c.value))
     ledger = Ledger(conn)
-    basis = decision_basis(engine, mode)
+    basis = decision_basis(engine, mode, today)
     if ledger.get_meta("kept_basis") != basis:
         conn.execute(delete(s.kept))
         conn.execute(delete(s.kept_dirty))
-        _store(conn, kept_now(decide_ledger(conn, engine, mode)))
+        _store(conn, kept_now(decide_ledger(conn, engine, mode, today=today)))
         ledger.set_meta("kept_basis", basis)
         return "rebuilt"
     d = s.kept_dirty
@@ -130,7 +130,7 @@ def refresh(conn: Connection, engine: RuleEngine, mode: str) -> str:
                 select(e.c.match_id).where(e.c.id.in_(select(affected.c.id)), e.c.match_id.is_not(None))))
             conn.execute(delete(s.kept).where(or_(s.kept.c.entry_id.in_(select(affected.c.id)),
                                                   s.kept.c.entry_id.in_(groups))))
-            _store(conn, kept_now(decide_ledger(conn, engine, mode, entry_ids=select(affected.c.id))))
+            _store(conn, kept_now(decide_ledger(conn, engine, mode, entry_ids=select(affected.c.id), today=today)))
         finally:
             affected.drop(conn)
         conn.execute(delete(d).where(select(taken.c.id).where(taken.c.kind == d.c.kind, taken.c.id == d.c.id)

@@ -88,6 +88,7 @@ class Explained:
     actions: list[Action] = field(default_factory=list)        # by hand, on it or its payments
     history: list[Event] = field(default_factory=list)         # files, receipts, payments, actions in time order
     next_step: str = ""       # what to do next, one line
+    decisions: list | None = None   # rules.history.Change each, oldest first (when asked for)
 
     @property
     def alias(self) -> bool:
@@ -95,7 +96,8 @@ class Explained:
         return self.found_by == "erp_id"
 
 
-def explain(conn: Connection, engine: RuleEngine, mode: str, ident: str) -> Explained | None:
+def explain(conn: Connection, engine: RuleEngine, mode: str, ident: str,
+            today: date | None = None) -> Explained | None:
     """Everything about what `ident` names (None: nothing; resolve.AmbiguousId when it names
     several entries alike)."""
     found = resolve(conn, ident)
@@ -108,7 +110,7 @@ def explain(conn: Connection, engine: RuleEngine, mode: str, ident: str) -> Expl
                          history=_history(None, None, [payment], actions, conn),
                          next_step=_payment_step(payment))
     eid = found.entry_id
-    ex = explain_entry(conn, engine, mode, eid)
+    ex = explain_entry(conn, engine, mode, eid, today=today)
     if ex is None:         # (an entry whose customer is missing: nothing the rules can say)
         return None
     entry = _entry(conn, eid)
