@@ -1,4 +1,4 @@
-"""Shared fixtures. Plugin modules in tests/ (the sshd fixture, the receiver model) load here."""
+"""Shared fixtures. Plugin modules in tests/ (the sshd fixture, the receiver model, PostgreSQL) load here."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +14,7 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-pytest_plugins = [m for m in ("sshd_server", "receiver_model") if importlib.util.find_spec(m)]
+pytest_plugins = [m for m in ("sshd_server", "receiver_model", "pg_server") if importlib.util.find_spec(m)]
 
 
 @pytest.fixture
