@@ -249,12 +249,28 @@ def doctor(ctx: click.Context, out: Output, no_sftp: bool) -> None:
     _finish(out, FAILED if failed else DONE, **fields)
 
 
+def _fleet_url(fn):
+    """--fleet URL (env RESKONTRO_FLEET): the fleet database of `reskontro fleet init`."""
+    return click.option("--fleet", "fleet_url", envvar="RESKONTRO_FLEET", metavar="URL",
+                        help="The fleet database (postgresql+psycopg://…). Env: RESKONTRO_FLEET.")(fn)
+
+
+def _need_fleet(url: str | None) -> str:
+    if not url:
+        raise UserError("no fleet database: give --fleet URL or set RESKONTRO_FLEET", USAGE)
+    return url
+
+
 @main.command("import")
 @click.argument("files", metavar="FILE...", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--creditor", "creditor_id", metavar="ID",
+              help="A fleet creditor's ledger (with --fleet), instead of the site's.")
+@_fleet_url
 @reporting
 @click.pass_context
-def import_(ctx: click.Context, out: Output, files: tuple[Path, ...]) -> None:
+def import_(ctx: click.Context, out: Output, files: tuple[Path, ...], creditor_id: str | None,
+            fleet_url: str | None) -> None:
     """Load customers, entries and matches from ERP exports (CSV or JSON Lines).
 
     Idempotent (the same file twice changes nothing) and all-or-nothing per file: every bad row
@@ -264,8 +280,13 @@ def import_(ctx: click.Context, out: Output, files: tuple[Path, ...]) -> None:
     \b
     Example:
       reskontro import customers.csv entries.csv matches.csv
+      reskontro import --creditor acme --fleet postgresql+psycopg://rk@db/fleet acme-ledger.jsonl
     """
-    site = _site(ctx)
+    if creditor_id is not None:
+        site = services.creditor_site(_need_fleet(fleet_url), creditor_id)
+        ctx.find_root().obj["site_obj"] = site       # its connections are returned at the end
+    else:
+        site = _site(ctx)
     with out.progress("Importing", total=len(files)) as update:
         try:
             results = services.import_ledger(
@@ -1322,6 +1343,172 @@ def serve(ctx: click.Context, no_sftp: bool) -> None:
     out.say(f"Serving {site.config.site}: next run {due}; watching {site.config.inbox}.")
     services.serve(site, stop, sftp=not no_sftp, on_step=_step_printer(out))
     out.say("Stopped.")
+
+
+# --- the fleet: many creditors on PostgreSQL -----------------------------------------------------
+@main.group()
+def fleet() -> None:
+    """Many creditors in one PostgreSQL database: create the fleet, see how every creditor's night went."""
+
+
+@fleet.command("init")
+@click.argument("url")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The fleet's folder: default rules and templates, and each creditor's inbox/ and outbox/.")
+@reporting
+def fleet_init(out: Output, url: str, data_dir: Path) -> None:
+    """Create the fleet in the PostgreSQL database URL: the registry of creditors, the task
+    queue's tables, and the data folder (shared by every worker machine). Again on a fleet:
+    adds what is missing.
+
+    \b
+    Example:
+      reskontro fleet init postgresql+psycopg://rk@db.example.no/fleet --data-dir /srv/fleet
+    """
+    made = services.fleet_init(url, data_dir)
+    out.say("Fleet ready; data folder ", (str(made), "bold"), ".")
+    out.say("Next: reskontro creditors add ID --sender-id … --org-no … --fleet URL (or RESKONTRO_FLEET)")
+    _finish(out, DONE, data_dir=str(made))
+
+
+@fleet.command("status")
+@_fleet_url
+@reporting
+def fleet_status(out: Output, fleet_url: str | None) -> None:
+    """Per creditor: its last cycle and result, its newest nightly job, files awaiting a receipt,
+    entries held; the creditors that need a person first. Exit status 3 when one does.
+
+    \b
+    Example:
+      RESKONTRO_FLEET=postgresql+psycopg://rk@db/fleet reskontro fleet status
+    """
+    rows = services.fleet_status(_need_fleet(fleet_url))
+    out.table([Col("creditor", "id"), Col("last run", "words"), Col("result", "id"), Col("job", "id"),
+               Col("awaiting receipt", "number"), Col("held", "number"), Col("needs a person")],
+              [[r.id, "" if r.last_run is None else r.last_run.isoformat(timespec="minutes"), r.result,
+                "" if r.job is None else f"{r.job} {r.job_date}", r.awaiting_receipt, r.held,
+                "; ".join(r.needs_person[:2])] for r in rows], title="Fleet")
+    attention = [r.id for r in rows if r.attention]
+    _finish(out, ATTENTION if attention else DONE, creditors=[r.as_dict() for r in rows], attention=attention)
+
+
+@main.group()
+def creditors() -> None:
+    """The fleet's creditors: add, list, show, disable."""
+
+
+@creditors.command("add")
+@click.argument("creditor_id", metavar="ID")
+@click.option("--sender-id", required=True, help="Its client number at Lowell.")
+@click.option("--org-no", required=True, help="Its organisation number.")
+@click.option("--mode", default="full_ledger", show_default=True, help="full_ledger or factoring.")
+@click.option("--timezone", default="Europe/Oslo", show_default=True, help="Its time zone.")
+@click.option("--send-time", default="18:00", show_default=True, help="When its file goes (HH:MM, its zone).")
+@click.option("--sftp-host", default="127.0.0.1", show_default=True, help="Its SFTP account's host.")
+@click.option("--sftp-port", type=int, default=22, show_default=True, help="Its SFTP account's port.")
+@click.option("--sftp-user", default="reskontro", show_default=True, help="Its SFTP account's user.")
+@click.option("--sftp-key-file", type=click.Path(dir_okay=False, path_type=Path), help="Its private key.")
+@click.option("--sftp-known-hosts", type=click.Path(dir_okay=False, path_type=Path),
+              help="The server's pinned host key (known_hosts format).")
+@click.option("--rules", "rule_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Its own rule file (linted first); else the fleet's default.")
+@_fleet_url
+@reporting
+def creditors_add(out: Output, creditor_id: str, fleet_url: str | None, rule_file: Path | None,
+                  sftp_key_file: Path | None, sftp_known_hosts: Path | None, **fields) -> None:
+    """Register a creditor: validated as reskontro.toml is (the setting and the reason when
+    refused), its own schema and role in the fleet database, its folders.
+
+    \b
+    Example:
+      reskontro creditors add acme --sender-id 123456 --org-no 923609016 --send-time 18:00 \\
+        --sftp-host sftp.lowell.no --sftp-user acme --sftp-key-file /srv/keys/acme \\
+        --sftp-known-hosts /srv/keys/known_hosts --fleet postgresql+psycopg://rk@db/fleet
+    """
+    try:
+        c = services.creditor_add(_need_fleet(fleet_url), creditor_id=creditor_id, rule_file=rule_file,
+                                  sftp_key_file=None if sftp_key_file is None else str(sftp_key_file),
+                                  sftp_known_hosts=None if sftp_known_hosts is None else str(sftp_known_hosts),
+                                  **fields)
+    except ConfigError as exc:
+        raise UserError(str(exc), USAGE) from None
+    except RuleFileError as exc:
+        raise UserError(f"the rule file has problems (run `reskontro rules lint`):\n{exc}", USAGE) from None
+    out.say("Added creditor ", (c.id, "bold"), f" (schema {c.schema_name}, role {c.role_name}).")
+    _finish(out, DONE, creditor=c.as_dict())
+
+
+@creditors.command("list")
+@_fleet_url
+@reporting
+def creditors_list(out: Output, fleet_url: str | None) -> None:
+    """Every creditor of the fleet.
+
+    \b
+    Example:
+      reskontro creditors list --fleet postgresql+psycopg://rk@db/fleet
+    """
+    rows = services.creditors(_need_fleet(fleet_url))
+    out.table([Col("creditor", "id"), Col("sender id", "id"), Col("org no", "id"), Col("mode", "id"),
+               Col("zone", "id"), Col("send time", "id"), Col("sftp"), Col("rules", "words"), Col("disabled", "id")],
+              [[c.id, c.sender_id, c.org_no, c.mode, c.timezone, c.send_time,
+                f"{c.sftp_user}@{c.sftp_host}:{c.sftp_port}", "own" if c.own_rules else "fleet default",
+                "yes" if c.disabled else ""] for c in rows], title="Creditors")
+    _finish(out, DONE, creditors=[c.as_dict() for c in rows])
+
+
+@creditors.command("show")
+@click.argument("creditor_id", metavar="ID")
+@_fleet_url
+@reporting
+def creditors_show(out: Output, creditor_id: str, fleet_url: str | None) -> None:
+    """One creditor's settings.
+
+    \b
+    Example:
+      reskontro creditors show acme --fleet postgresql+psycopg://rk@db/fleet
+    """
+    c = services.creditor(_need_fleet(fleet_url), creditor_id)
+    d = c.as_dict()
+    sftp = d.pop("sftp")
+    for k, v in [*d.items(), *((f"sftp {k}", v) for k, v in sftp.items())]:
+        out.say(f"{k}: ", ("" if v is None else str(v), "bold"))
+    _finish(out, DONE, creditor=c.as_dict())
+
+
+@creditors.command("disable")
+@click.argument("creditor_id", metavar="ID")
+@_fleet_url
+@reporting
+def creditors_disable(out: Output, creditor_id: str, fleet_url: str | None) -> None:
+    """No more nightly jobs for the creditor (its store and files are kept).
+
+    \b
+    Example:
+      reskontro creditors disable acme --fleet postgresql+psycopg://rk@db/fleet
+    """
+    c = services.creditor_disable(_need_fleet(fleet_url), creditor_id)
+    out.say("Creditor ", (c.id, "bold"), " disabled: no more nightly jobs.")
+    _finish(out, DONE, creditor=c.as_dict())
+
+
+@main.command()
+@_fleet_url
+@click.option("--no-sftp", is_flag=True, help="Write and check the files, send nothing (tests, benchmarks).")
+@click.option("--stalled-after", type=click.FloatRange(1), default=60, show_default=True, metavar="SECONDS",
+              help="A worker silent this long is dead: its job goes to another worker.")
+@click.option("--once", is_flag=True, help="Work until the queue is empty, then exit.")
+def worker(fleet_url: str | None, no_sftp: bool, stalled_after: float, once: bool) -> None:
+    """Work the fleet's queue: every creditor's nightly cycle at its send time, one creditor at a
+    time per worker; run any number of workers on any number of machines (they share the
+    fleet database and its data folder). Stops on SIGINT/SIGTERM.
+
+    \b
+    Example:
+      RESKONTRO_FLEET=postgresql+psycopg://rk@db/fleet reskontro worker
+    """
+    from reskontro.worker import run_worker
+    run_worker(_need_fleet(fleet_url), sftp=not no_sftp, stalled_after=stalled_after, once=once)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m reskontro.cli`

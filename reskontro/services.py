@@ -1,8 +1,9 @@
 """The service layer: one plain function per thing a person or a job asks of the product.
 
-Front ends (the CLI today; the support web page and the fleet worker to come) parse their
-input, call these, and show what comes back; they hold no SQL and no business rule. Each
-function takes the creditor's context, a `Site` (its configuration, store and rules), takes
+Front ends (the CLI, the fleet worker; the support web page to come) parse their input, call
+these, and show what comes back; they hold no SQL and no business rule. Each function takes
+the creditor's context, a `Site` (its configuration, store and rules: a site folder's, or a
+fleet creditor's from the registry, `creditor_site`), takes
 the run lock where two at once could do harm, and returns plain results (dataclasses of the
 stages below), never printed text.
 """
@@ -444,3 +445,103 @@ def cron_line(site_dir: Path) -> str:
     import shlex
     line = f"*/15 * * * * {installed_command()} --site {shlex.quote(str(Path(site_dir).absolute()))} run --scheduled"
     return line.replace("%", "\\%")      # cron reads a bare % as a line break
+
+
+# --- the fleet: many creditors on PostgreSQL ------------------------------------------------------
+# The same functions as above serve a fleet's creditor: `creditor_site` gives its context (a
+# Config from the registry, the fleet database bound to its role and schema, its folders under
+# the fleet's data folder) where a site folder gives one in single-site mode.
+def fleet_init(url: str, data_dir: Path) -> Path:
+    """The registry, the task queue's tables and the data folder (default rules and templates):
+    the data folder. Again on an existing fleet: adds what is missing."""
+    from reskontro.fleet.registry import init_fleet
+    fleet = init_fleet(url, data_dir)
+    fleet.dispose()
+    return fleet.data_dir
+
+
+def _fleet(url: str):
+    from reskontro.fleet.registry import open_fleet
+    return open_fleet(url)
+
+
+def creditor_add(url: str, **fields):
+    """A new creditor (fleet.registry.Creditor), validated as reskontro.toml is (ConfigError), its
+    own rule file (`rule_file`) linted (RuleFileError); its role, schema and empty store."""
+    from reskontro.fleet.registry import add_creditor
+    fleet = _fleet(url)
+    try:
+        return add_creditor(fleet, **fields)
+    finally:
+        fleet.dispose()
+
+
+def creditors(url: str) -> list:
+    from reskontro.fleet.registry import list_creditors
+    fleet = _fleet(url)
+    try:
+        return list_creditors(fleet)
+    finally:
+        fleet.dispose()
+
+
+def creditor(url: str, creditor_id: str):
+    from reskontro.fleet.registry import get_creditor
+    fleet = _fleet(url)
+    try:
+        return get_creditor(fleet, creditor_id)
+    finally:
+        fleet.dispose()
+
+
+def creditor_disable(url: str, creditor_id: str):
+    from reskontro.fleet.registry import disable_creditor
+    fleet = _fleet(url)
+    try:
+        return disable_creditor(fleet, creditor_id)
+    finally:
+        fleet.dispose()
+
+
+def creditor_site(url: str, creditor_id: str, *, allow_disabled: bool = False) -> Site:
+    """A fleet creditor's context: every function above takes it as it takes a site folder's."""
+    from reskontro.fleet.registry import creditor_site as site_of
+    fleet = _fleet(url)
+    try:
+        return site_of(fleet, creditor_id, allow_disabled=allow_disabled)
+    finally:
+        fleet.dispose()
+
+
+def fleet_status(url: str) -> list:
+    """Per creditor (fleet.status.CreditorStatus): its last cycle and result, its newest nightly
+    job, files awaiting a receipt, entries held; those that need a person first."""
+    from reskontro.fleet.status import fleet_status as status_of
+    fleet = _fleet(url)
+    try:
+        return status_of(fleet)
+    finally:
+        fleet.dispose()
+
+
+def nightly(site: Site, day, *, sftp: bool = True, client_factory=None):
+    """A fleet creditor's nightly cycle for the local date `day`: `run`'s cycle (the same
+    run_cycle, lock, history, log and notifications), unless that day's cycle completed already
+    without failing (a job retried after a worker died: skipped, `skipped` saying why; one that
+    failed, as when the server was unreachable, runs again). The store's statistics first
+    (PostgreSQL: ledger.store.analyze)."""
+    from datetime import timedelta
+
+    from reskontro.exchange.cycle import CycleResult, run_cycle, send_time_on, setup_logging
+    from reskontro.ledger import runs
+    start = send_time_on(site.config, day)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=site.config.tz)
+    with site.db.connect() as conn:
+        done = [r for r in runs.since(conn, start, end, sftp=sftp)
+                if r.finished_at is not None and r.result != "failed"]
+    if done:
+        return CycleResult(kind="fleet", skipped=f"the cycle of {day.isoformat()} completed (run {done[0].id})")
+    from reskontro.ledger.store import analyze
+    analyze(site.db)          # what was imported since the last night, planned as it is
+    setup_logging(site.config)
+    return run_cycle(site.config, site.db, site.rules, sftp=sftp, kind="fleet", client_factory=client_factory)

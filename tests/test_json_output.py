@@ -94,7 +94,16 @@ RUNS = [(("plan",), 0), (("plan", "--all"), 0), (("explain", "I1"), 0), (("expla
         (("explain", "F1"), 0),                              # by document number
         (("held",), 0), (("held", "--customer", "C2"), 0), (("excluded",), 0),
         (("match-payment", "NOPE", "--to", "I2"), 1),       # refused: no such bank payment
-        (("dismiss-payment", "NOPE", "--reason", "refunded"), 1)]
+        (("dismiss-payment", "NOPE", "--reason", "refunded"), 1),
+        # the fleet ({fleet}: a fresh PostgreSQL database of the test cluster, a fleet made in it)
+        (("fleet", "init", "{fleet}", "--data-dir", "{root}/fleet"), 0),
+        (("creditors", "add", "acme", "--sender-id", "777", "--org-no", "923609016", "--fleet", "{fleet}"), 0),
+        (("creditors", "add", "bad", "--sender-id", "778", "--org-no", "1", "--fleet", "{fleet}"), 2),
+        (("creditors", "list", "--fleet", "{fleet}"), 0), (("creditors", "show", "acme", "--fleet", "{fleet}"), 0),
+        (("creditors", "show", "nope", "--fleet", "{fleet}"), 1),
+        (("import", "{root}/ledger.jsonl", "--creditor", "acme", "--fleet", "{fleet}"), 0),
+        (("fleet", "status", "--fleet", "{fleet}"), 0),
+        (("creditors", "disable", "acme", "--fleet", "{fleet}"), 0)]
 # need a server: test_exit_status.py runs them with --json
 ELSEWHERE = {("send",), ("fetch",)}
 
@@ -126,7 +135,15 @@ def amounts_in(value: object, under_amount_key: bool = False, path: str = "$") -
 
 
 def command_of(args: tuple[str, ...]) -> tuple[str, ...]:
-    return args[:2] if args[0] == "rules" else args[:1]
+    return args[:2] if args[0] in ("rules", "fleet", "creditors") else args[:1]
+
+
+@pytest.fixture(scope="module")
+def fleet_url(pg_cluster) -> str:
+    """A fresh database for the fleet commands (`fleet init` in RUNS makes the fleet in it)."""
+    pg_cluster.create_database("json_fleet")
+    yield pg_cluster.url("json_fleet")
+    pg_cluster.drop_database("json_fleet")
 
 
 def test_the_runs_cover_every_json_command() -> None:
@@ -134,8 +151,9 @@ def test_the_runs_cover_every_json_command() -> None:
 
 
 @pytest.mark.parametrize("args, status", RUNS, ids=[" ".join(a) for a, _ in RUNS])
-def test_every_amount_in_json_output_is_kroner_text(site: Path, args: tuple[str, ...], status: int) -> None:
-    args = tuple(a.replace("{root}", str(site.parent)) for a in args)
+def test_every_amount_in_json_output_is_kroner_text(site: Path, fleet_url: str, args: tuple[str, ...],
+                                                    status: int) -> None:
+    args = tuple(a.replace("{root}", str(site.parent)).replace("{fleet}", fleet_url) for a in args)
     r = cli(site, *args, "--json")
     assert r.exit_code == status, r.output
     doc = json.loads(r.stdout)
