@@ -144,6 +144,14 @@ def export_preview(site: Site, *, backlog: bool = False):
     return preview(site.config, site.db, site.rules, backlog=backlog)
 
 
+def file_contents(site: Site, file_id: str, *, offset: int = 0, limit: int = 50):
+    """One transfer file: its journal record, what it carried by kind, and a page of its items
+    (transfer.contents.FileContents), or None for an unknown file."""
+    from reskontro.transfer.contents import file_contents as contents
+    with site.db.connect() as conn:
+        return contents(conn, file_id, offset=offset, limit=limit)
+
+
 def receipts(site: Site):
     """The receiver's receipts in the inbox, into the journal (payments.inbox.Processed each)."""
     from reskontro.payments.inbox import process_inbox
