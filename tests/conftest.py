@@ -14,7 +14,7 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-pytest_plugins = [m for m in ("sshd_server", "receiver_model") if importlib.util.find_spec(m)]
+pytest_plugins = [m for m in ("sshd_server", "receiver_model", "web_browser") if importlib.util.find_spec(m)]
 
 
 @pytest.fixture
