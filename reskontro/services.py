@@ -144,12 +144,22 @@ def export_preview(site: Site, *, backlog: bool = False):
     return preview(site.config, site.db, site.rules, backlog=backlog)
 
 
-def file_contents(site: Site, file_id: str, *, offset: int = 0, limit: int = 50):
+def change_watch(site: Site):
+    """A cheap test of whether the store changed since the last look (ledger.store.ChangeWatch:
+    `.marker()` differs after any commit; None: cannot tell)."""
+    from reskontro.ledger.store import ChangeWatch
+    return ChangeWatch(site.db)
+
+
+def file_contents(site: Site, file_id: str, *, after: str | None = None, before: str | None = None,
+                  limit: int = 50, counts: dict[str, int] | None = None):
     """One transfer file: its journal record, what it carried by kind, and a page of its items
-    (transfer.contents.FileContents), or None for an unknown file."""
+    after or before an item ("kind:id") (transfer.contents.FileContents), or None for an
+    unknown file. `counts`: the file's counts by kind, when known (they never change once the
+    file is written)."""
     from reskontro.transfer.contents import file_contents as contents
     with site.db.connect() as conn:
-        return contents(conn, file_id, offset=offset, limit=limit)
+        return contents(conn, file_id, after=after, before=before, limit=limit, counts=counts)
 
 
 def receipts(site: Site):
@@ -184,6 +194,13 @@ def status(site: Site, now: datetime | None = None) -> Status:
                           "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
                           "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)},
                   last[0] if last else None, plan)
+
+
+def files(site: Site) -> list:
+    """The transfer files, oldest first (transfer.journal.FileRecord each)."""
+    from reskontro.transfer import journal
+    with site.db.connect() as conn:
+        return journal.files(conn)
 
 
 def run_history(site: Site, n: int = 10) -> list:

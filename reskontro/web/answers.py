@@ -1,9 +1,14 @@
-"""Service answers for the pages: each request borrows a site of its own, and answers that cost
-more than a page may take are served from the last computation (its time shown) while the next
-is computed in the background.
+"""Service answers for the pages: each request borrows a site of its own, and the answers that
+read the whole ledger (the plan's counts, the data-quality report, the held list) are kept
+until the store changes, so a page of a big ledger does not decide a million entries again.
 
 A site holds a rule engine (durable_rules keeps state in its host), so two requests never share
 one: a small pool of sites, each with its own engine and database pool.
+
+A kept answer is recomputed when the store changed (ledger.store.ChangeWatch), the day changed
+(decisions depend on the date), or it is older than MAX_AGE. The request that finds it stale
+waits up to WAIT for the new one; past that it gets the last answer (shown with its time) or,
+right after a start, none yet (the page says it is computing and looks again).
 """
 from __future__ import annotations
 
@@ -12,23 +17,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from reskontro import services
 from reskontro.site import Site
 
-LIVE_UNDER = 0.15    # seconds: an answer computed faster than this is computed on every request
-MAX_AGE = 60.0       # seconds: a slower answer is recomputed in the background when older
+WAIT = 0.15          # seconds a request waits for a new answer before it shows the last one
+MAX_AGE = 900.0      # seconds: recompute even if nothing seems changed (a lost marker, a PostgreSQL store)
 
 
 @dataclass(frozen=True)
 class Answer:
-    value: Any
-    at: datetime          # when it was computed (the site's zone)
-    live: bool            # computed for this request (else: the last one, `at`)
-    refreshing: bool = False   # a newer one is being computed
+    value: Any                  # None: not computed yet (right after a start)
+    at: datetime | None         # when it was computed (the site's zone)
+    current: bool               # nothing changed since it was computed
+    refreshing: bool = False    # a newer one is being computed
 
 
 class SitePool:
@@ -65,73 +71,78 @@ class SitePool:
 class _Slot:
     value: Any = None
     at: datetime | None = None
-    cost: float = 0.0             # seconds the last computation took
-    cost_at: float = 0.0          # time.monotonic() when it ended
-    stale: bool = False
+    marker: object = None         # the store's change marker when the computation began
+    day: object = None
+    ended: float = 0.0            # time.monotonic() of the last computation's end
+    error: BaseException | None = None
     busy: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Answers:
-    """Cached answers by key (see the module's text)."""
+    """Kept answers by key (see the module's text)."""
 
-    def __init__(self, pool: SitePool, *, live_under: float = LIVE_UNDER, max_age: float = MAX_AGE) -> None:
+    def __init__(self, pool: SitePool, *, wait: float = WAIT, max_age: float = MAX_AGE) -> None:
         self.pool = pool
-        self.live_under = live_under
+        self.wait = wait
         self.max_age = max_age
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
+        with pool.site() as site:
+            self._watch = services.change_watch(site)
 
     def call(self, fn: Callable[[Site], Any]) -> Any:
-        """An answer that is always computed now (one entry, one file, an action)."""
+        """An answer computed now (one entry, one file, an action)."""
         with self.pool.site() as site:
             return fn(site)
 
     def get(self, key: str, fn: Callable[[Site], Any]) -> Answer:
+        marker, day = self._watch.marker(), datetime.now(self.pool.config.tz).date()
         with self._lock:
             slot = self._slots.setdefault(key, _Slot())
-            have = slot.at is not None
-            cheap = have and slot.cost < self.live_under
-            old = have and (slot.stale or time.monotonic() - slot.cost_at > self.max_age)
-            if have and not cheap:
-                if old and not slot.busy:
-                    slot.busy = True
-                    threading.Thread(target=self._refresh, args=(key, fn), daemon=True,
-                                     name=f"web-answer-{key}").start()
-                return Answer(slot.value, slot.at, False, slot.busy)
-        value = self._compute(key, fn)
-        return Answer(value, self._slots[key].at, True)
-
-    def forget(self) -> None:
-        """After an action: every answer is recomputed before it is shown live again."""
+            if self._current(slot, marker, day):
+                return Answer(slot.value, slot.at, True)
+            if not slot.busy:
+                self._start(key, slot, fn)
+            done = slot.done
+        done.wait(self.wait)
         with self._lock:
-            for slot in self._slots.values():
-                slot.stale = True
+            if slot.error is not None and slot.at is None:
+                error, slot.error = slot.error, None
+                raise error
+            return Answer(slot.value, slot.at, self._current(slot, marker, day), slot.busy)
 
     def warm(self, key: str, fn: Callable[[Site], Any]) -> None:
-        """Compute an answer in the background now (at start), so the first page is quick."""
+        """Start computing an answer now (at start), so the first page finds it."""
         with self._lock:
             slot = self._slots.setdefault(key, _Slot())
-            if slot.busy:
-                return
-            slot.busy = True
-        threading.Thread(target=self._refresh, args=(key, fn), daemon=True, name=f"web-warm-{key}").start()
+            if not slot.busy:
+                self._start(key, slot, fn)
 
-    def _refresh(self, key: str, fn: Callable[[Site], Any]) -> None:
+    def close(self) -> None:
+        self._watch.close()
+
+    def _current(self, slot: _Slot, marker: object, day: object) -> bool:
+        return (slot.at is not None and not slot.busy and marker is not None and slot.marker == marker
+                and slot.day == day and time.monotonic() - slot.ended < self.max_age)
+
+    def _start(self, key: str, slot: _Slot, fn: Callable[[Site], Any]) -> None:
+        slot.busy = True
+        slot.done = threading.Event()
+        threading.Thread(target=self._compute, args=(slot, fn), daemon=True, name=f"web-answer-{key}").start()
+
+    def _compute(self, slot: _Slot, fn: Callable[[Site], Any]) -> None:
+        marker = self._watch.marker()            # before reading: a change meanwhile makes it stale
         try:
-            self._compute(key, fn)
-        except Exception:        # noqa: BLE001 - the next request computes it and shows the error
-            pass
-        finally:
+            with self.pool.site() as site:
+                value = fn(site)
+                at = datetime.now(site.config.tz)
+        except BaseException as exc:             # noqa: BLE001 - shown by the request that waits for it
             with self._lock:
-                self._slots[key].busy = False
-
-    def _compute(self, key: str, fn: Callable[[Site], Any]) -> Any:
-        with self.pool.site() as site:
-            start = time.monotonic()
-            value = fn(site)
-            at = datetime.now(site.config.tz)
+                slot.error, slot.busy = exc, False
+                slot.done.set()
+            return
         with self._lock:
-            slot = self._slots[key]
-            slot.value, slot.at, slot.cost, slot.stale = value, at, time.monotonic() - start, False
-            slot.cost_at = time.monotonic()
-        return value
+            slot.value, slot.at, slot.marker, slot.day = value, at, marker, at.date()
+            slot.ended, slot.error, slot.busy = time.monotonic(), None, False
+            slot.done.set()

@@ -6,6 +6,7 @@ Pages take ids in the path and filters in the query, never personal data beyond 
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import asynccontextmanager
 from collections.abc import Callable
 from pathlib import Path
@@ -39,12 +40,13 @@ def _templates() -> Environment:
 class Pages:
     """The handlers, with what they share: the site pool, cached answers, the gate, templates."""
 
-    def __init__(self, site_dir: Path, *, pool_size: int = 4, live_under: float | None = None) -> None:
+    def __init__(self, site_dir: Path, *, pool_size: int = 4, wait: float | None = None) -> None:
         self.pool = SitePool(site_dir, pool_size)
         self.config = self.pool.config
-        self.answers = Answers(self.pool, **({} if live_under is None else {"live_under": live_under}))
+        self.answers = Answers(self.pool, **({} if wait is None else {"wait": wait}))
         self.gate = Gate(self.config.web)
         self.env = _templates()
+        self._file_counts: dict[str, dict[str, int]] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
     def render(self, request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
@@ -56,6 +58,13 @@ class Pages:
             partial=request.headers.get("hx-request") == "true" and "hx-boosted" not in request.headers,
             **context)
         return HTMLResponse(html, status_code=code)
+
+    def kept(self, request: Request, key: str, fn: Callable, title: str) -> tuple[object, Response | None]:
+        """A kept answer (web.answers); until the first is computed, a page that says so."""
+        got = self.answers.get(key, fn)
+        if got.value is None:
+            return got, self.render(request, "computing.html", title=title, at=got)
+        return got, None
 
     def guarded(self, handler: Callable, *, post: bool = False) -> Callable:
         async def endpoint(request: Request) -> Response:
@@ -84,38 +93,55 @@ class Pages:
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
+    def count_files(self) -> None:
+        """Count the items of every written file, newest first (a big file's count takes a
+        moment; its content never changes once written)."""
+        for f in reversed(self.answers.call(services.files)):
+            if f.state != "writing" and f.file_id not in self._file_counts:
+                found = self.answers.call(lambda site: services.file_contents(site, f.file_id, limit=0))
+                if found is not None:
+                    self._file_counts[f.file_id] = found.counts
+
     # --- pages --------------------------------------------------------------------------------
     def overview(self, request: Request) -> Response:
-        st = self.answers.get("status", services.status)
-        unmatched = [p for p in self.answers.get("payments", services.payments).value
-                     if p["status"] in ("unmatched", "unposted")]
-        return self.render(request, "overview.html", title="Overview", status=st.value, at=st,
-                           unmatched=len(unmatched))
+        st, wait = self.kept(request, "status", services.status, "Overview")
+        if wait:
+            return wait
+        pays, wait = self.kept(request, "payments", services.payments, "Overview")
+        if wait:
+            return wait
+        unmatched = sum(1 for p in pays.value if p["status"] in ("unmatched", "unposted"))
+        return self.render(request, "overview.html", title="Overview", status=st.value, at=st, unmatched=unmatched)
 
     def files(self, request: Request) -> Response:
-        st = self.answers.get("status", services.status)
-        files = list(reversed(st.value.files))
+        got, wait = self.kept(request, "files", services.files, "Files")
+        if wait:
+            return wait
+        files = list(reversed(got.value))
         state = request.query_params.get("state", "")
         if state:
             files = [f for f in files if f.state == state]
         page, rows, pages = _page(request, files)
         return self.render(request, "files.html", title="Files", files=rows, page=page, pages=pages,
-                           state=state, states=sorted({f.state for f in st.value.files}), at=st,
-                           link=_link(request))
+                           state=state, states=sorted({f.state for f in got.value}), at=got, link=_link(request))
 
     def file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
-        page = _page_no(request)
-        found = self.answers.call(lambda site: services.file_contents(site, file_id, offset=(page - 1) * PAGE,
-                                                                      limit=PAGE))
+        after, before = request.query_params.get("after"), request.query_params.get("before")
+        known = self._file_counts.get(file_id)
+        found = self.answers.call(lambda site: services.file_contents(site, file_id, after=after, before=before,
+                                                                      limit=PAGE, counts=known))
         if found is None:
             return self.render(request, "missing.html", 404, title="No such file",
                                message=f"No transfer file {file_id} in the journal.")
-        return self.render(request, "file.html", title=found.record.name, f=found, page=page,
-                           pages=max(1, math.ceil(found.total / PAGE)), link=_link(request))
+        if found.record.state != "writing":     # its content is final: counted once
+            self._file_counts[file_id] = found.counts
+        return self.render(request, "file.html", title=found.record.name, f=found, link=_link(request))
 
     def customers(self, request: Request) -> Response:
-        got = self.answers.get("check", services.check)
+        got, wait = self.kept(request, "check", services.check, "Customer data")
+        if wait:
+            return wait
         reports = [r for r in got.value if r.holds or r.warnings]
         who = request.query_params.get("customer", "").strip()
         if who:
@@ -125,7 +151,9 @@ class Pages:
                            pages=pages, total=len(reports), customer=who, at=got, link=_link(request))
 
     def payments(self, request: Request) -> Response:
-        got = self.answers.get("payments", services.payments)
+        got, wait = self.kept(request, "payments", services.payments, "Payments")
+        if wait:
+            return wait
         order = {"unmatched": 0, "unposted": 1}
         rows = sorted(got.value, key=lambda p: (order.get(p["status"], 2), p["date"] or "", p["id"]))
         status = request.query_params.get("status", "")
@@ -167,7 +195,9 @@ def create_app(site_dir: Path, *, warm: bool = True, **options) -> Starlette:
         if warm:     # the slow answers of a big ledger start now, so the first pages are quick
             for key, fn in (("status", services.status), ("check", services.check)):
                 pages.answers.warm(key, fn)
+            threading.Thread(target=pages.count_files, daemon=True, name="web-file-counts").start()
         yield
+        pages.answers.close()
         pages.pool.close()
 
     app = Starlette(routes=pages.routes(), lifespan=lifespan)
