@@ -394,7 +394,8 @@ def rules_test(ctx: click.Context, out: Output, file: Path | None) -> None:
 @rules.command()
 @reporting
 def fields(out: Output) -> None:
-    """The fields a rule can test, with their values.
+    """The fields a rule can test, with their values and a condition for each as a rule file
+    writes it.
 
     \b
     Example:
@@ -403,14 +404,118 @@ def fields(out: Output) -> None:
     from reskontro.rules.facts import DEFAULT_FACT, FIELDS, fact_for_people
 
     shown = fact_for_people(DEFAULT_FACT)       # amounts in kroner, as rule files write them
+    kinds = {"bool": "true, false", "number": "number", "text": "text", "date": "YYYY-MM-DD",
+             "words": "words (has, has_not, has_any, has_none)"}
     rows = []
     for f in FIELDS.values():
         default = shown[f.name]
-        values = ", ".join(f.values) if f.values else ("true, false" if f.kind == "bool" else "number")
-        rows.append([f.name, f.kind, values, str(default).lower() if isinstance(default, bool) else str(default),
-                     f.doc])
-    out.table([Col("field", "id"), Col("kind", "id"), Col("values"), Col("example default"), Col("meaning")], rows)
-    _finish(out, DONE, fields=[dict(zip(("field", "kind", "values", "default", "meaning"), r)) for r in rows])
+        default = (str(default).lower() if isinstance(default, bool)
+                   else (" ".join(default) or "(none)") if isinstance(default, list) else str(default))
+        rows.append([f.name, f.kind, ", ".join(f.values) if f.values else kinds[f.kind], default, f.example, f.doc])
+    out.table([Col("field", "id"), Col("kind", "id"), Col("values"), Col("example default"), Col("condition"),
+               Col("meaning")], rows)
+    _finish(out, DONE, fields=[dict(zip(("field", "kind", "values", "default", "condition", "meaning"), r))
+                               for r in rows])
+
+
+def _money(amounts: dict) -> str:
+    return "\n".join(f"{a:,.2f} {c}" for c, a in sorted(amounts.items()))
+
+
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Compare with this rule file instead of the rules in force.")
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True,
+              help="Entries listed per change (0: all); every change of an entry Lowell has is listed.")
+@reporting
+@click.pass_context
+def rules_diff(ctx: click.Context, out: Output, candidate: Path, base: Path | None, limit: int) -> None:
+    """What the rule file CANDIDATE would decide differently from the rules in force (or
+    --base), over the whole ledger: per change (e.g. transfer -> hold) the entries and
+    amounts, then each entry with its old and new rule and the new reason. Flags entries
+    Lowell already has that would no longer go (tell Lowell). Writes nothing; exit status 1
+    when a rule file has problems (as `rules lint` lists them).
+
+    \b
+    Example:
+      reskontro rules diff rules/next.yaml
+    """
+    from reskontro.domain.amount import format_amount
+
+    for path in (candidate, base):
+        if path is not None:
+            _not_examples(path)
+    site = _site(ctx) if base is not None else _engine_site(ctx)
+    try:
+        with out.progress("Deciding the ledger with both rule files"):
+            d = services.rules_diff(site, candidate, base=base, limit=limit or None)
+    except RuleFileError as exc:
+        for p in exc.problems:
+            out.verbatim(str(p))
+        _finish(out, FAILED, problems=[{"file": str(p.path), "line": p.line, "message": p.message}
+                                       for p in exc.problems])
+    lines = d.sorted_lines()
+    out.say(f"{plural(d.entries, 'entry', 'entries')} decided by both ({d.base_digest} -> {d.candidate_digest}): "
+            f"{d.changed:,} would change.")
+    if lines:
+        out.table([Col("from", "id"), Col("to", "id"), Col("entries", "number"), Col("amount", "amount")],
+                  [[l.old, l.new if l.new != l.old else f"{l.new} (other rule)", f"{l.count:,}", _money(l.amounts)]
+                   for l in lines], title="Changes")
+    for l in lines:
+        listed = f" ({len(l.entries):,} listed)" if len(l.entries) < l.count else ""
+        out.table([Col("entry", "id"), Col("customer", "id"), Col("amount", "amount"),
+                   Col("old rule -> new rule", "words"), Col("new reason"), Col("Lowell")],
+                  [[c.entry_id, c.customer_id, f"{c.amount:,.2f} {c.currency}", f"{c.old_rule} -> {c.new_rule}",
+                    c.new_reason, ("has it", "yellow") if c.tell_lowell else ""] for c in l.entries],
+                  title=f"{l.old} -> {l.new}: {plural(l.count, 'entry', 'entries')}{listed}")
+    told = d.tell_lowell
+    if told:
+        out.say((f"Lowell has {len(told):,} of these entries", "yellow"), " (a file cannot take one back):")
+    for c in told:
+        out.say(f"  {c.entry_id}: {c.tell_lowell}")
+
+    def entry(c) -> dict:
+        return {"id": c.entry_id, "customer": c.customer_id, "amount": format_amount(c.amount),
+                "currency": c.currency, "old_rule": c.old_rule, "new_rule": c.new_rule, "new_reason": c.new_reason,
+                "lowell": c.lowell, "file": c.file_id,
+                "lowell_since": c.file_date.isoformat() if c.file_date else None, "note": c.tell_lowell}
+    _finish(out, DONE, entries=d.entries, changed=d.changed, base_digest=d.base_digest,
+            candidate_digest=d.candidate_digest,
+            changes=[{"from": l.old, "to": l.new, "count": l.count,
+                      "amounts": {c: format_amount(a) for c, a in sorted(l.amounts.items())},
+                      "entries": [entry(c) for c in l.entries]} for l in lines],
+            tell_lowell=[entry(c) for c in told])
+
+
+@rules.command("coverage")
+@reporting
+@click.pass_context
+def rules_coverage(ctx: click.Context, out: Output) -> None:
+    """For each rule in force: how many entries it decides (or warns on) tonight and over the
+    whole ledger, and how many examples test it. Rules that decide nothing, and rules without
+    an example, come first.
+
+    \b
+    Example:
+      reskontro rules coverage --json | jq '.rules[] | select(.idle)'
+    """
+    site = _engine_site(ctx)
+    with out.progress("Deciding the ledger"):
+        cov = services.rules_coverage(site)
+    rows = []
+    for r in cov.rules:
+        note = ", ".join(x for x, on in (("decides nothing", r.idle), ("no example", r.untested)) if on)
+        rows.append([r.rule_id, str(r.line), r.kind, f"{r.tonight:,}", f"{r.whole:,}", str(r.examples),
+                     (note, "yellow") if note else ""])
+    out.table([Col("rule", "id"), Col("line", "number"), Col("decides", "id"), Col("tonight", "number"),
+               Col("whole ledger", "number"), Col("examples", "number"), Col("look at")], rows,
+              title=f"Rule coverage ({site.config.rule_file.name})")
+    if cov.examples is None:
+        out.say(f"No examples file beside {site.config.rule_file.name}.")
+    _finish(out, DONE, examples=str(cov.examples) if cov.examples else None,
+            rules=[{"rule": r.rule_id, "line": r.line, "kind": r.kind, "tonight": r.tonight, "whole": r.whole,
+                    "examples": r.examples, "idle": r.idle, "untested": r.untested} for r in cov.rules])
 
 
 # --- what the rules make of the ledger -------------------------------------------------------
@@ -454,20 +559,22 @@ def _engine_site(ctx: click.Context) -> Site:
 
 @main.command()
 @click.argument("entry_id", metavar="ID")
+@click.option("--history", is_flag=True, help="Also the decision changes the exports journaled for it.")
 @reporting
 @click.pass_context
-def explain(ctx: click.Context, out: Output, entry_id: str) -> None:
+def explain(ctx: click.Context, out: Output, entry_id: str, history: bool) -> None:
     """Why entry ID gets its decision: the facts, the deciding rule, every other rule that
-    matched. The ERP's id of an entry this service booked works too.
+    matched. The ERP's id of an entry this service booked works too. With --history, the
+    changes of its decision the exports journaled (from, to, rule, rule file, date).
 
     \b
     Example:
-      reskontro explain I1001
+      reskontro explain I1001 --history
     """
     from reskontro.rules.facts import fact_for_people
 
     site = _engine_site(ctx)
-    found = services.explain(site, entry_id)
+    found = services.explain(site, entry_id, history=history)
     if found is None:
         raise UserError(f"no entry with id {entry_id!r} in the ledger")
     if found.alias:     # the ERP's id of an entry this service booked
@@ -487,11 +594,22 @@ def explain(ctx: click.Context, out: Output, entry_id: str) -> None:
         for r in others:
             out.say(f"  line {r.line}: {r.id} -> {r.decision}")
     out.table([Col("fact", "id"), Col("value", "id")],
-              [[k, str(v).lower() if isinstance(v, bool) else str(v)] for k, v in facts.items()],
+              [[k, str(v).lower() if isinstance(v, bool) else " ".join(v) if isinstance(v, list) else str(v)]
+               for k, v in facts.items()],
               title="Facts the rules saw")
+    changes = [{"date": h.at.astimezone(site.config.tz).date().isoformat(), "from": h.from_decision,
+                "to": h.to_decision, "rule": h.rule_id, "rules_digest": h.rules_digest, "file": h.file_id}
+               for h in (found.history or [])]
+    if history and changes:
+        out.table([Col("date", "id"), Col("from", "id"), Col("to", "id"), Col("rule", "id"), Col("rule file", "id"),
+                   Col("file", "id")],
+                  [[c["date"], c["from"], c["to"], c["rule"], c["rules_digest"], c["file"] or ""] for c in changes],
+                  title="Decision history (changes only)")
+    elif history:
+        out.say("No decision changes journaled for this entry.")
     _finish(out, DONE, entry=entry_id, asked=found.asked, decision=o.decision, rule=o.rule_id, reason=o.reason,
             detail=ex.detail, warnings=[{"rule": r, "text": t} for r, t in o.warnings],
-            matched=[r.id for r in ex.matched], facts=facts)
+            matched=[r.id for r in ex.matched], facts=facts, **({"history": changes} if history else {}))
 
 
 @main.command()
@@ -604,8 +722,9 @@ def receipts(ctx: click.Context, out: Output) -> None:
 @reporting
 @click.pass_context
 def status(ctx: click.Context, out: Output, limit: int) -> None:
-    """The transfer files and their states (times in the site's time zone), and what is
-    pending, in flight and held.
+    """The transfer files and their states (times in the site's time zone); what is pending,
+    in flight and held; the rule file in force (its digest, since when, how many entries it
+    decided differently from the one before); the last cycle and the next scheduled one.
 
     \b
     Example:
@@ -622,6 +741,18 @@ def status(ctx: click.Context, out: Output, limit: int) -> None:
                 f.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"), f.detail or ""] for f in files],
               title="Transfer files")
     out.say("Items: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in st.items.items()))
+    r, was = st.rules, st.rules.exported
+    line = f"Rules: {r.path.name} {r.digest}"
+    if was is not None:
+        since = was.since.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+        line += (f"; the last export used {was.digest}" if r.changed_since_export else "") + f", in force since {since}"
+        if was.previous:
+            line += f" (before: {was.previous}; " + (f"{plural(was.changed, 'entry', 'entries')} decided differently)"
+                                                     if was.changed is not None else "changes not journaled)")
+    out.say(line)
+    if r.changed_since_export:
+        out.say(("  the file changed since the last export", "yellow"),
+                ": the next export uses it (`reskontro rules diff` shows what changes)")
     last = st.last_run
     if last is None:
         out.say("Last run: none yet.")
@@ -638,11 +769,15 @@ def status(ctx: click.Context, out: Output, limit: int) -> None:
     when = "now (today's cycle is overdue: the next scheduled tick runs it)" if plan.due else \
         f"{plan.next_run:%Y-%m-%d %H:%M %Z}"
     out.say(f"Next scheduled run: {when}")
+    rules = {"file": str(r.path), "digest": r.digest, "changed_since_export": r.changed_since_export,
+             "exported": None if was is None else {"digest": was.digest, "since": was.since.astimezone(tz).isoformat(),
+                                                   "previous": was.previous, "decided_differently": was.changed}}
     _finish(out, DONE, files=[{"file_id": f.file_id, "sequence": f.sequence, "kind": f.kind, "state": f.state,
                                "entries": f.entry_count, "created_at": f.created_at.astimezone(tz).isoformat(),
                                "detail": f.detail} for f in files], items=st.items,
             runs={"last": st.last_run.as_json(tz) if st.last_run else None,
-                  "next_scheduled": plan.next_run.isoformat(timespec="seconds"), "overdue": plan.due})
+                  "next_scheduled": plan.next_run.isoformat(timespec="seconds"), "overdue": plan.due},
+            rules=rules)
 
 
 # --- incoming payments ------------------------------------------------------------------------

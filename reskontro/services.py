@@ -24,6 +24,12 @@ def _lock(site: Site):
     return run_lock(site.config.site / "var" / "reskontro.lock")
 
 
+def _today(site: Site, now: datetime | None = None):
+    """The run's date in the site's time zone (the rules' days_past_due counts from it)."""
+    from reskontro.rules.decide import run_day
+    return run_day(site.config.tz, now)
+
+
 # --- the site ---------------------------------------------------------------------------------
 def doctor(site_dir: Path, *, sftp: bool = True):
     """Is the site in `site_dir` ready to run? (doctor.Check each: check, ok, message; ok None
@@ -78,7 +84,7 @@ def plan(site: Site, *, whole: bool = False, backlog: bool = False,
     from reskontro.rules.reports import make_plan
     with site.db.connect() as conn:
         return make_plan(conn, site.rules, site.config.mode, unsent=not whole, backlog=backlog,
-                         progress=progress)
+                         progress=progress, today=_today(site))
 
 
 @dataclass(frozen=True)
@@ -86,33 +92,80 @@ class Explained:
     entry_id: str                 # the ledger's id (the service's, when asked by the ERP's id)
     asked: str                    # the id asked for
     explanation: object           # rules.engine.Explanation
+    history: list | None = None   # rules.history.Change each, oldest first (when asked for)
 
     @property
     def alias(self) -> bool:
         return self.entry_id != self.asked
 
 
-def explain(site: Site, entry_id: str) -> Explained | None:
-    """Why an entry gets its decision; also by the ERP's id of an entry booked here."""
+def explain(site: Site, entry_id: str, *, history: bool = False) -> Explained | None:
+    """Why an entry gets its decision; also by the ERP's id of an entry booked here.
+    `history`: with the decision changes the exports journaled for it."""
     from reskontro.ledger.bankref import alias_target
+    from reskontro.rules.history import entry_history
     from reskontro.rules.reports import explain_entry
+    today = _today(site)
     with site.db.connect() as conn:
-        ex = explain_entry(conn, site.rules, site.config.mode, entry_id)
-        if ex is not None:
-            return Explained(entry_id, entry_id, ex)
-        here = alias_target(conn, "entry", entry_id)
-        if here is not None:
-            ex = explain_entry(conn, site.rules, site.config.mode, here)
-            if ex is not None:
-                return Explained(here, entry_id, ex)
-    return None
+        here = entry_id
+        ex = explain_entry(conn, site.rules, site.config.mode, here, today=today)
+        if ex is None:
+            here = alias_target(conn, "entry", entry_id)
+            if here is None:
+                return None
+            ex = explain_entry(conn, site.rules, site.config.mode, here, today=today)
+            if ex is None:
+                return None
+        return Explained(here, entry_id, ex, entry_history(conn, here) if history else None)
 
 
 def check(site: Site, progress: Callable[[int], None] | None = None):
     """The data-quality report per customer (rules.reports.CustomerReport each)."""
     from reskontro.rules.reports import quality_report
     with site.db.connect() as conn:
-        return quality_report(conn, site.rules, site.config.mode, progress)
+        return quality_report(conn, site.rules, site.config.mode, today=_today(site), progress=progress)
+
+
+def _rules_or_problems(path: Path):
+    """A rule file's engine; RuleFileError with every problem lint finds in it."""
+    from reskontro.rules.engine import RuleEngine
+    from reskontro.rules.lint import lint_file
+    from reskontro.rules.rulefile import RuleFileError
+    rf, problems = lint_file(path)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleEngine(rf)
+
+
+def rules_diff(site: Site, candidate: Path, *, base: Path | None = None, limit: int | None = None):
+    """What `candidate` would decide differently from the rules in force (or `base`) over the
+    whole ledger (rules.diff.RulesDiff). Writes nothing. RuleFileError: a rule file has
+    problems (lint's)."""
+    from reskontro.rules.diff import diff_rules
+    cand = _rules_or_problems(candidate)
+    old = site.rules if base is None else _rules_or_problems(base)
+    with site.db.connect() as conn:
+        return diff_rules(conn, old, cand, site.config.mode, today=_today(site), limit=limit,
+                          tz=site.config.tz, db_url=site.config.database)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    rules: list                   # rules.coverage.RuleCoverage each, what to look at first
+    examples: Path | None         # the examples file (None: there is none)
+
+
+def rules_coverage(site: Site) -> Coverage:
+    """Per rule of the rules in force: entries decided tonight and over the whole ledger, and
+    the examples that test it."""
+    from reskontro.rules.coverage import rule_coverage
+    from reskontro.rules.lint import examples_path, run_examples
+    engine = site.rules
+    ex = examples_path(site.config.rule_file)
+    results = run_examples(engine.rule_file, ex) if ex.is_file() else None
+    with site.db.connect() as conn:
+        rows = rule_coverage(conn, engine, site.config.mode, results, today=_today(site))
+    return Coverage(rows, ex if results is not None else None)
 
 
 # --- the transfer file ------------------------------------------------------------------------
@@ -169,31 +222,46 @@ def receipts(site: Site):
 
 
 @dataclass(frozen=True)
+class RulesInForce:
+    path: Path                    # the site's rule file
+    digest: str                   # of the rule file as it is now (what the next export uses)
+    exported: object              # rules.history.InForce: what the last export used (None: no export yet)
+
+    @property
+    def changed_since_export(self) -> bool:
+        return self.exported is not None and self.exported.digest != self.digest
+
+
+@dataclass(frozen=True)
 class Status:
     files: list                   # transfer.journal.FileRecord each, oldest first
     items: dict[str, int]         # delivered, in_flight, pending, held, waiting, to_send
     last_run: object | None = None   # ledger.runs.RunRecord: the last cycle (None: never ran)
     schedule: object | None = None   # exchange.cycle.Schedule: the next scheduled cycle
+    rules: RulesInForce | None = None
 
 
 def status(site: Site, now: datetime | None = None) -> Status:
     """The files and their states; what is delivered, in flight, pending, held, waiting, and
     what the next export sends (the plan's transfer count: they always agree); the last cycle
-    and the next scheduled one."""
+    and the next scheduled one; the rule file in force (its digest, since when, how many
+    entries it decided differently)."""
     from reskontro.exchange.cycle import schedule
     from reskontro.ledger import runs
+    from reskontro.rules.history import in_force, rules_digest
     from reskontro.rules.reports import make_plan
     from reskontro.transfer import journal
     with site.db.connect() as conn:
         files = journal.files(conn)
         counts = journal.counts(conn)
-        totals = make_plan(conn, site.rules, site.config.mode).totals()
+        totals = make_plan(conn, site.rules, site.config.mode, today=_today(site, now)).totals()
+        rules = RulesInForce(site.config.rule_file, rules_digest(site.rules.rule_file), in_force(conn))
         last = runs.last(conn, 1)
     plan = schedule(site.config, site.db, now or datetime.now(site.config.tz))
     return Status(files, {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
                           "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
                           "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)},
-                  last[0] if last else None, plan)
+                  last[0] if last else None, plan, rules)
 
 
 def files(site: Site) -> list:

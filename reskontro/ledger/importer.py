@@ -66,7 +66,7 @@ class ImportResult:
 _STAGE = MetaData()
 _TMP = {"prefixes": ["TEMPORARY"]}
 CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "line2", "line3", "post_code", "city", "country",
-                 "email", "phone", "factoring_default", "version", "stamp")
+                 "email", "phone", "factoring_default", "tags", "version", "stamp")
 ENTRY_COLS = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount_ore", "currency",
               "kid", "kid_check", "status", "factoring", "opt_out", "reverses", "source", "dunning_level", "text",
               "bank_ref", "version", "stamp")
@@ -112,14 +112,14 @@ def _h(text_: str) -> str:
 def _customer_staged(r: tuple, line: int) -> tuple:
     """A CUSTOMER_ROW with its version and stamp (store.customer_version/customer_stamp of the
     same customer: the tests compare them)."""
-    cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd = r
+    cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd, tags = r
     lines = (l1,) if l2 is None else (l1, l2) if l3 is None else (l1, l2, l3)    # compacted by the reader
     version = _h(f"{ctype or ''}\x1f{name}\x1f{(org_no or '') if ctype == 'business' else ''}\x1f"
                  f"{lines if l1 is not None else ()}\x1f{post}\x1f{city}\x1f{country}\x1f{email or ''}\x1f"
                  f"{phone or ''}")
     stamp = _h(f"{version}\x1f{ctype or ''}\x1f{org_no or ''}\x1f{email or ''}\x1f{phone or ''}\x1f"
-               f"{'True' if fd else 'False'}")
-    return (cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd, version, stamp, line)
+               f"{'True' if fd else 'False'}" + (f"\x1f{tags}" if tags else ""))
+    return (cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd, tags, version, stamp, line)
 
 
 def _entry_digests(r: tuple) -> tuple[str, str]:

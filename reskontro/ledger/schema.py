@@ -19,6 +19,7 @@ customers = Table(
     Column("post_code", String(16)), Column("city", String(64)), Column("country", String(2)),
     Column("email", String(200)), Column("phone", String(40)),
     Column("factoring_default", Boolean, nullable=False, default=False),
+    Column("tags", Text),                               # the rules' tags: lower-case words, sorted, blank-separated
     Column("version", String(16), nullable=False),      # what the transfer file carries
     Column("stamp", String(16), nullable=False),        # every field (a change re-decides)
 )
@@ -53,6 +54,10 @@ entries = Table(
     Column("origin", String(12)),
     # why the ERP's copy of this bank payment disagrees with it (held: rule bank-ref-conflict)
     Column("bank_ref_conflict", String(200)),
+    # the last decision the export journaled, where the journal does not imply it: NULL means
+    # transfer when Lowell has a version of the entry (sent), exclude in a match settled before
+    # the service (settled_history) that Lowell has not, else never decided yet (rules.history)
+    Column("decision", String(8)),
     Column("version", String(16), nullable=False),      # what the transfer file carries
     Column("stamp", String(16), nullable=False),        # every field (a change re-decides)
 )
@@ -131,6 +136,20 @@ settled_history = Table(
     "settled_history", metadata,
     Column("match_id", String(35), primary_key=True),
     sqlite_with_rowid=False,
+)
+
+# Decision changes, journaled at export: only changes (an entry's first decision is not one),
+# so it stays small. rules_digest: the rule file in force (rules.history.rules_digest).
+decision_history = Table(
+    "decision_history", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", String(35), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("from_decision", String(8), nullable=False),
+    Column("to_decision", String(8), nullable=False),
+    Column("rule_id", Text, nullable=False),           # the rule that decided `to_decision`
+    Column("rules_digest", String(16), nullable=False),
+    Column("file_id", String(64)),                     # the export that journaled it
 )
 
 meta = Table(

@@ -108,7 +108,9 @@ def customer_version(c: Customer) -> str:
 
 
 def customer_stamp(c: Customer) -> str:
-    return digest(customer_version(c), c.type, c.org_no, c.email, c.phone, c.factoring_default)
+    # tags only when there are any: the stamps of stores from before tags stay as they were
+    return digest(customer_version(c), c.type, c.org_no, c.email, c.phone, c.factoring_default,
+                  *((" ".join(c.tags),) if c.tags else ()))
 
 
 def entry_version(e: Entry) -> str:
@@ -129,8 +131,8 @@ def customer_row(c: Customer) -> dict:
     return dict(id=c.id, name=c.name, type=c.type, org_no=c.org_no, line1=lines[0], line2=lines[1],
                 line3=lines[2], post_code=c.address.post_code, city=c.address.city,
                 country=c.address.country, email=c.email, phone=c.phone,
-                factoring_default=c.factoring_default, version=customer_version(c),
-                stamp=customer_stamp(c))
+                factoring_default=c.factoring_default, tags=" ".join(c.tags) or None,
+                version=customer_version(c), stamp=customer_stamp(c))
 
 
 def row_customer(r: Row | dict) -> Customer:
@@ -138,7 +140,8 @@ def row_customer(r: Row | dict) -> Customer:
     lines = tuple(x for x in (m["line1"], m["line2"], m["line3"]) if x)
     return Customer(id=m["id"], name=m["name"], type=m["type"], org_no=m["org_no"],
                     address=Address(lines, m["post_code"] or "", m["city"] or "", m["country"] or ""),
-                    email=m["email"], phone=m["phone"], factoring_default=bool(m["factoring_default"]))
+                    email=m["email"], phone=m["phone"], factoring_default=bool(m["factoring_default"]),
+                    tags=tuple((m.get("tags") or "").split()))
 
 
 def entry_row(e: Entry) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import Connection
@@ -13,6 +14,7 @@ from reskontro.domain.amount import format_amount
 from reskontro.rules.decide import Decided, decide_ledger, goes_tonight
 from reskontro.domain import from_ore
 from reskontro.rules.engine import Explanation, RuleEngine
+from reskontro.rules.facts import CUSTOMER_CHECK_FIELDS
 
 
 @dataclass
@@ -74,13 +76,14 @@ _NOT_SENDABLE = {
 
 def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
               unsent: bool = True, backlog: bool = False,
-              progress: Callable[[int], None] | None = None) -> Plan:
+              progress: Callable[[int], None] | None = None, today: date | None = None) -> Plan:
     """Decisions summed up: of the entries not yet delivered or in flight (`unsent`), from the
     whole ledger or only the groups with pending changes. Its transfer count is what the next
     export writes (`backlog`: what the backlog file would)."""
     plan = Plan(reasons={r.id: r.reason for r in engine.rule_file.rules if r.reason})
     plan.reasons["default"] = engine.rule_file.default_reason
-    for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending, backlog=backlog), 1):
+    for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending, backlog=backlog,
+                                        today=today), 1):
         if unsent and d.entry["sent_version"] == d.entry["version"]:
             continue          # delivered or in flight: not tonight's business
         plan.add(d)
@@ -89,8 +92,9 @@ def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: 
     return plan
 
 
-def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str) -> Explanation | None:
-    for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id]):
+def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str, *,
+                  today: date | None = None) -> Explanation | None:
+    for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id], today=today):
         if d.entry["id"] == entry_id:
             # the decision as deciding made it (its reason names the records it is about)
             return replace(engine.explain(d.fact), outcome=d.outcome, detail=d.entry["bank_ref_conflict"])
@@ -107,17 +111,18 @@ class CustomerReport:
 
 
 def customer_rules(engine: RuleEngine) -> set[str]:
-    """Ids of the rules that read customer data (fields customer_*)."""
+    """Ids of the rules that read customer data checks (customer type, address, org no, name;
+    not the customer's id or tags, which pick customers rather than find faults in them)."""
     return {r.id for r in engine.rule_file.rules
-            if any(t.field.startswith("customer_") for t in r.when + tuple(x for a in r.any for x in a))}
+            if any(t.field in CUSTOMER_CHECK_FIELDS for t in r.when + tuple(x for a in r.any for x in a))}
 
 
-def quality_report(conn: Connection, engine: RuleEngine, mode: str,
+def quality_report(conn: Connection, engine: RuleEngine, mode: str, *, today: date | None = None,
                    progress: Callable[[int], None] | None = None) -> list[CustomerReport]:
     """Customers whose data holds or warns entries: what to fix in the ERP, per customer."""
     about_customers = customer_rules(engine)
     out: dict[str, CustomerReport] = {}
-    for i, d in enumerate(decide_ledger(conn, engine, mode), 1):
+    for i, d in enumerate(decide_ledger(conn, engine, mode, today=today), 1):
         if progress and i % 10000 == 0:
             progress(i)
         o = d.outcome
