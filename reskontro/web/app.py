@@ -5,26 +5,32 @@ Pages take ids in the path and filters in the query, never personal data beyond 
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from contextlib import asynccontextmanager
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reskontro import services
+from reskontro.domain import InputError
+from reskontro.errors import OPERATOR_ERRORS
+from reskontro.rules.facts import fact_for_people
+from reskontro.support.resolve import AmbiguousId
 from reskontro.web.answers import Answers, SitePool
 from reskontro.web.security import Gate, Refused, SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("reskontro.web")
 PAGE = 50          # rows per page
 HTMX = "htmx-2.0.11.min.js"
 
@@ -34,6 +40,10 @@ def _templates() -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals["htmx"] = HTMX
     env.filters["thousands"] = lambda n: f"{n:,}".replace(",", " ")
+    env.filters["words"] = lambda text: str(text).replace("_", " ")
+    env.globals["money"] = lambda amount, currency: f"{amount:,.2f} {currency}".replace(",", " ")
+    env.globals["found_by"] = lambda how: FOUND_BY.get(how, how)
+    env.globals["delivery_line"] = delivery_line
     return env
 
 
@@ -54,6 +64,7 @@ class Pages:
         context.setdefault("title", "")
         html = self.env.get_template(name).render(
             request=request, login=login, csrf=self.gate.csrf_token(login), tz=self.config.tz,
+            when=lambda t: "" if t is None else t.astimezone(self.config.tz).strftime("%Y-%m-%d %H:%M"),
             sender_id=self.config.sender_id, path=request.url.path, q=request.query_params.get("q", ""),
             partial=request.headers.get("hx-request") == "true" and "hx-boosted" not in request.headers,
             **context)
@@ -79,7 +90,12 @@ class Pages:
                 headers = {"www-authenticate": 'Basic realm="reskontro", charset="UTF-8"'} if exc.challenge else {}
                 return HTMLResponse(self.env.get_template("refused.html").render(message=exc.message),
                                     status_code=exc.status, headers=headers)
-            return await run_in_threadpool(handler, request)
+            try:
+                return await run_in_threadpool(handler, request)
+            except OPERATOR_ERRORS as exc:    # the store or a file: one line, as the CLI says it
+                log.error("%s %s: %s", request.method, request.url.path, exc)
+                return self.render(request, "missing.html", 503, title="Cannot answer now", message=str(exc),
+                                   hint="Nothing was changed. Look at the store and the disk, then reload.")
         return endpoint
 
     def routes(self) -> list:
@@ -89,7 +105,14 @@ class Pages:
             Route("/files", g(self.files)),
             Route("/files/{file_id}", g(self.file)),
             Route("/customers", g(self.customers)),
+            Route("/customers/{customer_id}", g(self.customer)),
+            Route("/entries/{ident}", g(self.entry)),
+            Route("/search", g(self.search)),
+            Route("/held", g(self.held)),
+            Route("/excluded", g(self.excluded)),
             Route("/payments", g(self.payments)),
+            Route("/payments/{payment}/match", g(self.match, post=True), methods=["POST"]),
+            Route("/payments/{payment}/dismiss", g(self.dismiss, post=True), methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -151,17 +174,116 @@ class Pages:
                            pages=pages, total=len(reports), customer=who, at=got, link=_link(request))
 
     def payments(self, request: Request) -> Response:
-        got, wait = self.kept(request, "payments", services.payments, "Payments")
+        status = request.query_params.get("status", "") or None
+        pageno = _page_no(request)
+        page = self.answers.call(lambda site: services.payment_page(site, status=status, offset=(pageno - 1) * PAGE,
+                                                                    limit=PAGE))
+        return self.render(request, "payments.html", title="Payments", page=page, payments=page.rows,
+                           pageno=pageno, pages=max(1, math.ceil(page.total / PAGE)), status=status or "",
+                           link=_link(request))
+
+    def _action(self, request: Request, act: Callable) -> Response:
+        """A payment action (POST): its row again, with the error if it was refused; a
+        browser without htmx is sent back to the list."""
+        pid = request.path_params["payment"]
+        error = None
+        try:
+            self.answers.call(lambda site: act(site, pid, f"web:{request.state.login}"))
+        except InputError as exc:               # refused: unknown, closed, other currency, …
+            error = str(exc)
+        if request.headers.get("hx-request") != "true":
+            if error:
+                return self.render(request, "missing.html", 409, title="Refused", message=error,
+                                   hint="Nothing was changed.")
+            return RedirectResponse(f"/entries/{quote(pid, safe='')}", status_code=303)
+        page = self.answers.call(lambda site: services.payment_page(site, limit=None))
+        row = next((p for p in page.rows if p.id == pid), None)
+        if row is None:
+            return self.render(request, "missing.html", 404, title="No such payment",
+                               message=error or f"No bank payment {pid}.")
+        return self.render(request, "_payment_row.html", p=row, error=error,
+                           done=None if error else f"{row.status}: {row.note or ''}")
+
+    def match(self, request: Request) -> Response:
+        form = request.state.form
+        invoice, reason = (form.get("to") or "").strip(), (form.get("reason") or "").strip() or None
+        return self._action(request, lambda site, pid, who: services.match_payment(site, pid, invoice, who=who,
+                                                                                    reason=reason))
+
+    def dismiss(self, request: Request) -> Response:
+        reason = (request.state.form.get("reason") or "").strip()
+        return self._action(request, lambda site, pid, who: services.dismiss_payment(site, pid, reason, who=who))
+
+    def entry(self, request: Request) -> Response:
+        ident = request.path_params["ident"]
+        try:
+            found = self.answers.call(lambda site: services.explain(site, ident))
+        except AmbiguousId as exc:
+            return self.render(request, "ambiguous.html", 300, title=ident, ident=ident, message=str(exc),
+                               candidates=exc.candidates)
+        if found is None:
+            hits = self.answers.call(lambda site: services.find(site, ident, limit=5))
+            return self.render(request, "missing.html", 404, title="Not found",
+                               message=f"Nothing in the ledger or the bank payments is called {ident}.",
+                               hint=_did_you_mean(hits))
+        facts = fact_for_people(found.explanation.fact) if found.explanation is not None else {}
+        return self.render(request, "entry.html", title=found.entry_id or ident, found=found, facts=facts)
+
+    def search(self, request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()[:100]
+        partial = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "hits"
+        if not q:
+            return HTMLResponse("") if partial else self.render(request, "search.html", title="Search")
+        found = self.answers.call(lambda site: services.find(site, q, limit=10 if partial else 50))
+        if partial:
+            return self.render(request, "_hits.html", found=found)
+        hits = [("/entries/", h.id) for h in found.entries + found.payments] + [("/customers/", h.id)
+                                                                                for h in found.customers]
+        if len(hits) == 1 and not found.truncated:        # one answer: go there
+            return RedirectResponse(hits[0][0] + quote(hits[0][1], safe=""), status_code=303)
+        return self.render(request, "search.html", title=f"Search {q}", found=found)
+
+    def _kept_page(self, request: Request, which: str, title: str, blurb: str) -> Response:
+        # the lists are kept in the store and brought up to date before a read: on a big
+        # ledger the first read after a start decides everything, so it runs in the background
+        ready, wait = self.kept(request, "kept", lambda site: services.held(site, limit=0), title)
         if wait:
             return wait
-        order = {"unmatched": 0, "unposted": 1}
-        rows = sorted(got.value, key=lambda p: (order.get(p["status"], 2), p["date"] or "", p["id"]))
-        status = request.query_params.get("status", "")
-        if status:
-            rows = [p for p in rows if p["status"] == status]
-        page, shown, pages = _page(request, rows)
-        return self.render(request, "payments.html", title="Payments", payments=shown, page=page, pages=pages,
-                           status=status, total=len(rows), at=got, link=_link(request))
+        rule = request.query_params.get("rule", "").strip() or None
+        customer = request.query_params.get("customer", "").strip() or None
+        pageno = _page_no(request)
+        page = self.answers.call(lambda site: getattr(services, which)(site, rule=rule, customer=customer,
+                                                                       offset=(pageno - 1) * PAGE, limit=PAGE))
+        return self.render(request, "kept.html", title=title, blurb=blurb, page=page, rule=rule or "",
+                           customer=customer or "", pageno=pageno, pages=max(1, math.ceil(page.total / PAGE)),
+                           held=which == "held", link=_link(request))
+
+    def held(self, request: Request) -> Response:
+        return self._kept_page(request, "held", "Held and waiting",
+                               "Held: a person must act (the reason says what). Waiting: they go by themselves "
+                               "once the reason is over.")
+
+    def excluded(self, request: Request) -> Response:
+        return self._kept_page(request, "excluded", "Excluded", "Never sent to Lowell, by the rules' decision.")
+
+    def customer(self, request: Request) -> Response:
+        cid = request.path_params["customer_id"]
+        found = self.answers.call(lambda site: services.find(site, cid, limit=5))
+        hit = next((h for h in found.customers if h.id == cid), None)
+        if hit is None:
+            return self.render(request, "missing.html", 404, title="No such customer",
+                               message=f"No customer {cid} in the ledger.", hint=_did_you_mean(found))
+        check = self.answers.get("check", services.check)
+        report = next((r for r in check.value or [] if r.customer_id == cid), None)
+        held = self.answers.call(lambda site: services.held(site, customer=cid, limit=0))
+        excluded = self.answers.call(lambda site: services.excluded(site, customer=cid, limit=0))
+        return self.render(request, "customer.html", title=f"Customer {cid}", customer_id=cid, hit=hit,
+                           report=report if report and (report.holds or report.warnings) else None,
+                           report_known=check.value is not None, held=held, excluded=excluded)
+
+def _did_you_mean(found) -> str:
+    names = [h.id for h in found.entries + found.payments + found.customers] or found.suggestions
+    return f"Did you mean {', '.join(names[:5])}?" if names else ""
 
 
 def _page_no(request: Request) -> int:
