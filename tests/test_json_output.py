@@ -89,7 +89,12 @@ RUNS = [(("plan",), 0), (("plan", "--all"), 0), (("explain", "I1"), 0), (("expla
         (("sample", "--customers", "2", "--out", "{root}/sample.jsonl", "--force"), 0),
         (("init", "{root}/another"), 0), (("explain", "NOPE"), 1), (("export",), 0),
         (("correct-payment", "NOPE", "--to", "I2"), 1),   # refused: no such payment
-        (("doctor", "--no-sftp"), 1)]   # no SFTP key on this site: a FAIL line, exit 1
+        (("doctor", "--no-sftp"), 1),   # no SFTP key on this site: a FAIL line, exit 1
+        (("find", "i"), 0), (("find", "F1"), 0), (("find", "ZZZZZZ"), 1),   # nothing found: exit 1
+        (("explain", "F1"), 0),                              # by document number
+        (("held",), 0), (("held", "--customer", "C2"), 0), (("excluded",), 0),
+        (("match-payment", "NOPE", "--to", "I2"), 1),       # refused: no such bank payment
+        (("dismiss-payment", "NOPE", "--reason", "refunded"), 1)]
 # need a server: test_exit_status.py runs them with --json
 ELSEWHERE = {("send",), ("fetch",)}
 
@@ -142,7 +147,7 @@ def test_every_amount_in_json_output_is_kroner_text(site: Path, args: tuple[str,
     leaves = amounts_in(doc)
     for path, v in leaves:
         assert isinstance(v, str) and KRONER.fullmatch(v), f"{args}: {path} = {v!r} is not kroner text"
-    if (args[0] in ("plan", "explain", "payments") and args != ("payments", "--unposted")
+    if (args[0] in ("plan", "explain", "payments", "find", "held") and args != ("payments", "--unposted")
             or "--base" in args) and status == 0:
         assert leaves, f"{args}: no amount found: the walk would prove nothing"
 

@@ -583,7 +583,7 @@ def test_history_journals_only_changes_at_export(tmp_path: Path) -> None:
     assert len(history(site)) == 3
     # explain --history
     out = json.loads(cli(site, "explain", "I1", "--json", "--history").output)
-    (h,) = out["history"]
+    (h,) = out["decision_history"]
     assert (h["from"], h["to"], h["rule"]) == ("transfer", "exclude", "key-accounts-in-house")
     assert h["file"].startswith("LT_123456_") and len(h["rules_digest"]) == 16
     assert h["date"] == datetime.now(Site.open(site).config.tz).date().isoformat()
@@ -744,5 +744,5 @@ def test_the_worked_example_works_as_written(tmp_path: Path, monkeypatch) -> Non
     assert set(f.entries) == set()                   # F4 excluded, F5 held
     st_ = json.loads(cli(site, "status", "--json").output)["rules"]
     assert st_["exported"]["decided_differently"] == 1 and not st_["changed_since_export"]
-    h = json.loads(cli(site, "explain", "F1", "--json", "--history").output)["history"]
+    h = json.loads(cli(site, "explain", "F1", "--json", "--history").output)["decision_history"]
     assert [(x["from"], x["to"], x["rule"]) for x in h] == [("transfer", "hold", "in-house-after-sent")]

@@ -37,7 +37,8 @@ from reskontro.domain import InputError, Match
 from reskontro.domain.kid import state as kid_state
 from reskontro.ledger import schema as s
 from reskontro.ledger.bankref import Resolved, resolve, write_resolved
-from reskontro.ledger.store import BATCH
+from reskontro.ledger.store import BATCH, mark_undecided
+from reskontro.ledger.sent_content import keep_before_change
 
 log = logging.getLogger(__name__)
 CHUNK = 5000                 # rows per executemany
@@ -535,6 +536,7 @@ def _mark_pending(conn: Connection, kind: str, ids, *, unique: bool = False) -> 
     col = sub.c[0]
     q = select(literal(kind), col).where(col.is_not(None), ~exists().where(p.c.kind == kind, p.c.id == col))
     conn.execute(insert(p).from_select(["kind", "id"], q if unique else q.distinct()))
+    mark_undecided(conn, kind, ids)          # (the lists of kept-back entries decide them again too)
 
 
 def _rows(conn: Connection, stmt) -> int:
@@ -574,6 +576,9 @@ def _update_entries(conn: Connection, fresh: bool) -> int:
     _mark_pending(conn, "entry", select(ie.c.id).where(
         or_(~exists().where(e.c.id == ie.c.id), ie.c.id.in_(_changed("entry")))), unique=True)
     if changed:
+        # what Lowell has of an entry whose transfer-file content changes: kept for explain
+        keep_before_change(conn, select(ie.c.id).join(e, e.c.id == ie.c.id).where(
+            ie.c.id.in_(_changed("entry")), ie.c.version != e.c.version))
         conn.execute(update(e).where(e.c.id == ie.c.id, e.c.id.in_(_changed("entry")))
                      .values({k: ie.c[k] for k in ENTRY_COLS if k != "id"}))
         # An invoice's decision decides its group: re-decide the other members too.

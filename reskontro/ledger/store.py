@@ -163,6 +163,28 @@ def row_entry(r: Row | dict) -> Entry:
                  dunning_level=m["dunning_level"] or 0, text=m["text"], bank_ref=m["bank_ref"])
 
 
+def mark_undecided(conn: Connection, kind: str, ids) -> None:
+    """Items (a list of ids, or a SELECT of them) whose decision may have changed: decided again
+    the next time the lists of kept-back entries are read (rules.lists; table kept_dirty).
+    Nothing while no list was ever built (meta `kept_basis`): the first read decides it all."""
+    from sqlalchemy import exists, literal
+    if conn.execute(select(s.meta.c.value).where(s.meta.c.key == "kept_basis")).scalar() is None:
+        return
+    d = s.kept_dirty
+    if not isinstance(ids, list):
+        sub = ids.subquery()
+        col = sub.c[0]
+        q = select(literal(kind), col).where(col.is_not(None), ~exists().where(d.c.kind == kind, d.c.id == col))
+        conn.execute(insert(d).from_select(["kind", "id"], q.distinct()))
+        return
+    for i in range(0, len(ids), BATCH):
+        chunk = list(dict.fromkeys(ids[i:i + BATCH]))
+        have = set(conn.execute(select(d.c.id).where(d.c.kind == kind, d.c.id.in_(chunk))).scalars())
+        rows = [{"kind": kind, "id": x} for x in chunk if x not in have]
+        if rows:
+            conn.execute(insert(d), rows)
+
+
 class Ledger:
     """Reads and writes the ledger through one connection (the caller owns the transaction)."""
 
@@ -187,6 +209,9 @@ class Ledger:
         changed = [r for r in rows if r["id"] in known and known[r["id"]] != r[key]]
         if new:
             self.conn.execute(insert(table), new)
+        if changed and table is s.entries:     # what Lowell has of them, kept for explain
+            from reskontro.ledger.sent_content import keep_before_change
+            keep_before_change(self.conn, [r["id"] for r in changed])
         for r in changed:
             self.conn.execute(update(table).where(table.c.id == r["id"]).values(**r))
         new_ids, changed_ids = [r["id"] for r in new], [r["id"] for r in changed]
@@ -197,6 +222,7 @@ class Ledger:
         rows = [{"kind": kind, "id": i} for i in dict.fromkeys(ids)]
         if not rows:
             return
+        mark_undecided(self.conn, kind, [r["id"] for r in rows])
         upsert = upsert_insert(self.conn, s.pending)
         if upsert is not None:
             self.conn.execute(upsert.on_conflict_do_nothing(), rows)

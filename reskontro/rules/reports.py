@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from reskontro.domain.amount import format_amount
 from reskontro.rules.decide import Decided, decide_ledger, goes_tonight
 from reskontro.domain import from_ore
-from reskontro.rules.engine import Explanation, RuleEngine
+from reskontro.rules.engine import Explanation, Outcome, RuleEngine
 from reskontro.rules.facts import CUSTOMER_CHECK_FIELDS
 
 
@@ -35,11 +35,7 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, d: Decided) -> None:
-        o = d.outcome
-        if o.decision == "transfer" and not goes_tonight(d):
-            # decided transfer, but the export cannot write it: say so, never count it as going
-            o = replace(o, decision="hold", rule_id=f"{o.rule_id}:not-sendable",
-                        reason=_NOT_SENDABLE[d.entry["type"] == "reversal"])
+        o = as_planned(d)
         line = self.lines.get((o.decision, o.rule_id))
         if line is None:
             line = self.lines[(o.decision, o.rule_id)] = PlanLine(
@@ -74,6 +70,21 @@ _NOT_SENDABLE = {
 }
 
 
+def as_planned(d: Decided) -> Outcome:
+    """The decision as the plan counts it: one decided transfer that the export cannot write
+    is a hold (`<rule>:not-sendable`), never counted as going."""
+    o = d.outcome
+    if o.decision == "transfer" and not goes_tonight(d):
+        return replace(o, decision="hold", rule_id=f"{o.rule_id}:not-sendable",
+                       reason=_NOT_SENDABLE[d.entry["type"] == "reversal"])
+    return o
+
+
+def is_unsent(d: Decided) -> bool:
+    """Not delivered or in flight as it is now: the plan's business (and held's, excluded's)."""
+    return d.entry["sent_version"] != d.entry["version"]
+
+
 def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
               unsent: bool = True, backlog: bool = False,
               progress: Callable[[int], None] | None = None, today: date | None = None) -> Plan:
@@ -84,7 +95,7 @@ def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: 
     plan.reasons["default"] = engine.rule_file.default_reason
     for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending, backlog=backlog,
                                         today=today), 1):
-        if unsent and d.entry["sent_version"] == d.entry["version"]:
+        if unsent and not is_unsent(d):
             continue          # delivered or in flight: not tonight's business
         plan.add(d)
         if progress and i % 10000 == 0:

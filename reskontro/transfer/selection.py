@@ -184,4 +184,6 @@ def record_settled_history(conn: Connection):
     conn.execute(delete(s.pending).where(s.pending.c.kind == "match", s.pending.c.id.in_(ids)))
     conn.execute(delete(s.pending).where(s.pending.c.kind == "entry", s.pending.c.id.in_(
         select(s.entries.c.id).where(s.entries.c.match_id.in_(ids)))))
+    # history now decides those groups: the lists of kept-back entries are built again when read
+    conn.execute(delete(s.meta).where(s.meta.c.key == "kept_basis"))
     return settled

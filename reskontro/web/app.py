@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reskontro import services
+from reskontro.cli_views import FOUND_BY, delivery_line
 from reskontro.domain import InputError
 from reskontro.errors import OPERATOR_ERRORS
 from reskontro.rules.facts import fact_for_people
