@@ -346,6 +346,13 @@ def correct_payment(site: Site, payment: str, to_invoice: str, who: str | None =
         return correct(site.db, payment, to_invoice, who=who or current_user())
 
 
+def payment_rows(site: Site, ids: list[str]) -> list:
+    """The bank payments with these ids, in this order (payments.listing.PaymentRow each)."""
+    from reskontro.payments.listing import payment_rows as rows
+    with site.db.connect() as conn:
+        return rows(conn, ids)
+
+
 def payment_page(site: Site, *, status: str | None = None, offset: int = 0, limit: int = 50) -> PaymentPage:
     """The bank payments, those a person must handle first (unmatched, unposted), then the
     rest; one page, with the count per status (payments.listing.PaymentPage)."""

@@ -23,3 +23,10 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"corpus folder {CORPUS} is absent: the real bank files live outside the repo")
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """No base URL for the browser tests: each names its own server (this overrides
+    pytest-base-url's fixture, which this pytest warns about)."""
+    return None

@@ -34,3 +34,4 @@ def chromium_binary() -> Path:
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict, chromium_binary: Path) -> dict:
     return {**browser_type_launch_args, "executable_path": str(chromium_binary), "args": CHROMIUM_FLAGS}
+

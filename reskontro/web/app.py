@@ -197,8 +197,8 @@ class Pages:
                 return self.render(request, "missing.html", 409, title="Refused", message=error,
                                    hint="Nothing was changed.")
             return RedirectResponse(f"/entries/{quote(pid, safe='')}", status_code=303)
-        page = self.answers.call(lambda site: services.payment_page(site, limit=None))
-        row = next((p for p in page.rows if p.id == pid), None)
+        rows = self.answers.call(lambda site: services.payment_rows(site, [pid]))
+        row = rows[0] if rows else None
         if row is None:
             return self.render(request, "missing.html", 404, title="No such payment",
                                message=error or f"No bank payment {pid}.")
