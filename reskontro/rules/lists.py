@@ -160,11 +160,16 @@ def kept_back(conn: Connection, decisions: tuple[str, ...], *, rule: str | None 
     if rule is not None:
         where.append(rule_filter(rule))
     total = conn.execute(select(func.count()).select_from(k).where(*where)).scalar_one()
-    q = (select(k, e.c.type, e.c.document_no, e.c.amount_ore, e.c.currency, e.c.match_id, c.c.name)
-         .join(e, e.c.id == k.c.entry_id).join(c, c.c.id == k.c.customer_id)
-         .where(*where).order_by(k.c.entry_id).offset(offset))
+    # The page's ids first, from an index alone, then their rows: joining before the LIMIT would
+    # join and sort every kept entry (a quarter of a second on a million-entry ledger).
+    ids = select(k.c.entry_id).where(*where).order_by(k.c.entry_id).offset(offset)
     if limit is not None:
-        q = q.limit(limit)
+        ids = ids.limit(limit)
+    page = ids.subquery("page")
+    q = (select(k, e.c.type, e.c.document_no, e.c.amount_ore, e.c.currency, e.c.match_id, c.c.name)
+         .join(page, page.c.entry_id == k.c.entry_id)
+         .join(e, e.c.id == k.c.entry_id).join(c, c.c.id == k.c.customer_id)
+         .order_by(k.c.entry_id))
     rows = [KeptEntry(r.entry_id, r.type, r.customer_id, r.name, r.document_no, from_ore(r.amount_ore), r.currency,
                       r.match_id, r.decision, r.rule_id, r.reason) for r in conn.execute(q)]
     return KeptPage(_with_since(conn, rows), total, offset, limit, by_rule)
