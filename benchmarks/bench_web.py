@@ -10,7 +10,7 @@ a process of its own and every page is asked for over one keep-alive HTTP connec
 - the first request of each page right after the start (the slow answers of a big ledger, the
   plan and the data-quality report, are computed in the background from the start, so a first
   page may wait for them once), printed, not judged;
-- then, with those answers computed, each page --repeat times: median and worst, judged against
+- then, with those answers computed, each page --repeat times: median, 90th percentile and worst; the 90th percentile judged against
   200 ms (search: 50 ms).
 
 The ratio printed beside each figure is the page's median over that of /static/style.css (the
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +95,7 @@ def urls(x: dict[str, str]) -> list[tuple[str, str, float]]:
              ("/excluded", PAGE_MS), ("/payments", PAGE_MS), ("/customers", PAGE_MS), ("/customers?page=20", PAGE_MS)]
     searches = [x["invoice"], x["document_no"], x["kid"], x["customer"], x["name"], x["invoice"][:-1] + "Q"]
     return ([("page", u, limit) for u, limit in pages]
-            + [("search", f"/search?q={q(t)}", SEARCH_MS) for t in searches])
+            + [("search", t, SEARCH_MS) for t in searches])
 
 
 def free_port() -> int:
@@ -104,10 +104,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get(conn: http.client.HTTPConnection, url: str, hx: bool = False) -> tuple[float, int, str]:
-    headers = {"HX-Request": "true"} if hx else {}
+def get(conn: http.client.HTTPConnection, url: str, search: str | None = None,
+        token: str = "") -> tuple[float, int, str]:
+    """One request: GET url, or the search box's POST of `search` (as htmx sends it as you type)."""
     t0 = time.perf_counter()
-    conn.request("GET", url, headers=headers)
+    if search is None:
+        conn.request("GET", url)
+    else:
+        conn.request("POST", "/search", body=urlencode({"q": search, "csrf": token}),
+                     headers={"HX-Request": "true", "HX-Target": "hits",
+                              "Content-Type": "application/x-www-form-urlencoded"})
     r = conn.getresponse()
     body = r.read().decode("utf-8", "replace")
     return (time.perf_counter() - t0) * 1000, r.status, body
@@ -139,9 +145,11 @@ def main() -> int:
                 time.sleep(0.05)   # polling for start-up
         say(f"server up in {time.perf_counter() - t0:.1f} s; first requests (answers still computing):")
         plan = urls(ids)
+        token = re.search(r'name="csrf" value="(\w+)"', get(conn, "/files")[2]).group(1)
         for kind, url, _ in plan:
-            ms, status, _ = get(conn, url)
-            say(f"  first {url:<60} {ms:8.0f} ms  ({status})")
+            ms, status, _ = get(conn, url, *((url, token) if kind == "search" else ()))
+            shown = f"search {url}" if kind == "search" else url
+            say(f"  first {shown:<60} {ms:8.0f} ms  ({status})")
         # the slow answers computed: no page says it is computing a newer one
         t0 = time.perf_counter()
         while any(("being computed" in body or "Computing this answer" in body)
@@ -157,15 +165,16 @@ def main() -> int:
         for kind, url, limit in plan:
             times = []
             for _ in range(args.repeat):
-                ms, status, body = get(conn, url, hx=kind == "search")
+                ms, status, body = get(conn, url, *((url, token) if kind == "search" else ()))
                 if status not in (200, 404):
                     raise SystemExit(f"{url}: HTTP {status}\n{body[:400]}")
                 times.append(ms)
             med, worst = statistics.median(times), max(times)
             p90 = statistics.quantiles(times, n=10)[-1] if len(times) >= 2 else worst
             ok = p90 <= limit
-            failed += [] if ok else [url]
-            say(f"{url:<62} {med:7.1f}  {p90:7.1f}  {worst:7.1f}  {med / floor:6.1f}x  {'ok' if ok else 'OVER'} ≤ {limit:.0f} ms")
+            failed += [] if ok else [f"search {url}" if kind == "search" else url]
+            shown = f"search {url}" if kind == "search" else url
+            say(f"{shown:<62} {med:7.1f}  {p90:7.1f}  {worst:7.1f}  {med / floor:6.1f}x  {'ok' if ok else 'OVER'} ≤ {limit:.0f} ms")
         say("")
         say(f"{len(plan) - len(failed)} of {len(plan)} within target" + (f"; over: {', '.join(failed)}" if failed else ""))
         return 1 if failed else 0

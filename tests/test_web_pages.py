@@ -26,8 +26,12 @@ def csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([0-9a-f]{64})"', html).group(1)
 
 
+def token(web: TestClient) -> str:
+    return csrf(web.get("/").text)
+
+
 def test_search_by_document_number_goes_to_the_entry(web: TestClient) -> None:
-    r = web.get("/search?q=F3", follow_redirects=False)
+    r = web.post("/search", data={"q": "F3", "csrf": token(web)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/entries/I3"
     page = web.get("/entries/I3").text
     assert "Next:" in page and "Delivery" in page and "delivered" in page
@@ -36,10 +40,20 @@ def test_search_by_document_number_goes_to_the_entry(web: TestClient) -> None:
 
 def test_live_search_answers_a_fragment_with_did_you_mean(web: TestClient) -> None:
     hx = {"hx-request": "true", "hx-target": "hits"}
-    r = web.get("/search?q=i", headers=hx)
+    r = web.post("/search", data={"q": "i", "csrf": token(web)}, headers=hx)
     assert r.status_code == 200 and "<html" not in r.text and 'href="/entries/I1"' in r.text
-    miss = web.get("/search?q=I33", headers=hx).text
-    assert "Nothing found" in miss and "Did you mean" in miss and ">I3<" in miss
+    miss = web.post("/search", data={"q": "I33", "csrf": token(web)}, headers=hx).text
+    assert "Nothing found" in miss and "Did you mean" in miss and 'value="I3"' in miss
+
+
+def test_what_support_types_never_lands_in_a_url(web: TestClient) -> None:
+    page = web.get("/").text
+    form = re.search(r'<form class="search"[^>]*>', page).group(0)
+    assert 'method="post"' in form
+    assert web.post("/search", data={"q": "Kari"}).status_code == 403          # the token, as for actions
+    found = web.post("/search", data={"q": "kari", "csrf": token(web)})
+    assert found.status_code == 200 and "Kari Nordmann" in found.text
+    assert "kari" not in str(found.url).lower()
 
 
 def test_an_unknown_id_is_a_404_that_suggests(web: TestClient) -> None:

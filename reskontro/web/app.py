@@ -63,10 +63,11 @@ class Pages:
     def render(self, request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
         login = request.state.login
         context.setdefault("title", "")
+        context.setdefault("q", "")
         html = self.env.get_template(name).render(
             request=request, login=login, csrf=self.gate.csrf_token(login), tz=self.config.tz,
             when=lambda t: "" if t is None else t.astimezone(self.config.tz).strftime("%Y-%m-%d %H:%M"),
-            sender_id=self.config.sender_id, path=request.url.path, q=request.query_params.get("q", ""),
+            sender_id=self.config.sender_id, path=request.url.path,
             partial=request.headers.get("hx-request") == "true" and "hx-boosted" not in request.headers,
             **context)
         return HTMLResponse(html, status_code=code)
@@ -108,7 +109,8 @@ class Pages:
             Route("/customers", g(self.customers)),
             Route("/customers/{customer_id}", g(self.customer)),
             Route("/entries/{ident}", g(self.entry)),
-            Route("/search", g(self.search)),
+            Route("/search", g(self.search_page)),
+            Route("/search", g(self.search, post=True), methods=["POST"]),
             Route("/held", g(self.held)),
             Route("/excluded", g(self.excluded)),
             Route("/payments", g(self.payments)),
@@ -230,8 +232,11 @@ class Pages:
         facts = fact_for_people(found.explanation.fact) if found.explanation is not None else {}
         return self.render(request, "entry.html", title=found.entry_id or ident, found=found, facts=facts)
 
+    def search_page(self, request: Request) -> Response:
+        return self.render(request, "search.html", title="Search")
+
     def search(self, request: Request) -> Response:
-        q = request.query_params.get("q", "").strip()[:100]
+        q = (request.state.form.get("q") or "").strip()[:100]
         partial = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "hits"
         if not q:
             return HTMLResponse("") if partial else self.render(request, "search.html", title="Search")
@@ -242,7 +247,7 @@ class Pages:
                                                                                 for h in found.customers]
         if len(hits) == 1 and not found.truncated:        # one answer: go there
             return RedirectResponse(hits[0][0] + quote(hits[0][1], safe=""), status_code=303)
-        return self.render(request, "search.html", title=f"Search {q}", found=found)
+        return self.render(request, "search.html", title="Search", found=found, q=q)
 
     def _kept_page(self, request: Request, which: str, title: str, blurb: str) -> Response:
         # the lists are kept in the store and brought up to date before a read: on a big
