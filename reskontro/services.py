@@ -124,23 +124,24 @@ def find(site: Site, text: str, limit: int = 20) -> Found:
 
 
 def held(site: Site, *, rule: str | None = None, customer: str | None = None, offset: int = 0,
-         limit: int | None = 50) -> KeptPage:
+         limit: int | None = 50, by_rule: dict[str, int] | None = None) -> KeptPage:
     """The entries held (hold, and transfers that cannot go) and waiting now, one by one, with
     customer, amount, rule and reason; `rule`/`customer` filter; one page by entry id
-    (rules.lists.KeptPage: rows, total, by_rule; `limit` None: all)."""
+    (rules.lists.KeptPage: rows, total, by_rule; `limit` None: all). `by_rule`: the counts
+    of an earlier page of the lists as they are now (the web page keeps them)."""
     from reskontro.rules.lists import HELD
-    return _kept(site, HELD, rule, customer, offset, limit)
+    return _kept(site, HELD, rule, customer, offset, limit, by_rule)
 
 
 def excluded(site: Site, *, rule: str | None = None, customer: str | None = None, offset: int = 0,
-             limit: int | None = 50) -> KeptPage:
+             limit: int | None = 50, by_rule: dict[str, int] | None = None) -> KeptPage:
     """The entries the rules exclude (never sent), as `held` lists the held ones."""
     from reskontro.rules.lists import EXCLUDED
-    return _kept(site, EXCLUDED, rule, customer, offset, limit)
+    return _kept(site, EXCLUDED, rule, customer, offset, limit, by_rule)
 
 
 def _kept(site: Site, decisions: tuple[str, ...], rule: str | None, customer: str | None, offset: int,
-          limit: int | None) -> KeptPage:
+          limit: int | None, by_rule: dict[str, int] | None = None) -> KeptPage:
     from reskontro.rules.lists import kept_back, needs_refresh, refresh
     engine, today = site.rules, _today(site)
     with site.db.connect() as conn:
@@ -149,7 +150,10 @@ def _kept(site: Site, decisions: tuple[str, ...], rule: str | None, customer: st
         with site.db.begin() as conn:   # what changed since the last read is decided first
             refresh(conn, engine, site.config.mode, today)
     with site.db.connect() as conn:
-        return kept_back(conn, decisions, rule=rule, customer=customer, offset=offset, limit=limit)
+        if stale:
+            by_rule = None            # counted before the refresh: count again
+        return kept_back(conn, decisions, rule=rule, customer=customer, offset=offset, limit=limit,
+                         by_rule=by_rule)
 
 
 def check(site: Site, progress: Callable[[int], None] | None = None):

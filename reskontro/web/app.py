@@ -258,8 +258,13 @@ class Pages:
         rule = request.query_params.get("rule", "").strip() or None
         customer = request.query_params.get("customer", "").strip() or None
         pageno = _page_no(request)
-        page = self.answers.call(lambda site: getattr(services, which)(site, rule=rule, customer=customer,
-                                                                       offset=(pageno - 1) * PAGE, limit=PAGE))
+        service = getattr(services, which)
+        by_rule = None
+        if customer is None:     # the whole list's counts per rule are kept (one customer's are quick)
+            counts = self.answers.get(f"{which}-by-rule", lambda site: service(site, limit=0).by_rule)
+            by_rule = counts.value if counts.current else None
+        page = self.answers.call(lambda site: service(site, rule=rule, customer=customer, offset=(pageno - 1) * PAGE,
+                                                      limit=PAGE, by_rule=by_rule))
         return self.render(request, "kept.html", title=title, blurb=blurb, page=page, rule=rule or "",
                            customer=customer or "", pageno=pageno, pages=max(1, math.ceil(page.total / PAGE)),
                            held=which == "held", link=_link(request))
