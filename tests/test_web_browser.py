@@ -98,3 +98,16 @@ def test_support_matches_an_unmatched_payment_and_the_invoice_closes(page: Page,
     page.goto(support_web.url + "/entries/I3")
     expect(page.locator("main")).to_contain_text("Closed")
     expect(page.locator("main")).to_contain_text("the payer's statement names F3")
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_pages_fit_a_phone_and_a_desktop_without_sideways_scrolling(browser: Browser, support_web: LiveWeb,
+                                                                    width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    page = context.new_page()
+    for url in ("/", "/files", "/held", "/payments", "/entries/I3", "/customers"):
+        page.goto(support_web.url + url)
+        # wide tables scroll inside their own box; the page itself never does
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), f"{url} at {width} px"
+        expect(page.get_by_role("searchbox", name="Search")).to_be_visible()
+    context.close()
