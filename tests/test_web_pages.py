@@ -124,3 +124,18 @@ def test_a_customer_page_links_its_lists(web: TestClient) -> None:
     page = web.get("/customers/C1").text
     assert 'href="/held?customer=C1"' in page and 'href="/excluded?customer=C1"' in page
     assert web.get("/customers/NOBODY").status_code == 404
+
+
+def test_ids_with_slashes_spaces_and_letters_beyond_ascii_open_their_pages(tmp_path) -> None:
+    from test_export import customer, import_records, invoice, make_site
+    site = make_site(tmp_path)
+    import_records(site, [customer("KUNDE/ØST 1", "Åse Øst"), invoice("F/2026/ÆØÅ 7", "KUNDE/ØST 1", "100.00")])
+    with TestClient(create_app(site, warm=False), base_url="http://127.0.0.1:8080",
+                    client=("127.0.0.1", 40000)) as web:
+        found = web.post("/search", data={"q": "f/2026", "csrf": csrf(web.get("/").text)},
+                         headers={"hx-request": "true", "hx-target": "hits"}).text
+        link = re.search(r'href="(/entries/[^"]+)"', found).group(1)
+        page = web.get(link)
+        assert page.status_code == 200 and "F/2026/ÆØÅ 7" in page.text
+        customer_link = re.search(r'href="(/customers/[^"]+)"', page.text).group(1)
+        assert web.get(customer_link).status_code == 200 and "Åse Øst" in web.get(customer_link).text
