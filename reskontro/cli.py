@@ -1344,6 +1344,7 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     out = Output()
     site = _engine_site(ctx)           # a bad config or rule file is refused here, not per page
+    services.start_logging(site)       # refusals and store errors the pages meet go to the site's log
     try:
         serve_web(site.config.site, host, port,
                   on_ready=lambda url: out.say(f"Support page for {site.config.site} on ", (url, "bold"),

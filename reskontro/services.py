@@ -456,6 +456,13 @@ def serve(site: Site, stop: threading.Event, *, sftp: bool = True, on_step=None)
     do_serve(site.config, site.db, engine, stop, sftp=sftp, on_step=on_step)
 
 
+def start_logging(site: Site) -> None:
+    """The site's log (`log_file`, `[log]`), as `run` and `serve` write it: for long-running
+    front ends such as the support page."""
+    from reskontro.exchange.cycle import setup_logging
+    setup_logging(site.config)
+
+
 def installed_command() -> str:
     """The `reskontro` command of this installation, as cron must call it (absolute): the one
     beside this Python (a virtualenv's bin/, or pip's --user bin), else the one on PATH, else

@@ -67,7 +67,7 @@ def test_a_password_in_the_config_is_refused_only_a_hash_is_taken(site: Path) ->
         load_config(site)
 
 
-def test_basic_login_is_checked_against_the_hash(site: Path, hashed: str) -> None:
+def test_basic_login_is_checked_against_the_hash(site: Path, hashed: str, caplog: pytest.LogCaptureFixture) -> None:
     with_web(site, f'[web.users]\nsupport = "{hashed}"\n')
     with client(site) as c:          # even from this machine: a configured login is required
         r = c.get("/")
@@ -77,6 +77,9 @@ def test_basic_login_is_checked_against_the_hash(site: Path, hashed: str) -> Non
         assert c.get("/", headers={"authorization": "Basic !!!"}).status_code == 401
         ok = c.get("/", headers=basic("support", PASSWORD))
         assert ok.status_code == 200 and ">support<" in ok.text
+    refusals = [r.getMessage() for r in caplog.records if r.name == "reskontro.web"]
+    assert len(refusals) == 3 and all("wrong login or password" in m or "log in" in m for m in refusals)
+    assert not any("wrong password" in m for m in refusals)           # never a password in the log
 
 
 def test_a_proxys_header_is_believed_only_from_the_proxy(site: Path, hashed: str) -> None:

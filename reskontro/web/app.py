@@ -89,6 +89,8 @@ class Pages:
                     self.gate.check_post(request.state.login, form.get("csrf"), request.headers)
                     request.state.form = form
             except Refused as exc:
+                if exc.status == 403 or "authorization" in request.headers:   # not the first challenge
+                    log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, exc.message)
                 headers = {"www-authenticate": 'Basic realm="reskontro", charset="UTF-8"'} if exc.challenge else {}
                 return HTMLResponse(self.env.get_template("refused.html").render(message=exc.message),
                                     status_code=exc.status, headers=headers)

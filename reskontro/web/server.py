@@ -30,5 +30,6 @@ def serve(site_dir: Path, host: str | None = None, port: int | None = None,
     if on_ready is not None:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}/")
-    logging.getLogger("reskontro.web").info("support page on %s:%s", host, port)
+    logging.getLogger("reskontro.web").info("support page on %s:%s (logins: %s)", host, port,
+                                            "required" if web.authenticated else "none, loopback only")
     server.run()
