@@ -1509,6 +1509,58 @@ def worker(fleet_url: str | None, no_sftp: bool, stalled_after: float, once: boo
     """
     from reskontro.worker import run_worker
     run_worker(_need_fleet(fleet_url), sftp=not no_sftp, stalled_after=stalled_after, once=once)
+# --- the support page -------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: [web] host, else 127.0.0.1). "
+              "Any other than the loopback address needs users or trusted_proxies in [web].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (default: [web] port, else 8080).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """The support page in a browser: overview, files, entries and why, held and excluded,
+    payments (match or dismiss), customers' data, one search box. Stops on Ctrl-C/SIGTERM.
+
+    \b
+    Example:
+      reskontro --site /srv/reskontro web --port 8080
+    """
+    from reskontro.web.security import Refused
+    from reskontro.web.server import serve as serve_web
+
+    out = Output()
+    site = _engine_site(ctx)           # a bad config or rule file is refused here, not per page
+    services.start_logging(site)       # refusals and store errors the pages meet go to the site's log
+    try:
+        serve_web(site.config.site, host, port,
+                  on_ready=lambda url: out.say(f"Support page for {site.config.site} on ", (url, "bold"),
+                                               " (Ctrl-C stops it)"))
+    except Refused as exc:
+        raise UserError(exc.message, USAGE) from None
+    except OSError as exc:             # the port is taken, the address is not this machine's
+        raise UserError(f"cannot listen on {host or site.config.web.host}:{port or site.config.web.port}: "
+                        f"{exc.strerror or exc}", USAGE) from None
+
+
+@main.command("web-password")
+@click.argument("login")
+def web_password(login: str) -> None:
+    """Make the line for [web] users in reskontro.toml: LOGIN and an argon2 hash of a password
+    asked twice (not echoed). Only the hash goes in the config, never the password.
+
+    \b
+    Example:
+      reskontro web-password support
+    """
+    import re
+
+    from reskontro.web.security import hash_password
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", login):
+        raise UserError(f"{login!r}: a login is 1-64 letters, digits or . _ @ -", USAGE)
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    if len(password) < 12:
+        raise UserError("a password of at least 12 characters, please", USAGE)
+    click.echo("# under [web] users (or as [web.users]):")
+    click.echo(f'{login} = "{hash_password(password)}"')
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m reskontro.cli`

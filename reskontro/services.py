@@ -125,23 +125,24 @@ def find(site: Site, text: str, limit: int = 20) -> Found:
 
 
 def held(site: Site, *, rule: str | None = None, customer: str | None = None, offset: int = 0,
-         limit: int | None = 50) -> KeptPage:
+         limit: int | None = 50, by_rule: dict[str, int] | None = None) -> KeptPage:
     """The entries held (hold, and transfers that cannot go) and waiting now, one by one, with
     customer, amount, rule and reason; `rule`/`customer` filter; one page by entry id
-    (rules.lists.KeptPage: rows, total, by_rule; `limit` None: all)."""
+    (rules.lists.KeptPage: rows, total, by_rule; `limit` None: all). `by_rule`: the counts
+    of an earlier page of the lists as they are now (the web page keeps them)."""
     from reskontro.rules.lists import HELD
-    return _kept(site, HELD, rule, customer, offset, limit)
+    return _kept(site, HELD, rule, customer, offset, limit, by_rule)
 
 
 def excluded(site: Site, *, rule: str | None = None, customer: str | None = None, offset: int = 0,
-             limit: int | None = 50) -> KeptPage:
+             limit: int | None = 50, by_rule: dict[str, int] | None = None) -> KeptPage:
     """The entries the rules exclude (never sent), as `held` lists the held ones."""
     from reskontro.rules.lists import EXCLUDED
-    return _kept(site, EXCLUDED, rule, customer, offset, limit)
+    return _kept(site, EXCLUDED, rule, customer, offset, limit, by_rule)
 
 
 def _kept(site: Site, decisions: tuple[str, ...], rule: str | None, customer: str | None, offset: int,
-          limit: int | None) -> KeptPage:
+          limit: int | None, by_rule: dict[str, int] | None = None) -> KeptPage:
     from reskontro.rules.lists import kept_back, needs_refresh, refresh
     engine, today = site.rules, _today(site)
     with site.db.connect() as conn:
@@ -150,7 +151,10 @@ def _kept(site: Site, decisions: tuple[str, ...], rule: str | None, customer: st
         with site.db.begin() as conn:   # what changed since the last read is decided first
             refresh(conn, engine, site.config.mode, today)
     with site.db.connect() as conn:
-        return kept_back(conn, decisions, rule=rule, customer=customer, offset=offset, limit=limit)
+        if stale:
+            by_rule = None            # counted before the refresh: count again
+        return kept_back(conn, decisions, rule=rule, customer=customer, offset=offset, limit=limit,
+                         by_rule=by_rule)
 
 
 def check(site: Site, progress: Callable[[int], None] | None = None):
@@ -231,6 +235,24 @@ def export_preview(site: Site, *, backlog: bool = False):
     return preview(site.config, site.db, site.rules, backlog=backlog)
 
 
+def change_watch(site: Site):
+    """A cheap test of whether the store changed since the last look (ledger.store.ChangeWatch:
+    `.marker()` differs after any commit; None: cannot tell)."""
+    from reskontro.ledger.store import ChangeWatch
+    return ChangeWatch(site.db)
+
+
+def file_contents(site: Site, file_id: str, *, after: str | None = None, before: str | None = None,
+                  limit: int = 50, counts: dict[str, int] | None = None):
+    """One transfer file: its journal record, what it carried by kind, and a page of its items
+    after or before an item ("kind:id") (transfer.contents.FileContents), or None for an
+    unknown file. `counts`: the file's counts by kind, when known (they never change once the
+    file is written)."""
+    from reskontro.transfer.contents import file_contents as contents
+    with site.db.connect() as conn:
+        return contents(conn, file_id, after=after, before=before, limit=limit, counts=counts)
+
+
 def receipts(site: Site):
     """The receiver's receipts in the inbox, into the journal (payments.inbox.Processed each)."""
     from reskontro.payments.inbox import process_inbox
@@ -280,6 +302,13 @@ def status(site: Site, now: datetime | None = None) -> Status:
                   last[0] if last else None, plan, rules)
 
 
+def files(site: Site) -> list:
+    """The transfer files, oldest first (transfer.journal.FileRecord each)."""
+    from reskontro.transfer import journal
+    with site.db.connect() as conn:
+        return journal.files(conn)
+
+
 def run_history(site: Site, n: int = 10) -> list:
     """The last `n` cycles, newest first (ledger.runs.RunRecord each)."""
     from reskontro.ledger import runs
@@ -320,6 +349,13 @@ def correct_payment(site: Site, payment: str, to_invoice: str, who: str | None =
     from reskontro.payments.booking import correct_payment as correct
     with _lock(site):
         return correct(site.db, payment, to_invoice, who=who or current_user())
+
+
+def payment_rows(site: Site, ids: list[str]) -> list:
+    """The bank payments with these ids, in this order (payments.listing.PaymentRow each)."""
+    from reskontro.payments.listing import payment_rows as rows
+    with site.db.connect() as conn:
+        return rows(conn, ids)
 
 
 def payment_page(site: Site, *, status: str | None = None, offset: int = 0, limit: int = 50) -> PaymentPage:
@@ -419,6 +455,13 @@ def serve(site: Site, stop: threading.Event, *, sftp: bool = True, on_step=None)
     engine = site.rules
     setup_logging(site.config)
     do_serve(site.config, site.db, engine, stop, sftp=sftp, on_step=on_step)
+
+
+def start_logging(site: Site) -> None:
+    """The site's log (`log_file`, `[log]`), as `run` and `serve` write it: for long-running
+    front ends such as the support page."""
+    from reskontro.exchange.cycle import setup_logging
+    setup_logging(site.config)
 
 
 def installed_command() -> str:

@@ -274,6 +274,7 @@ kept = Table(
     Column("customer_id", String(35), nullable=False),
 )
 Index("ix_kept_decision", kept.c.decision, kept.c.entry_id)
+Index("ix_kept_decision_rule", kept.c.decision, kept.c.rule_id)     # the counts per rule, from the index alone
 Index("ix_kept_rule", kept.c.rule_id, kept.c.entry_id)
 Index("ix_kept_customer", kept.c.customer_id, kept.c.entry_id)
 

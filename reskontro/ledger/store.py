@@ -351,3 +351,35 @@ class Ledger:
             self.conn.execute(delete(s.pending).where(s.pending.c.kind == kind,
                                                       s.pending.c.id.in_(ids[i:i + BATCH])))
 
+
+
+class ChangeWatch:
+    """Tells cheaply whether anyone changed the store since the last look: SQLite's
+    `PRAGMA data_version` on one connection kept open (it changes when another connection
+    commits), PostgreSQL's WAL position (any write in the cluster; conservative). Answers
+    computed from the whole ledger (the plan, the data-quality report) are kept while it says
+    nothing changed."""
+
+    def __init__(self, db: Engine) -> None:
+        import threading
+        self._db = db
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def marker(self) -> object:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._db.connect()
+            if self._db.dialect.name == "sqlite":
+                return self._conn.exec_driver_sql("PRAGMA data_version").scalar()
+            if self._db.dialect.name == "postgresql":
+                value = self._conn.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar()
+                self._conn.rollback()
+                return value
+            return None                      # unknown: every look says "maybe changed"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -6,7 +6,6 @@ page costs the same whatever the number of payments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import Connection, func, select
@@ -60,18 +59,33 @@ def payment_page(conn: Connection, *, status: str | None = None, offset: int = 0
             continue
         if want <= 0:
             break
-        entry = (select(s.entries.c.id).where(s.entries.c.bank_ref == b.c.archive_ref)
-                 .limit(1).scalar_subquery())
-        q = (select(b, entry.label("entry_id")).where(b.c.status == st)
-             .order_by(b.c.booking_date, b.c.id).offset(skip).limit(want))
-        for r in conn.execute(q):
-            rows.append(PaymentRow(r.id, r.archive_ref, r.source, r.format, r.booking_date or r.payment_date,
-                                   r.payer_name, from_ore(r.amount_ore), r.currency, r.kid, r.invoice_no,
-                                   r.invoice_id, r.status, r.note, r.entry_id))
+        q = (_with_entry().where(b.c.status == st).order_by(b.c.booking_date, b.c.id).offset(skip).limit(want))
+        rows += [_row(r) for r in conn.execute(q)]
         want -= min(want, n - skip)
         skip = 0
     total = by_status.get(status, 0) if status is not None else sum(by_status.values())
     return PaymentPage(rows, total, offset, limit, {k: by_status[k] for k in sorted(by_status, key=_rank)})
+
+
+def payment_rows(conn: Connection, ids: list[str]) -> list[PaymentRow]:
+    """The bank payments with these ids, in this order (an unknown id is left out)."""
+    if not ids:
+        return []
+    rows = {r.id: r for r in conn.execute(_with_entry().where(s.bank_payments.c.id.in_(ids)))}
+    return [_row(rows[i]) for i in ids if i in rows]
+
+
+def _with_entry():
+    """The bank payments with the ledger entry that is each (booked here or by the ERP)."""
+    b = s.bank_payments
+    entry = select(s.entries.c.id).where(s.entries.c.bank_ref == b.c.archive_ref).limit(1).scalar_subquery()
+    return select(b, entry.label("entry_id"))
+
+
+def _row(r) -> PaymentRow:
+    return PaymentRow(r.id, r.archive_ref, r.source, r.format, r.booking_date or r.payment_date, r.payer_name,
+                      from_ore(r.amount_ore), r.currency, r.kid, r.invoice_no, r.invoice_id, r.status, r.note,
+                      r.entry_id)
 
 
 def _rank(status: str) -> tuple[int, str]:

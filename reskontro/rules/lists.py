@@ -146,25 +146,34 @@ def rule_filter(wanted: str):
 
 
 def kept_back(conn: Connection, decisions: tuple[str, ...], *, rule: str | None = None,
-              customer: str | None = None, offset: int = 0, limit: int | None = 50) -> KeptPage:
+              customer: str | None = None, offset: int = 0, limit: int | None = 50,
+              by_rule: dict[str, int] | None = None) -> KeptPage:
     """One page of the entries kept back with one of `decisions`, by entry id, from table kept
-    (`refresh` first); `limit` None: all of them."""
+    (`refresh` first); `limit` None: all of them. `by_rule`: the counts per rule (with the
+    customer filter) when the caller has them from an earlier page of the same table: counting
+    600,000 excluded entries is most of a page's time."""
     if offset < 0 or (limit is not None and limit < 0):
         raise ValueError("offset and limit are never negative")
     k, e, c = s.kept, s.entries, s.customers
     where = [k.c.decision.in_(decisions)]
     if customer is not None:
         where.append(k.c.customer_id == customer)
-    by_rule = dict(conn.execute(select(k.c.rule_id, func.count()).where(*where).group_by(k.c.rule_id)
-                                .order_by(k.c.rule_id)).all())
+    if by_rule is None:
+        by_rule = dict(conn.execute(select(k.c.rule_id, func.count()).where(*where).group_by(k.c.rule_id)
+                                    .order_by(k.c.rule_id)).all())
     if rule is not None:
         where.append(rule_filter(rule))
-    total = conn.execute(select(func.count()).select_from(k).where(*where)).scalar_one()
-    q = (select(k, e.c.type, e.c.document_no, e.c.amount_ore, e.c.currency, e.c.match_id, c.c.name)
-         .join(e, e.c.id == k.c.entry_id).join(c, c.c.id == k.c.customer_id)
-         .where(*where).order_by(k.c.entry_id).offset(offset))
+    total = sum(n for r, n in by_rule.items() if rule is None or r in (rule, f"{rule}:not-sendable"))
+    # The page's ids first, from an index alone, then their rows: joining before the LIMIT would
+    # join and sort every kept entry (a quarter of a second on a million-entry ledger).
+    ids = select(k.c.entry_id).where(*where).order_by(k.c.entry_id).offset(offset)
     if limit is not None:
-        q = q.limit(limit)
+        ids = ids.limit(limit)
+    page = ids.subquery("page")
+    q = (select(k, e.c.type, e.c.document_no, e.c.amount_ore, e.c.currency, e.c.match_id, c.c.name)
+         .join(page, page.c.entry_id == k.c.entry_id)
+         .join(e, e.c.id == k.c.entry_id).join(c, c.c.id == k.c.customer_id)
+         .order_by(k.c.entry_id))
     rows = [KeptEntry(r.entry_id, r.type, r.customer_id, r.name, r.document_no, from_ore(r.amount_ore), r.currency,
                       r.match_id, r.decision, r.rule_id, r.reason) for r in conn.execute(q)]
     return KeptPage(_with_since(conn, rows), total, offset, limit, by_rule)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, func, select
 from reskontro.domain import from_ore
 from reskontro.ledger import schema as s
 from reskontro.ledger.actions import Action, about
-from reskontro.payments.listing import PaymentRow
+from reskontro.payments.listing import PaymentRow, payment_rows
 from reskontro.rules.engine import Outcome, RuleEngine
 from reskontro.rules.reports import explain_entry
 from reskontro.support.resolve import resolve
@@ -150,14 +150,7 @@ def _match(conn: Connection, mid: str) -> MatchInfo:
 
 
 def _payment_rows(conn: Connection, ids: list[str]) -> list[PaymentRow]:
-    if not ids:
-        return []
-    b = s.bank_payments
-    entry = select(s.entries.c.id).where(s.entries.c.bank_ref == b.c.archive_ref).limit(1).scalar_subquery()
-    rows = {r.id: r for r in conn.execute(select(b, entry.label("entry_id")).where(b.c.id.in_(ids)))}
-    return [PaymentRow(r.id, r.archive_ref, r.source, r.format, r.booking_date or r.payment_date, r.payer_name,
-                       from_ore(r.amount_ore), r.currency, r.kid, r.invoice_no, r.invoice_id, r.status, r.note,
-                       r.entry_id) for r in (rows[i] for i in ids if i in rows)]
+    return payment_rows(conn, ids)
 
 
 def _history(delivery: Delivery | None, match: MatchInfo | None, payments: list[PaymentRow],
