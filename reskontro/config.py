@@ -75,6 +75,21 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The support page (`[web]`): where it listens and who may use it. Without users or
+    trusted proxies it serves the loopback address only (anyone on this machine is trusted)."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    users: tuple[tuple[str, str], ...] = ()      # (login, argon2 hash): HTTP Basic
+    trusted_proxies: tuple[str, ...] = ()        # addresses whose proxy_header names the login
+    proxy_header: str = "X-Forwarded-User"
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.users or self.trusted_proxies)
+
+
+@dataclass(frozen=True)
 class Config:
     site: Path
     sender_id: str
@@ -92,6 +107,7 @@ class Config:
     sftp: SftpConfig = field(default_factory=SftpConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -116,6 +132,7 @@ _KEYS = {
     "notify": {"on", "command", "webhook_url", "smtp_host", "smtp_port", "smtp_security", "smtp_user",
                "smtp_password_env", "smtp_password_file", "smtp_ca_file", "mail_from", "mail_to", "timeout"},
     "log": {"format", "level"},
+    "web": {"host", "port", "users", "trusted_proxies", "proxy_header"},
 }
 
 
@@ -158,6 +175,7 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
     sftp = raw.get("sftp", {})
     notify = raw.get("notify", {})
     logs = raw.get("log", {})
+    web = raw.get("web", {})
 
     def text(sec: dict, name: str, key: str, default: str | None = None) -> str:
         value = sec.get(key, default)
@@ -265,7 +283,41 @@ def parse_config(raw: dict, site: Path, origin: str = CONFIG_NAME) -> Config:
         ),
         notify=_notify(notify, site, fail, text, path),
         log=log_config,
+        web=_web(web, fail),
     )
+
+
+def _web(sec: dict, fail) -> WebConfig:
+    import ipaddress
+    host = sec.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise fail("web.host", "must be an address such as 127.0.0.1")
+    port = sec.get("port", 8080)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise fail("web.port", f"{port!r} must be a port number 1-65535")
+    users = sec.get("users", {})
+    if not isinstance(users, dict):
+        raise fail("web.users", "must be a table of login = \"argon2 hash\" (make a hash with `reskontro web-password`)")
+    for login, hashed in users.items():
+        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", login):
+            raise fail(f"web.users.{login}", "a login is 1-64 letters, digits or . _ @ -")
+        # Only a hash is accepted, so the password itself is never in the file.
+        if not isinstance(hashed, str) or not hashed.startswith("$argon2"):
+            raise fail(f"web.users.{login}", "must be an argon2 hash, never the password itself: "
+                       "make one with `reskontro web-password`")
+    proxies = sec.get("trusted_proxies", [])
+    if not isinstance(proxies, list):
+        raise fail("web.trusted_proxies", "must be a list of IP addresses")
+    for a in proxies:
+        try:
+            ipaddress.ip_address(a)
+        except (ValueError, TypeError):
+            raise fail("web.trusted_proxies", f"{a!r} is not an IP address") from None
+    header = sec.get("proxy_header", "X-Forwarded-User")
+    if not isinstance(header, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", header):
+        raise fail("web.proxy_header", f"{header!r} must be an HTTP header name")
+    return WebConfig(host=host, port=port, users=tuple(sorted(users.items())),
+                     trusted_proxies=tuple(proxies), proxy_header=header)
 
 
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")

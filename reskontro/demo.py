@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import shlex
 import sys
 from datetime import date
 from decimal import Decimal
@@ -37,6 +38,7 @@ from reskontro.testing.loopback_sshd import LoopbackSshd
 from reskontro.testing.receiver_model import ReceiverModel
 from reskontro.rules.reports import make_plan
 from reskontro.ledger.sample import write_sample_file
+from reskontro.services import installed_command
 from reskontro.site import Site
 
 console = Console()
@@ -149,6 +151,9 @@ def main(site_dir: Path = ROOT) -> int:
                     "through the bank, was booked, and closed the invoice at both ends."
                     if ok else "Something did not go as it should: see above.")
         console.print(Panel(summary, title="demo result", style="green" if ok else "red"))
+        web = f"{installed_command()} --site {shlex.quote(str(site_dir))} web"
+        console.print(f"See it as support does, in a browser: [bold]{web}[/] and open "
+                      f"http://127.0.0.1:{config.web.port}/ (Ctrl-C stops it)", highlight=False)
         return 0 if ok else 1
     finally:
         sshd.stop()

@@ -69,6 +69,15 @@ retries = 5
 # mail_from = "reskontro@example.no"
 # mail_to = ["regnskap@example.no"]
 # timeout = 30
+
+# The support page (`reskontro web`). Without users or trusted_proxies it serves 127.0.0.1 only.
+# [web]
+# host = "127.0.0.1"
+# port = 8080
+# trusted_proxies = ["10.0.0.5"]      # a reverse proxy that logs people in and names them in proxy_header
+# proxy_header = "X-Forwarded-User"
+# [web.users]                         # HTTP Basic; `reskontro web-password LOGIN` makes a line (a hash, never the password)
+# support = "$argon2id$v=19$m=65536,t=3,p=4$..."
 """
 
 

@@ -83,7 +83,7 @@ def test_a_bad_value_is_refused_naming_the_key(tmp_path: Path, section: str, val
 
 
 def test_unknown_section_and_unknown_key_list_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"bogus: unknown section \(known: creditor, log, notify, paths, schedule, sftp\)"):
+    with pytest.raises(ConfigError, match=r"bogus: unknown section \(known: creditor, log, notify, paths, schedule, sftp, web\)"):
         parse_config(with_("bogus", x=1), tmp_path)
     with pytest.raises(ConfigError, match=r"creditor\.sendr_id: unknown key \(known: .*sender_id"):
         parse_config(with_("creditor", sendr_id="X"), tmp_path)
@@ -190,3 +190,17 @@ def test_a_boolean_is_no_number(tmp_path: Path, key: str) -> None:
     """TOML `true` is a Python int: it must not pass as port 1."""
     with pytest.raises(ConfigError, match=rf"sftp\.{key}: "):
         parse_config(with_("sftp", **{key: True}), tmp_path)
+
+
+def test_the_web_section_is_checked_like_the_others(tmp_path: Path) -> None:
+    for web, message in [({"port": 0}, r"web\.port: 0 must be a port number"),
+                         ({"users": {"kari": "secret-password"}}, r"web\.users\.kari: must be an argon2 hash"),
+                         ({"users": {"bad login": "$argon2id$x"}}, r"web\.users\.bad login: a login is"),
+                         ({"trusted_proxies": ["proxy.example"]}, r"web\.trusted_proxies: 'proxy\.example' is not an IP"),
+                         ({"proxy_header": "X User"}, r"web\.proxy_header: 'X User' must be an HTTP header name")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**GOOD, "web": web}, tmp_path)
+    ok = parse_config({**GOOD, "web": {"users": {"kari": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"},
+                                       "trusted_proxies": ["10.0.0.5"]}}, tmp_path).web
+    assert ok.authenticated and ok.users == (("kari", "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"),)
+    assert not parse_config(GOOD, tmp_path).web.authenticated and parse_config(GOOD, tmp_path).web.host == "127.0.0.1"

@@ -1,12 +1,10 @@
 """The same store on PostgreSQL: import, decide, export, receipts and booking.
 
-Runs when RESKONTRO_TEST_PG_URL names an empty, disposable database, e.g.
-postgresql+psycopg://postgres@127.0.0.1:55432/rk_test (needs `pip install '.[postgres]'`);
-skipped otherwise, since CI has no PostgreSQL server.
+On a real PostgreSQL in every run: a fresh database of the throwaway cluster the `pg_url`
+fixture starts (tests/pg_server.py: initdb + pg_ctl in a temporary folder, a unix socket).
 """
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import date
 from decimal import Decimal
@@ -18,9 +16,6 @@ from click.testing import CliRunner
 from reskontro.cli import main
 from reskontro.site import init_site
 
-URL = os.environ.get("RESKONTRO_TEST_PG_URL")
-pytestmark = pytest.mark.skipif(not URL, reason="RESKONTRO_TEST_PG_URL is not set: no PostgreSQL to test on")
-
 
 def run(site: Path, *args: str) -> str:
     r = CliRunner().invoke(main, ["--site", str(site), *args], catch_exceptions=False)
@@ -28,7 +23,7 @@ def run(site: Path, *args: str) -> str:
     return r.output
 
 
-def test_the_nightly_loop_on_postgresql(tmp_path: Path) -> None:
+def test_the_nightly_loop_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     from sqlalchemy import create_engine
 
     from reskontro.transfer import journal
@@ -37,6 +32,7 @@ def test_the_nightly_loop_on_postgresql(tmp_path: Path) -> None:
     from reskontro.domain import BankPayment
     from reskontro.testing.receiver_model import ReceiverModel
 
+    URL = pg_url
     engine = create_engine(URL)
 
     def uploaded(file_id: str) -> None:

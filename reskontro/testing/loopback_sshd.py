@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from reskontro.adapters.sftp import SftpSettings
+from reskontro.testing.apt import Unavailable, ensure_package
 
 HOST = "127.0.0.1"
 SSHD_CANDIDATES = (Path("/usr/sbin/sshd"), Path("/usr/local/sbin/sshd"))
@@ -55,47 +55,11 @@ def ensure_openssh_server(timeout: float = 900.0) -> Path:
 
     Raises SshdUnavailable with the reason when that is impossible (not root, no apt-get,
     apt-get failing even after ``apt-get update``)."""
-    found = find_sshd()
-    if found:
-        return found
-    if os.geteuid() != 0:
-        raise SshdUnavailable("OpenSSH sshd is not installed and we are not root, so "
-                              "`apt-get install -y openssh-server` cannot be run")
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise SshdUnavailable("OpenSSH sshd is not installed and there is no apt-get to "
-                              "install openssh-server with")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "--no-install-recommends", "openssh-server"]
-    # Without a policy-rc.d the package's postinst starts a system sshd on port 22; we only
-    # want the binary. Create the standard "deny" policy only if none exists, and remove it after.
-    policy = Path("/usr/sbin/policy-rc.d")
-    own_policy = not policy.exists()
-    if own_policy:
-        policy.write_text("#!/bin/sh\n# temporary, written by reskontro.testing.loopback_sshd\nexit 101\n")
-        policy.chmod(0o755)
     try:
-        result = _run(install, env, timeout)
-        if result.returncode != 0:  # typically a stale or empty package index on a fresh machine
-            _run([apt, "update"], env, timeout)
-            result = _run(install, env, timeout)
-    finally:
-        if own_policy:
-            policy.unlink(missing_ok=True)
-    found = find_sshd()
-    if found is None:
-        tail = (result.stdout or "")[-1500:]
-        raise SshdUnavailable(f"`apt-get install -y openssh-server` did not provide sshd "
-                              f"(exit {result.returncode}):\n{tail}")
-    return found
-
-
-def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(cmd, env=env, timeout=timeout, text=True, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SshdUnavailable(f"running {' '.join(cmd)} failed: {exc}") from exc
+        return ensure_package("openssh-server", find_sshd, what="OpenSSH sshd", no_service_start=True,
+                              timeout=timeout)
+    except Unavailable as exc:
+        raise SshdUnavailable(str(exc)) from None
 
 
 # --- keys ---------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""The fleet: nightly files for many creditors by 1 and by 2 `reskontro worker` processes.
+
+For each worker count a fleet of its own (a throwaway PostgreSQL cluster, reskontro.testing.
+pg_cluster; one database per run) with --creditors creditors (default 1,000), each with a
+--entries-entry ledger (default 2,000: 200 customers, 10 invoices each) already sent once
+(the first night, not timed), then --new new entries today (default 50). Timed: the nightly
+jobs queued (worker.enqueue_due, as the periodic scheduler does) until every one succeeded,
+the workers started with `--no-sftp --once` (files written and checked, nothing sent).
+
+Printed: total wall time, per-creditor cost (wall time x workers / creditors: seconds of one
+worker per creditor), the scaling ratio (1 worker's time / 2 workers'). Targets: ratio >= 1.7,
+and the 2-worker run of 1,000 creditors in <= 300 s (checked only at 1,000 creditors or more;
+a smaller run scales its time to 1,000 and says so).
+
+    .venv/bin/python benchmarks/bench_fleet.py [--creditors 1000] [--entries 2000] [--new 50]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reskontro import services  # noqa: E402
+from reskontro.testing.pg_cluster import PgCluster  # noqa: E402
+from reskontro.worker import enqueue_due  # noqa: E402
+
+
+def ledger(path: Path, entries: int, start: int = 0, day: date | None = None) -> None:
+    day = day or date.today() - timedelta(days=30)
+    rows = []
+    customers = max(1, entries // 10)
+    for c in range(customers):
+        rows.append({"record": "customer", "id": f"C{c}", "name": f"Kunde {c}", "type": "private",
+                     "address1": f"Gate {c}", "post_code": "0150", "city": "OSLO", "country": "NO"})
+    for i in range(start, start + entries):
+        rows.append({"record": "entry", "id": f"I{i}", "customer_id": f"C{i % customers}", "type": "invoice",
+                     "document_no": f"F{i}", "document_date": day.isoformat(),
+                     "due_date": (day + timedelta(days=14)).isoformat(), "amount": f"{100 + i % 900}.50",
+                     "status": "invoiced"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+
+
+def build(cluster: PgCluster, name: str, work: Path, creditors: int, entries: int, new: int) -> str:
+    url = cluster.create_database(name)
+    services.fleet_init(url, work / name)
+    base, today = work / "base.jsonl", work / "today.jsonl"
+    if not base.exists():
+        ledger(base, entries)
+        ledger(today, new, start=entries, day=date.today())
+    t = time.monotonic()
+    for n in range(creditors):
+        cid = f"c{n:05d}"
+        services.creditor_add(url, creditor_id=cid, sender_id=f"{name}{n}", org_no="923609016", send_time="00:00")
+        site = services.creditor_site(url, cid)
+        services.import_ledger(site, [base])
+        services.export(site, backlog=True)             # the first night: the ledger is at Lowell
+        services.import_ledger(site, [today])
+        site.db.dispose()
+        if n and n % 50 == 0:
+            print(f"  {name}: {n} creditors set up ({time.monotonic() - t:.0f} s)", flush=True)
+    return url
+
+
+def night(url: str, workers: int, log_dir: Path) -> float:
+    queued = enqueue_due(url)
+    t = time.monotonic()
+    procs = []
+    for w in range(workers):
+        with (log_dir / f"worker-{workers}-{w}.log").open("wb") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "reskontro.cli", "worker", "--fleet", url,
+                                           "--no-sftp", "--once"], stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, cwd=ROOT))
+    for p in procs:
+        p.wait()
+    wall = time.monotonic() - t
+    statuses = services.fleet_status(url)
+    bad = [s.id for s in statuses if s.job != "succeeded"]
+    if bad or len(statuses) != queued:
+        raise SystemExit(f"{len(bad)} creditors without a succeeded job ({bad[:5]}); queued {queued}; "
+                         f"see {log_dir}")
+    return wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--creditors", type=int, default=1000)
+    ap.add_argument("--entries", type=int, default=2000)
+    ap.add_argument("--new", type=int, default=50)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp, PgCluster.start() as cluster:
+        work = Path(tmp)
+        times = {}
+        for workers in (1, 2):
+            t = time.monotonic()
+            url = build(cluster, f"f{workers}w", work, args.creditors, args.entries, args.new)
+            print(f"{workers} worker(s): {args.creditors} creditors set up in {time.monotonic() - t:.0f} s", flush=True)
+            times[workers] = night(url, workers, work)
+            per = times[workers] * workers / args.creditors
+            print(f"{workers} worker(s): {args.creditors} nightly files in {times[workers]:.1f} s; "
+                  f"{per:.3f} s of one worker per creditor", flush=True)
+        ratio = times[1] / times[2]
+        at_1000 = times[2] * 1000 / args.creditors
+        print(f"scaling 1 -> 2 workers: {ratio:.2f}x (target >= 1.7); 1,000 creditors with 2 workers: "
+              f"{at_1000:.0f} s{'' if args.creditors >= 1000 else ' (scaled from this run)'} (target <= 300 s); "
+              f"load average {os.getloadavg()[0]:.1f}")
+        ok = ratio >= 1.7 and at_1000 <= 300
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

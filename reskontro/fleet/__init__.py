@@ -1,0 +1,1 @@
+"""Many creditors on PostgreSQL: the registry, isolation per creditor, the scheduler and worker jobs."""

@@ -1,0 +1,149 @@
+"""The fleet's front end: `reskontro worker`, a procrastinate worker (PostgreSQL task queue: no
+broker; the queue is tables in the fleet database), on any number of machines.
+
+Three tasks:
+
+- `schedule_nightly` (periodic, every minute; procrastinate defers a periodic task once per
+  tick however many workers run): each creditor whose send time (its own zone, DST-correct:
+  exchange.cycle.send_time_on) has passed today and whose `nightly` job for today's local date
+  is not queued yet gets one, with the queueing lock `nightly:<id>:<date>` (two schedulers at
+  once queue it once) and the lock `creditor:<id>` (never two jobs of one creditor at once).
+- `nightly(creditor, local_date)`: `services.nightly` on the creditor's context, the cycle
+  `reskontro run` runs; the network only unreachable (exit status 75 in single-site mode) is
+  retried with exponential backoff; any other failure is the creditor's alone (its job fails,
+  the others run on).
+- `recover_stalled` (periodic): the `nightly` jobs of a worker whose heartbeat stopped (killed,
+  its machine gone) go back to the queue; the export's journal makes the rerun send nothing
+  twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date, datetime, timezone
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy.engine import make_url
+
+from reskontro import services
+
+log = logging.getLogger("reskontro.worker")
+
+NIGHTLY = "nightly"
+
+
+class CycleLater(Exception):
+    """The cycle failed only because the server was unreachable: the job is retried later."""
+
+
+#: network errors only: 20 s + 2^n s (22 s, 24 s, 28 s … 4.6 min), eight retries, about 11 minutes in all
+RETRY = procrastinate.RetryStrategy(max_attempts=8, wait=20, exponential_wait=2, retry_exceptions={CycleLater})
+
+
+def conninfo(url: str) -> str:
+    """The fleet's SQLAlchemy URL as a libpq URI for procrastinate's psycopg pool."""
+    u = make_url(url).set(drivername="postgresql")
+    return u.render_as_string(hide_password=False)
+
+
+def _recover_cron(stalled_after: float) -> str:
+    if stalled_after >= 120:
+        return "* * * * *"
+    step = max(1, min(59, int(stalled_after // 2)))
+    return f"* * * * * */{step}"       # the sixth field: seconds
+
+
+def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client_factory=None) -> procrastinate.App:
+    """The fleet's task queue, its tasks bound to the fleet database `url`."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
+
+    @app.task(name=NIGHTLY, retry=RETRY)
+    def nightly(creditor: str, local_date: str) -> str:
+        from reskontro.fleet.registry import FleetError
+        try:
+            site = services.creditor_site(url, creditor)
+        except FleetError as exc:          # disabled (or removed) since it was queued
+            log.warning("nightly %s %s: skipped: %s", creditor, local_date, exc)
+            return "skipped"
+        try:
+            result = services.nightly(site, date.fromisoformat(local_date), sftp=sftp,
+                                      client_factory=client_factory)
+        finally:
+            site.db.dispose()
+        if result.exit_status == 75:
+            raise CycleLater(f"{creditor} {local_date}: the server was unreachable; tried again later")
+        return result.result
+
+    @app.periodic(cron="* * * * *", periodic_id="schedule")
+    @app.task(name="schedule_nightly", queueing_lock="schedule_nightly")
+    async def schedule_nightly(timestamp: int) -> int:
+        return await enqueue_due_async(app, url, datetime.fromtimestamp(timestamp, timezone.utc))
+
+    @app.periodic(cron=_recover_cron(stalled_after), periodic_id="recover")
+    @app.task(name="recover_stalled", queueing_lock="recover_stalled")
+    async def recover_stalled(timestamp: int) -> int:
+        return await recover_stalled_jobs(app, stalled_after)
+
+    return app
+
+
+async def enqueue_due_async(app: procrastinate.App, url: str, now: datetime) -> int:
+    """Queue every nightly job due at `now` (registry.due_nightly) that is not queued yet: the
+    number queued here (0 when another scheduler was first)."""
+    from reskontro.fleet.registry import due_nightly, open_fleet
+    from datetime import timedelta
+    rows = await app.connector.execute_query_all_async(
+        "SELECT args->>'creditor' AS creditor, args->>'local_date' AS local_date FROM procrastinate_jobs "
+        "WHERE task_name = 'nightly' AND args->>'local_date' >= %(since)s",
+        since=(now - timedelta(days=2)).date().isoformat())
+    queued = {(r["creditor"], r["local_date"]) for r in rows}
+
+    def due():
+        fleet = open_fleet(url)
+        try:
+            return [(c.id, d.isoformat()) for c, d in due_nightly(fleet, now, queued)]
+        finally:
+            fleet.dispose()
+    n = 0
+    for creditor, day in await asyncio.to_thread(due):
+        try:
+            await app.configure_task(NIGHTLY, lock=f"creditor:{creditor}",
+                                     queueing_lock=f"nightly:{creditor}:{day}").defer_async(
+                creditor=creditor, local_date=day)
+            n += 1
+        except AlreadyEnqueued:          # another scheduler queued it a moment ago
+            pass
+    if n:
+        log.info("queued %d nightly jobs", n)
+    return n
+
+
+async def recover_stalled_jobs(app: procrastinate.App, stalled_after: float) -> int:
+    """The nightly jobs whose worker stopped sending heartbeats, back into the queue."""
+    stalled = await app.job_manager.get_stalled_jobs(task_name=NIGHTLY, seconds_since_heartbeat=stalled_after)
+    n = 0
+    for job in stalled:
+        log.warning("job %s (%s) was running on a worker that stopped: queued again", job.id, job.task_kwargs)
+        await app.job_manager.retry_job(job)
+        n += 1
+    return n
+
+
+def enqueue_due(url: str, now: datetime | None = None) -> int:
+    """enqueue_due_async from synchronous code (tests, the benchmark)."""
+    app = make_app(url)
+
+    async def go() -> int:
+        async with app.open_async():
+            return await enqueue_due_async(app, url, now or datetime.now(timezone.utc))
+    return asyncio.run(go())
+
+
+def run_worker(url: str, *, sftp: bool = True, stalled_after: float = 60.0, once: bool = False,
+               name: str | None = None) -> None:
+    """The worker, until SIGINT/SIGTERM (or, `once`, until the queue is empty)."""
+    app = make_app(url, sftp=sftp, stalled_after=stalled_after)
+    app.run_worker(concurrency=1, wait=not once, name=name, update_heartbeat_interval=max(0.5, stalled_after / 4),
+                   stalled_worker_timeout=stalled_after, delete_jobs="never",
+                   fetch_job_polling_interval=min(5.0, max(0.5, stalled_after / 4)))

@@ -1,0 +1,200 @@
+"""The fleet on a real PostgreSQL (tests/pg_server.py): the registry of creditors, validated as
+reskontro.toml is; isolation enforced by PostgreSQL (a schema and a role per creditor); the
+nightly schedule per creditor's zone (DST) queued once; a creditor's job running `run`'s cycle."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from reskontro import services
+from reskontro.config import ConfigError
+from reskontro.fleet import registry
+from reskontro.rules.rulefile import RuleFileError
+
+LEDGER = [
+    {"record": "customer", "id": "C1", "name": "Kari Nordmann", "type": "private",
+     "address1": "Storgata 1", "post_code": "0150", "city": "OSLO", "country": "NO"},
+    {"record": "entry", "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
+     "document_date": "2026-11-01", "due_date": "2026-11-15", "amount": "1234.50", "status": "invoiced"},
+]
+
+
+@pytest.fixture
+def fleet(pg_url: str, tmp_path: Path) -> str:
+    services.fleet_init(pg_url, tmp_path / "fleet")
+    return pg_url
+
+
+def add(url: str, cid: str, sender: str, **kw):
+    return services.creditor_add(url, creditor_id=cid, sender_id=sender, org_no="923609016", **kw)
+
+
+def ledger_file(tmp_path: Path, name: str = "ledger.jsonl", prefix: str = "") -> Path:
+    p = tmp_path / name
+    rows = [{**r, **({"id": prefix + r["id"]} if r["record"] != "customer" else {})} for r in LEDGER]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return p
+
+
+def test_registry_validates_like_the_site_config_and_lists(fleet: str, tmp_path: Path) -> None:
+    a = add(fleet, "acme", "1001", timezone="America/New_York", send_time="17:30", sftp_port=2222)
+    assert (a.id, a.timezone, a.send_time, a.sftp_port, a.own_rules) == ("acme", "America/New_York", "17:30", 2222, False)
+    with pytest.raises(ConfigError, match="schedule.timezone"):
+        add(fleet, "bad", "1002", timezone="Mars/Olympus")
+    with pytest.raises(ConfigError, match="creditor.org_no"):
+        services.creditor_add(fleet, creditor_id="bad", sender_id="1002", org_no="123456789")
+    with pytest.raises(ConfigError, match="sftp.port"):
+        add(fleet, "bad", "1002", sftp_port=70000)
+    with pytest.raises(ConfigError, match="schedule.send_time"):
+        add(fleet, "bad", "1002", send_time="25:00")
+    with pytest.raises(registry.FleetError, match="lower-case"):
+        add(fleet, "Bad-Id", "1002")
+    with pytest.raises(registry.FleetError, match="another creditor"):
+        add(fleet, "other", "1001")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules:\n  - id: x\n    when: {nonsense_field: 1}\n    decision: maybe\n", encoding="utf-8")
+    with pytest.raises(RuleFileError):
+        add(fleet, "bad", "1002", rule_file=broken)
+    assert [c.id for c in services.creditors(fleet)] == ["acme"]      # nothing refused was registered
+    own = Path(services.creditor_site(fleet, "acme").config.rules_dir)
+    b = add(fleet, "beta", "1003", rule_file=own / "transfer.yaml")
+    assert b.own_rules
+    site_b = services.creditor_site(fleet, "beta")
+    assert site_b.config.rule_file.is_file() and "creditors/beta/rules" in str(site_b.config.rule_file)
+    assert services.creditor_disable(fleet, "acme").disabled
+    with pytest.raises(registry.FleetError, match="disabled"):
+        services.creditor_site(fleet, "acme")
+
+
+def test_a_creditors_job_cannot_read_or_change_anothers_rows(fleet: str, tmp_path: Path) -> None:
+    add(fleet, "a", "2001")
+    add(fleet, "b", "2002")
+    site_a, site_b = services.creditor_site(fleet, "a"), services.creditor_site(fleet, "b")
+    services.import_ledger(site_b, [ledger_file(tmp_path)])
+    services.import_ledger(site_a, [ledger_file(tmp_path, "a.jsonl", prefix="A")])
+    with site_a.db.connect() as conn:      # A's own rows, through the unchanged single-site tables
+        assert conn.execute(text("SELECT id FROM entries")).scalars().all() == ["AI1"]
+        assert conn.execute(text("SELECT current_user")).scalar() == services.creditor(fleet, "a").role_name
+    for sql in ("SELECT * FROM c_b.entries", "INSERT INTO c_b.meta (key, value) VALUES ('x', 'y')",
+                "UPDATE c_b.entries SET amount_ore = 0", "SELECT * FROM fleet.creditors",
+                "SELECT * FROM public.procrastinate_jobs"):
+        with site_a.db.connect() as conn:
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                conn.execute(text(sql))
+    with site_a.db.connect() as conn:      # RESET ROLE goes back to the role the connection started as: A
+        conn.execute(text("RESET ROLE"))
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text("SELECT * FROM c_b.entries"))
+    admin = create_engine(fleet)
+    with admin.connect() as conn:          # B's rows are all there, untouched
+        assert conn.execute(text("SELECT id, amount_ore FROM c_b.entries")).all() == [("I1", 123450)]
+    admin.dispose()
+    site_a.db.dispose()
+    site_b.db.dispose()
+
+
+@pytest.mark.parametrize("now_utc, due", [
+    # Oslo 18:00 is 17:00 UTC in winter, 16:00 UTC in summer; New York 17:30 is 22:30 / 21:30 UTC
+    (datetime(2026, 1, 15, 16, 59, tzinfo=timezone.utc), {"night"}),
+    (datetime(2026, 1, 15, 17, 0, tzinfo=timezone.utc), {"oslo", "night"}),
+    (datetime(2026, 7, 15, 15, 59, tzinfo=timezone.utc), {"night"}),
+    (datetime(2026, 7, 15, 16, 0, tzinfo=timezone.utc), {"oslo", "night"}),
+    (datetime(2026, 7, 15, 21, 30, tzinfo=timezone.utc), {"oslo", "nyc", "night"}),
+    (datetime(2026, 1, 15, 22, 29, tzinfo=timezone.utc), {"oslo", "night"}),
+    # past local midnight in Oslo (the 16th there, nothing due yet), still the 15th in New York
+    (datetime(2026, 1, 15, 23, 30, tzinfo=timezone.utc), {"nyc"}),
+    # spring forward in Oslo (29 March 2026): 02:30 does not exist; the send time is the instant
+    # after the gap, 03:30 CEST = 01:30 UTC (New York: 21:29 on the 28th, past its 17:30)
+    (datetime(2026, 3, 29, 1, 29, tzinfo=timezone.utc), {"nyc"}),
+    (datetime(2026, 3, 29, 1, 30, tzinfo=timezone.utc), {"night", "nyc"}),
+])
+def test_the_schedule_is_each_creditors_own_local_time(fleet: str, now_utc: datetime, due: set) -> None:
+    add(fleet, "oslo", "3001")
+    add(fleet, "nyc", "3002", timezone="America/New_York", send_time="17:30")
+    add(fleet, "night", "3003", send_time="02:30")
+    f = registry.open_fleet(fleet)
+    got = {(c.id, d.isoformat()) for c, d in registry.due_nightly(f, now_utc, set())}
+    local = {c: now_utc.astimezone(ZoneInfo("America/New_York" if c == "nyc" else "Europe/Oslo")).date().isoformat()
+             for c in due}
+    assert got == {(c, local[c]) for c in due}
+    # queued already: not due again
+    assert registry.due_nightly(f, now_utc, got) == []
+    f.dispose()
+
+
+def test_schedulers_running_at_once_queue_each_creditors_night_once(fleet: str) -> None:
+    from reskontro.worker import enqueue_due
+    for i in range(5):
+        add(fleet, f"c{i}", f"400{i}")
+    services.creditor_disable(fleet, "c4")
+    now = datetime(2026, 1, 15, 17, 5, tzinfo=timezone.utc)         # 18:05 in Oslo
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(lambda _: enqueue_due(fleet, now), range(4)))
+    assert sum(counts) == 4                                          # the disabled one is not queued
+    assert enqueue_due(fleet, now) == 0                              # the next tick: nothing new
+    admin = create_engine(fleet)
+    with admin.connect() as conn:
+        rows = conn.execute(text("SELECT args->>'creditor', args->>'local_date', lock, queueing_lock "
+                                 "FROM procrastinate_jobs WHERE task_name = 'nightly' ORDER BY 1")).all()
+    admin.dispose()
+    assert rows == [(f"c{i}", "2026-01-15", f"creditor:c{i}", f"nightly:c{i}:2026-01-15") for i in range(4)]
+
+
+def test_a_creditors_nightly_job_is_runs_cycle_once_per_day(fleet: str, tmp_path: Path) -> None:
+    add(fleet, "a", "5001")
+    site = services.creditor_site(fleet, "a")
+    services.import_ledger(site, [ledger_file(tmp_path)])
+    today = datetime.now(ZoneInfo("Europe/Oslo")).date()
+    first = services.nightly(site, today, sftp=False)
+    assert first.result in ("ok", "needs_person") and first.files["exported"]
+    assert len(list(site.config.outbox.glob("*.xml"))) == 1
+    again = services.nightly(site, today, sftp=False)               # a retried job: the day is done
+    assert again.skipped and "completed" in again.skipped
+    assert len(list(site.config.outbox.glob("*.xml"))) == 1
+    assert services.run_history(site)[0].kind == "fleet"
+    st = {s.id: s for s in services.fleet_status(fleet)}
+    assert st["a"].result == first.result and st["a"].awaiting_receipt == 1
+    site.db.dispose()
+
+
+def test_fleet_status_puts_who_needs_a_person_first(fleet: str, tmp_path: Path) -> None:
+    add(fleet, "aaa", "6001")
+    add(fleet, "zzz", "6002")
+    site_z = services.creditor_site(fleet, "zzz")
+    from reskontro.ledger import runs
+    started = datetime.now(timezone.utc)
+    rid = runs.start(site_z.db, "fleet", True, started)
+    runs.finish(site_z.db, rid, started, "failed", [{"name": "send", "ok": False, "summary": "x", "attention": []}],
+                ["look at it"], {}, {})
+    st = services.fleet_status(fleet)
+    assert [s.id for s in st] == ["zzz", "aaa"]
+    assert (st[0].result, st[0].attention, st[0].needs_person) == ("failed", True, ["look at it"])
+    assert (st[1].result, st[1].attention) == ("never", False)
+    site_z.db.dispose()
+
+
+
+def test_only_an_unreachable_server_is_retried_and_with_backoff() -> None:
+    from procrastinate.jobs import Job
+
+    from reskontro.worker import RETRY, CycleLater
+
+    def decision(exc: Exception, attempts: int):
+        job = Job(id=1, queue="default", lock="creditor:a", queueing_lock=None, task_name="nightly",
+                  attempts=attempts)
+        return RETRY.get_retry_decision(exception=exc, job=job)
+
+    waits = []
+    for n in range(8):
+        d = decision(CycleLater("unreachable"), n)
+        waits.append((d.retry_at - datetime.now(timezone.utc)).total_seconds())
+    assert all(b > a for a, b in zip(waits, waits[1:])) and 15 < waits[0] < 30 and 200 < waits[-1] < 300
+    assert decision(CycleLater("unreachable"), 8) is None             # given up: the job fails, fleet status shows it
+    assert decision(RuntimeError("a bug"), 0) is None                 # anything else is not retried
