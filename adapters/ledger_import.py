@@ -583,11 +583,33 @@ def _fast_entry(d: dict, plain: bool = False) -> tuple | None:
         return None
 
 
+def _fast_tags(v) -> str | None | bool:
+    """A customer's tags as stored (words, lower case, each once, sorted, blank-separated; None
+    for none) when they are a plain list or text of tags, else False (the exact path reads them)."""
+    if v is None:
+        return None
+    if v.__class__ is list:
+        if not all(w.__class__ is str for w in v):
+            return False
+        items = v
+    elif v.__class__ is str:
+        items = re.split(r"[\s;]+", v)
+    else:
+        return False
+    words = {w.strip().lower() for w in items} - {""}
+    if len(words) > _MAX_TAGS or not all(_TAG.fullmatch(w) and w.isprintable() for w in words):
+        return False
+    return " ".join(sorted(words)) or None
+
+
 def _fast_customer(d: dict, plain: bool = False) -> tuple | None:
     """The CUSTOMER_ROW of a plainly good customer record, else None (then `_customer` reads it).
     `plain` as for `_fast_entry`."""
-    if not d.keys() <= _CUSTOMER_KEYS or not (plain or _xml_ok(d)) or d.get("tags") not in (None, ""):
-        return None                       # (tags: `_Row.words` reads them)
+    if not d.keys() <= _CUSTOMER_KEYS or not (plain or _xml_ok(d)):
+        return None
+    tags = _fast_tags(d.get("tags"))
+    if tags is False:
+        return None                       # (anything but plain words: `_Row.words` says what is wrong)
     g = d.get
     try:
         cid = _ident(g("id"))
@@ -626,7 +648,7 @@ def _fast_customer(d: dict, plain: bool = False) -> tuple | None:
         return (cid, name, ctype, org_no, l1, l2, l3, "" if post is None else _text(post, 10) or "",
                 "" if city is None else _text(city, 35) or "", country,
                 email if email is None else _text(email, 200), phone if phone is None else _text(phone, 40),
-                fd if fd.__class__ is bool else bool(_flag(fd)), None)
+                fd if fd.__class__ is bool else bool(_flag(fd)), tags)
     except _Slow:
         return None
 

@@ -570,9 +570,9 @@ def _mark_pending(conn: Connection, kind: str, ids, *, unique: bool = False) -> 
         # (SQLite reads ON CONFLICT after INSERT ... SELECT only after a WHERE: there is one)
         conn.execute(upsert.from_select(["kind", "id"], select(literal(kind), col).where(col.is_not(None)))
                      .on_conflict_do_nothing())
-        return
-    q = select(literal(kind), col).where(col.is_not(None), ~exists().where(p.c.kind == kind, p.c.id == col))
-    conn.execute(insert(p).from_select(["kind", "id"], q if unique else q.distinct()))
+    else:
+        q = select(literal(kind), col).where(col.is_not(None), ~exists().where(p.c.kind == kind, p.c.id == col))
+        conn.execute(insert(p).from_select(["kind", "id"], q if unique else q.distinct()))
     mark_undecided(conn, kind, ids)          # (the lists of kept-back entries decide them again too)
 
 
