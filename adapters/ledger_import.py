@@ -263,7 +263,7 @@ def _customer(r: _Row) -> Customer | None:
     c = Customer(id=cid or "", name=name or "", type=ctype, address=addr, org_no=org_no,
                  email=r.text("email"), phone=r.text("phone", max_len=40),
                  factoring_default=bool(r.flag("factoring_default")))
-    return c
+    return c if cid else None    # no id (reported): no "already on line" for a second one
 
 
 def _entry(r: _Row) -> Entry | None:
@@ -671,7 +671,8 @@ def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
         elif kind == "customer":
             row = _fast_customer(data)
             if row is None:
-                row = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
+                c = _customer(_Row(f"{name}:{n}", data, errors))
+                row = c and customer_to_row(c)
         elif kind == "match":
             row = _fast_match(data) or _slow_match(_Row(f"{name}:{n}", data, errors))
         else:
@@ -719,7 +720,7 @@ def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
     try:
         header = tuple(h.strip() for h in (reader.fieldnames or ()))
     except csv.Error as exc:
-        raise InputError(f"{name}:{reader.line_num}: not valid CSV: {exc}") from None
+        raise InputError(f"{name}:{reader.reader.line_num}: not valid CSV: {exc}") from None
     hs = set(header)
     if {"match_id", "entry_id"} <= hs:
         kind = "match"
@@ -745,7 +746,8 @@ def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
         except StopIteration:
             break
         except csv.Error as exc:          # e.g. a value longer than the csv module's limit
-            errors.append(f"{name}:{reader.line_num}: not valid CSV: {exc}")
+            # reader.reader's count: DictReader's own line_num is only set after a good row
+            errors.append(f"{name}:{reader.reader.line_num}: not valid CSV: {exc}")
             break
         n = reader.line_num
         if None in row:
@@ -761,7 +763,8 @@ def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
         elif kind == "customer":
             out = _fast_customer(data)
             if out is None:
-                out = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
+                c = _customer(_Row(f"{name}:{n}", data, errors))
+                out = c and customer_to_row(c)
         else:
             r = _Row(f"{name}:{n}", data, errors)
             mid, eid = r.ident("match_id"), r.ident("entry_id")

@@ -25,7 +25,7 @@ from copy import deepcopy
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from lxml import etree
 
@@ -178,14 +178,35 @@ def _prolog_problem(head: bytes) -> str | None:
     return None
 
 
-def _iterparse(source: BinaryIO | str, schema: etree.XMLSchema | None) -> etree.iterparse:
+class _Events:
+    """lxml's iterparse over a file this module opens and always closes: a file lxml opens
+    itself stays open until garbage collection when the loop over it stops on an exception of
+    ours (the fast pass meeting a record the XSD rejects)."""
+
+    def __init__(self, source: BinaryIO | str, schema: etree.XMLSchema | None) -> None:
+        self._file = open(source, "rb") if isinstance(source, str) else None
+        kw = {"schema": schema} if schema is not None else {}
+        self._events = etree.iterparse(
+            self._file or source, events=("end",), tag=list(_RECORD_KIND), resolve_entities=False,
+            no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
+            remove_comments=True, remove_pis=True, **kw)
+
+    def __iter__(self) -> Iterator[tuple[str, etree._Element]]:
+        try:
+            yield from self._events
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+    @property
+    def root(self) -> etree._Element | None:
+        return self._events.root
+
+
+def _iterparse(source: BinaryIO | str, schema: etree.XMLSchema | None) -> _Events:
     """Hardened: no network, no DTD, no entity expansion; comments and PIs dropped (so a
     valid record's children are exactly its elements, in XSD order)."""
-    kw = {"schema": schema} if schema is not None else {}
-    return etree.iterparse(
-        source, events=("end",), tag=list(_RECORD_KIND), resolve_entities=False,
-        no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
-        remove_comments=True, remove_pis=True, **kw)
+    return _Events(source, schema)
 
 
 def _drop_finished(el: etree._Element) -> None:
