@@ -613,7 +613,7 @@ def lines_before(path: Path, offset: int) -> int:
     return n
 
 
-def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> Iterator[str]:
+def _lines(path: Path, f: BinaryIO, start: int, stop: int | None) -> Iterator[str]:
     """The file's lines, each ending at "\n" (and holding it), decoded as UTF-8 (a BOM at the
     start dropped). A byte that is not UTF-8 refuses the file, naming its offset."""
     offset = start
@@ -637,7 +637,7 @@ def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> 
 
 
 def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
-                first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+                first_line: int) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
     decode = _DECODER.decode
     # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085,
@@ -712,7 +712,7 @@ def _csv_lines(lines: Iterator[str]) -> Iterator[str]:
 
 
 def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
-              first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+              first_line: int) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
     # newline semantics of _csv_lines: the csv module finds the rows itself (a quoted value may
     # hold a line break)

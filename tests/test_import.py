@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from reskontro.ledger import schema as s
-from reskontro.adapters.ledger_import import CUSTOMER_FIELDS, ENTRY_FIELDS, MAX_SHOWN, read_ledger_file
+from reskontro.adapters.ledger_import import (CUSTOMER_FIELDS, CUSTOMER_ROW, ENTRY_FIELDS, ENTRY_ROW, MAX_SHOWN,
+                                              Problems, read_ledger_file, read_records)
 from reskontro.cli import main
 from reskontro.domain import Address, Customer, Entry, InputError, Match
-from reskontro.ledger.importer import import_files
+from reskontro.ledger.importer import CUSTOMER_COLS, ENTRY_COLS, import_files
 from reskontro.site import init_site
 from reskontro.ledger.store import Ledger, open_engine, row_entry
 
@@ -951,3 +952,55 @@ def test_a_bank_reference_is_read_and_one_bank_payment_is_one_entry(tmp_path: Pa
     assert problems(tmp_path, "x.jsonl", text) == [
         "2: bank_ref: entry 'E1' has 'B-1' too; one bank payment is one entry",
         "3: bank_ref: entry 'E1' has 'B-1' too; one bank payment is one entry"]
+
+
+def test_the_rows_read_are_named_by_the_stores_columns(tmp_path: Path) -> None:
+    """read_records yields plain tuples in CUSTOMER_ROW / ENTRY_ROW order: each name is the
+    store's column the value goes to (the importer stages them under those names)."""
+    assert CUSTOMER_ROW == CUSTOMER_COLS[:len(CUSTOMER_ROW)] and set(CUSTOMER_ROW) <= set(s.customers.c.keys())
+    assert set(ENTRY_ROW) <= set(s.entries.c.keys())
+    assert [c for c in ENTRY_COLS if c not in ("kid_check", "version", "stamp")] == list(ENTRY_ROW)
+    text = "\n".join([
+        customer_line(id="C1", name="Ås AS", type="business", org_no="923 609 016", address1="Postboks 12",
+                      address2="Bygg B", address3="3. etg", post_code="5003", city="BERGEN", country="se",
+                      email="a@b.no", phone="+47 1", factoring_default="ja"),
+        invoice_line(id="I1", customer_id="C1", document_no="F1", document_date="2026-09-01",
+                     due_date="2026-09-15", amount="1234.50", currency="sek", kid="12345678903",
+                     status="draft", factoring="nei", source="ERP", dunning_level="2", text="t",
+                     bank_ref="B-1"),
+        # '+' is not on the fast path: the same row by the exact one
+        entry_line(id="V1", customer_id="C1", type="manual_voucher", document_no="V", amount="+3",
+                   opt_out=True),
+        entry_line(id="R1", customer_id="C1", type="reversal", document_no="R", amount="-3", reverses="V1"),
+    ]) + "\n"
+    problems = Problems("x.jsonl")
+    got = [(kind, n, dict(zip(CUSTOMER_ROW if kind == "customer" else ENTRY_ROW, row, strict=True)))
+           for kind, n, row in read_records(write(tmp_path, "x.jsonl", text), problems)]
+    assert problems.count == 0, problems.shown
+    entry = dict.fromkeys(ENTRY_ROW)
+    assert got == [
+        ("customer", 1, {"id": "C1", "name": "Ås AS", "type": "business", "org_no": "923609016",
+                         "line1": "Postboks 12", "line2": "Bygg B", "line3": "3. etg", "post_code": "5003",
+                         "city": "BERGEN", "country": "SE", "email": "a@b.no", "phone": "+47 1",
+                         "factoring_default": True}),
+        ("entry", 2, {**entry, "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
+                      "document_date": "2026-09-01", "due_date": "2026-09-15", "amount_ore": 123450,
+                      "currency": "SEK", "kid": "12345678903", "status": "draft", "factoring": False,
+                      "opt_out": False, "source": "ERP", "dunning_level": 2, "text": "t", "bank_ref": "B-1"}),
+        ("entry", 3, {**entry, "id": "V1", "customer_id": "C1", "type": "manual_voucher", "document_no": "V",
+                      "document_date": "2026-09-01", "amount_ore": 300, "currency": "NOK", "opt_out": True,
+                      "dunning_level": 0}),
+        ("entry", 4, {**entry, "id": "R1", "customer_id": "C1", "type": "reversal", "document_no": "R",
+                      "document_date": "2026-09-01", "amount_ore": -300, "currency": "NOK", "opt_out": False,
+                      "reverses": "V1", "dunning_level": 0}),
+    ]
+
+
+def test_the_first_thousand_problems_are_listed(tmp_path: Path) -> None:
+    """README: every bad row is counted, the first 1,000 listed."""
+    text = "".join(payment_line(id=f"E{i}", type="invoise") + "\n" for i in range(1001))
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "x.jsonl", text))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "x.jsonl: 1001 problems, nothing imported:" and lines[-1] == "… and 1 more"
+    assert len(lines) == 1 + 1000 + 1 and lines[1000].startswith("x.jsonl:1000: type:")

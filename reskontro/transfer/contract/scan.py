@@ -50,7 +50,7 @@ class _Scan(ValueRules, MatchRules, SumRules, IdRules, StructureRules):
         self.result = CheckResult([])
         # ids.py: the id tables
         bits = _bucket_bits(size)
-        self.shift = 64 - bits
+        self.shift = 64 - bits   # no mutate: speed (any shift keeps the index in range)
         self.customers = _buckets(bits)             # hash(id) of this file's customers
         self.customer_repeats: list[tuple[int, ContractError]] = []   # confirmed after the pass
         self.known_customers: set[str] = set()    # cache of known_customer(id) == True
@@ -175,8 +175,8 @@ class _Scan(ValueRules, MatchRules, SumRules, IdRules, StructureRules):
                 self.trailer(el)
             if records is not None:
                 self.record_xsd(el, tag, records)
-            n += 1
-            if n % _BATCH == 0:
+            n += 1                   # no mutate: memory
+            if n % _BATCH == 0:      # no mutate: memory
                 _drop_finished(el)
         self.n_entries = n_entries
         if appending:

@@ -32,7 +32,8 @@ from lxml import etree
 NS = "urn:reskontro:ledger-transfer:1"
 _XS = "{http://www.w3.org/2001/XMLSchema}"
 _PROLOG_LIMIT = 65536
-_BATCH = 1024   # records kept in the tree before the finished ones are dropped
+# records kept in the tree before the finished ones are dropped
+_BATCH = 1024   # no mutate: memory
 
 
 def _q(local: str) -> str:
@@ -209,7 +210,7 @@ def _iterparse(source: BinaryIO | str, schema: etree.XMLSchema | None) -> _Event
     return _Events(source, schema)
 
 
-def _drop_finished(el: etree._Element) -> None:
+def _drop_finished(el: etree._Element) -> None:   # no mutate: memory only
     """Free the records before ``el`` (never those after: the parser may have built them)."""
     parent = el.getparent()
     if parent is not None:
@@ -219,11 +220,11 @@ def _drop_finished(el: etree._Element) -> None:
 
 def _streaming_xsd_message(source: BinaryIO | str, schema: etree.XMLSchema) -> str | None:
     """None when the file is XSD-valid, else libxml2's first message (it has no line)."""
-    n = 0
+    n = 0        # no mutate: memory (counts records between drops)
     try:
         for _, el in _iterparse(source, schema):
-            n += 1
-            if n % _BATCH == 0:
+            n += 1                   # no mutate: memory
+            if n % _BATCH == 0:      # no mutate: memory
                 _drop_finished(el)
     except etree.XMLSyntaxError as e:
         return _clean(str(e))
