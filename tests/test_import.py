@@ -1004,3 +1004,122 @@ def test_the_first_thousand_problems_are_listed(tmp_path: Path) -> None:
     lines = str(info.value).splitlines()
     assert lines[0] == "x.jsonl: 1001 problems, nothing imported:" and lines[-1] == "… and 1 more"
     assert len(lines) == 1 + 1000 + 1 and lines[1000].startswith("x.jsonl:1000: type:")
+
+
+# --- the exact path (_Row) reads a plain record as the fast path does -------------------------------
+PLAIN_CUSTOMERS = [
+    {"record": "customer", "id": "C1", "name": "Ås AS", "type": "business", "org_no": "923 609 016",
+     "address1": "Postboks 12", "address2": "Bygg B", "address3": "3. etg", "post_code": "5003", "city": "BERGEN",
+     "country": "se", "email": "a@b.no", "phone": "+47 1", "factoring_default": "ja"},
+    {"record": "customer", "id": "C2", "name": "Kari", "address2": "Vei 2", "factoring_default": False},
+    {"record": "customer", "id": "C3", "name": "Ola", "type": "private", "address1": "Vei 1", "address3": "H0101",
+     "factoring_default": "nei"},
+    # every text at its limit
+    {"record": "customer", "id": "C" * 35, "name": "N" * 100, "address1": "A" * 70, "post_code": "P" * 10,
+     "city": "C" * 35, "email": "E" * 200, "phone": "9" * 40, "factoring_default": "  "},
+]
+PLAIN_ENTRIES = [
+    {"record": "entry", "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
+     "document_date": "2026-09-01", "due_date": "2026-09-15", "amount": "1234.50", "currency": "sek",
+     "kid": "12345678903", "status": "invoiced", "factoring": "ja", "source": "ERP", "dunning_level": "2",
+     "text": "line 1\n\tline 2", "bank_ref": "B-1", "opt_out": "nei", "reverses": ""},   # every field
+    {"record": "entry", "id": "I2", "customer_id": "C1", "type": "invoice", "document_no": "F2",
+     "document_date": "2026-09-01", "due_date": "2026-09-15", "amount": "5", "status": "draft", "factoring": "nei"},
+    {"record": "entry", "id": "V1", "customer_id": "C1", "type": "manual_voucher", "document_no": "V",
+     "document_date": "2026-09-01", "amount": "-3", "opt_out": "ja"},
+    {"record": "entry", "id": "V2", "customer_id": "C1", "type": "manual_voucher", "document_no": "V",
+     "document_date": "2026-09-01", "amount": "-3", "opt_out": "nei"},
+    {"record": "entry", "id": "R1", "customer_id": "C1", "type": "reversal", "document_no": "R",
+     "document_date": "2026-09-01", "amount": "3", "reverses": "V1"},
+    {"record": "entry", "id": "P1", "customer_id": "C1", "type": "payment", "document_no": "P",
+     "document_date": "2026-09-01", "amount": "-1234.50", "factoring": "", "opt_out": "n", "reverses": "  "},
+    # every text at its limit
+    {"record": "entry", "id": "E" * 35, "customer_id": "C" * 35, "type": "payment", "document_no": "D" * 35,
+     "document_date": "2026-09-01", "amount": "1", "text": "T" * 200, "bank_ref": "B" * 120, "opt_out": False},
+]
+
+
+@pytest.mark.parametrize("d", PLAIN_CUSTOMERS, ids=lambda d: d["id"])
+def test_the_exact_path_reads_a_plain_customer_as_the_fast_path_does(d: dict) -> None:
+    from reskontro.adapters import ledger_import as li
+    fast = li._fast_customer(d)
+    problems = Problems("x")
+    c = li._customer(li._Row("x:1", d, problems))
+    assert problems.count == 0 and fast is not None and c is not None
+    assert li.customer_to_row(c) == fast
+
+
+@pytest.mark.parametrize("d", PLAIN_ENTRIES, ids=lambda d: d["id"])
+def test_the_exact_path_reads_a_plain_entry_as_the_fast_path_does(d: dict) -> None:
+    from reskontro.adapters import ledger_import as li
+    fast = li._fast_entry(d)
+    problems = Problems("x")
+    e = li._entry(li._Row("x:1", d, problems))
+    assert problems.count == 0 and fast is not None and e is not None
+    assert li.entry_to_row(e) == fast
+
+
+@pytest.mark.parametrize("written, value", [("ja", True), ("nei", False), ("0", False)])
+def test_flags_read_on_the_exact_path(tmp_path: Path, written: str, value: bool) -> None:
+    # '+' in an amount is not on the fast path: the record is read by _Row
+    text = (invoice_line(factoring=written, amount="+10.00") + "\n"
+            + entry_line(id="V1", type="manual_voucher", opt_out=written, amount="+1.00") + "\n"
+            + payment_line(id="P1", opt_out=written, amount="+1.00") + "\n")
+    if value:
+        assert problems(tmp_path, "x.jsonl", text) == ["3: opt_out: only manual vouchers can be opted out"]
+        return
+    i1, v1, p1 = read_ledger_file(write(tmp_path, "x.jsonl", text)).entries
+    assert (i1.factoring, v1.opt_out, p1.opt_out) == (False, False, False)
+
+
+@pytest.mark.parametrize("field, limit", [("name", 100), ("address1", 70), ("post_code", 10),
+                                          ("city", 35), ("phone", 40), ("email", 200), ("id", 35)])
+def test_customer_length_limits_on_the_exact_path(tmp_path: Path, field: str, limit: int) -> None:
+    # a record with another problem is read by _Row: its limits are the same
+    bad_country = "1: country: 'NOR' is not an ISO 3166 alpha-2 code (2 letters A-Z)"
+    line = customer_line(country="NOR", **{field: "A" * limit})
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [bad_country]
+    line = customer_line(country="NOR", **{field: "A" * (limit + 1)})
+    assert sorted(problems(tmp_path, "x.jsonl", line + "\n")) == sorted(
+        [f"1: {field}: longer than {limit} characters", bad_country])
+
+
+@pytest.mark.parametrize("field, limit", [("id", 35), ("customer_id", 35), ("document_no", 35),
+                                          ("text", 200), ("bank_ref", 120)])
+def test_entry_length_limits_on_the_exact_path(tmp_path: Path, field: str, limit: int) -> None:
+    line = payment_line(amount="+1.00", **{field: "A" * limit})
+    assert problems(tmp_path, "x.jsonl", line + "\n") == []
+    line = payment_line(amount="+1.00", **{field: "A" * (limit + 1)})
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [f"1: {field}: longer than {limit} characters"]
+
+
+def test_problems_of_a_second_reader_join_within_the_bound() -> None:
+    """Problems.extend: the importer's helper process reads a file's second half; its problems
+    are all counted, and listed only while the first MAX_SHOWN are not full."""
+    p = Problems("x.jsonl", limit=3)
+    p.append("x.jsonl:1: a")
+    p.append("x.jsonl:2: b")
+    p.extend(["x.jsonl:9: c", "x.jsonl:10: d"], 5)       # it counted 5, listed its first 2
+    assert (p.count, p.shown) == (7, ["x.jsonl:1: a", "x.jsonl:2: b", "x.jsonl:9: c"])
+    p.extend(["x.jsonl:11: e"], 1)                       # full: counted, not listed
+    assert (p.count, len(p.shown)) == (8, 3)
+    assert p.message().splitlines()[-1] == "… and 5 more"
+
+
+@pytest.mark.parametrize("line, want", [
+    (customer_line(name=1.5), "1: name: must be a string, not float (1.5)"),
+    (payment_line(text=1.5), "1: text: must be a string, not float (1.5)"),
+    (payment_line(bank_ref=2.5), "1: bank_ref: must be a string, not float (2.5)"),
+    (customer_line(factoring_default=1.5), "1: factoring_default: 1.5 is not true/false"),
+])
+def test_a_json_number_where_text_belongs_is_one_problem(tmp_path: Path, line: str, want: str) -> None:
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [want]
+
+
+def test_a_week_date_is_stored_as_its_calendar_date(tmp_path: Path) -> None:
+    """The store's dates are YYYY-MM-DD text: an ISO week date (which date.fromisoformat takes)
+    is stored as the day it names, on either path."""
+    text = (payment_line(document_date="2026-W36-2") + "\n"
+            + payment_line(id="E2", document_date="2026-W36-2", amount="+1.00") + "\n")
+    rows = [row for _, _, row in read_records(write(tmp_path, "x.jsonl", text), Problems("x.jsonl"))]
+    assert [dict(zip(ENTRY_ROW, r))["document_date"] for r in rows] == ["2026-09-01", "2026-09-01"]

@@ -407,7 +407,8 @@ class _Trace:
     test's duration."""
 
     def __init__(self, filenames: list[str]) -> None:
-        self.filenames = frozenset(filenames)
+        self.filenames = {os.path.realpath(f): f for f in filenames}
+        self.seen: dict[str, str | None] = {}    # co_filename -> the file it is, if watched
         self.per_test: dict[str, set[str]] = {}
         self.durations: dict[str, float] = {}
         self.outcomes: dict[str, bool] = {}
@@ -415,8 +416,12 @@ class _Trace:
         self.current = self.module_level
 
     def _global(self, frame, event, arg):
-        filename = frame.f_code.co_filename
-        if filename in self.filenames:
+        code_file = frame.f_code.co_filename
+        if code_file not in self.seen:
+            # the path it was imported by may be another (reskontro/adapters links to adapters/)
+            self.seen[code_file] = self.filenames.get(os.path.realpath(code_file))
+        filename = self.seen[code_file]
+        if filename is not None:
             self.current.add(f"{filename}:{frame.f_lineno}")
 
             def local(frame, event, arg):
