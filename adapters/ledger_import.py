@@ -30,7 +30,7 @@ from reskontro.domain import (CUSTOMER_TYPES, ENTRY_TYPES, INVOICE_STATUSES, Add
                               Entry, InputError, Match, from_ore, to_ore)
 
 CUSTOMER_FIELDS = ("id", "name", "type", "org_no", "address1", "address2", "address3",
-                   "post_code", "city", "country", "email", "phone", "factoring_default")
+                   "post_code", "city", "country", "email", "phone", "factoring_default", "tags")
 ENTRY_FIELDS = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount",
                 "currency", "kid", "status", "factoring", "opt_out", "reverses", "source",
                 "dunning_level", "text", "bank_ref")
@@ -39,7 +39,7 @@ MAX_SHOWN = 1000      # problems listed in the message; all are counted
 #: the plain rows `read_records` yields (the store's columns; amounts in øre, dates as ISO text
 #: YYYY-MM-DD)
 CUSTOMER_ROW = ("id", "name", "type", "org_no", "line1", "line2", "line3", "post_code", "city", "country",
-                "email", "phone", "factoring_default")
+                "email", "phone", "factoring_default", "tags")   # tags: words blank-separated, or None
 ENTRY_ROW = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount_ore",
              "currency", "kid", "status", "factoring", "opt_out", "reverses", "source", "dunning_level",
              "text", "bank_ref")
@@ -50,6 +50,8 @@ _ID = re.compile(r"[^\s](.{0,33}[^\s])?")
 _NOT_XML = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DUNNING = re.compile(r"[0-9]{1,3}")      # ASCII only: '²'.isdigit() is True, int('²') fails
 _SHOWN = 60           # characters of a value quoted in a message (a value may be huge)
+_TAG = re.compile(r"[^\s;,]{1,35}")   # one tag: a word (rules.facts.TAG)
+_MAX_TAGS = 50
 _TRUE = {"true", "1", "yes", "y", "ja", "j"}
 _FALSE = {"false", "0", "no", "n", "nei", ""}
 
@@ -243,6 +245,39 @@ class _Row:
             return default
         return v.upper()
 
+    def words(self, key: str) -> tuple[str, ...]:
+        """Tags: a JSON list of words, or text of words separated by blanks or ';' (CSV).
+        Lower case, each once, sorted (they are compared without case)."""
+        v = self.data.get(key)
+        if v is None:
+            return ()
+        if isinstance(v, list):
+            if not all(isinstance(w, str) for w in v):
+                self.fail(key, f"must be a list of words (text), not {_show(v)}")
+                return ()
+            items = v
+        elif isinstance(v, str):
+            items = re.split(r"[\s;]+", v)
+        else:
+            self.fail(key, f"must be a list of words or text, not {type(v).__name__} ({_show(v)})")
+            return ()
+        words = set()
+        for w in items:
+            if (why := _not_xml(w)) is not None:
+                self.fail(key, why)
+                return ()
+            w = w.strip().lower()
+            if not w:
+                continue
+            if not _TAG.fullmatch(w):
+                self.fail(key, f"{_show(w)} is not a tag (one word of 1-35 characters, without blanks, ';' or ',')")
+                return ()
+            words.add(w)
+        if len(words) > _MAX_TAGS:
+            self.fail(key, f"{len(words)} tags; at most {_MAX_TAGS}")
+            return ()
+        return tuple(sorted(words))
+
     def unknown(self, known: tuple[str, ...]) -> None:
         for k in self.data:
             if k not in known and k != "record":
@@ -262,7 +297,7 @@ def _customer(r: _Row) -> Customer | None:
     addr = Address(lines, r.text("post_code", max_len=10) or "", r.text("city", max_len=35) or "", country)
     c = Customer(id=cid or "", name=name or "", type=ctype, address=addr, org_no=org_no,
                  email=r.text("email"), phone=r.text("phone", max_len=40),
-                 factoring_default=bool(r.flag("factoring_default")))
+                 factoring_default=bool(r.flag("factoring_default")), tags=r.words("tags"))
     return c if cid else None    # no id (reported): no "already on line" for a second one
 
 
@@ -319,13 +354,13 @@ def _entry(r: _Row) -> Entry | None:
 def customer_to_row(c: Customer) -> tuple:
     lines = list(c.address.lines) + [None, None, None]
     return (c.id, c.name, c.type, c.org_no, lines[0], lines[1], lines[2], c.address.post_code, c.address.city,
-            c.address.country, c.email, c.phone, c.factoring_default)
+            c.address.country, c.email, c.phone, c.factoring_default, " ".join(c.tags) or None)
 
 
 def customer_from_row(r: tuple) -> Customer:
     return Customer(id=r[0], name=r[1], type=r[2], org_no=r[3],
                     address=Address(tuple(x for x in r[4:7] if x), r[7], r[8], r[9]),
-                    email=r[10], phone=r[11], factoring_default=r[12])
+                    email=r[10], phone=r[11], factoring_default=r[12], tags=tuple(r[13].split()) if r[13] else ())
 
 
 def entry_to_row(e: Entry) -> tuple:
@@ -513,8 +548,8 @@ def _fast_entry(d: dict) -> tuple | None:
 
 def _fast_customer(d: dict) -> tuple | None:
     """The CUSTOMER_ROW of a plainly good customer record, else None (then `_customer` reads it)."""
-    if not d.keys() <= _CUSTOMER_KEYS or not _xml_ok(d):
-        return None
+    if not d.keys() <= _CUSTOMER_KEYS or not _xml_ok(d) or d.get("tags") not in (None, ""):
+        return None                       # (tags: `_Row.words` reads them)
     g = d.get
     try:
         cid = _ident(g("id"))
@@ -536,7 +571,7 @@ def _fast_customer(d: dict) -> tuple | None:
             return None
         return (cid, name, ctype, org_no, lines[0], lines[1], lines[2], _text(g("post_code"), 10) or "",
                 _text(g("city"), 35) or "", country, _text(g("email"), 200), _text(g("phone"), 40),
-                bool(_flag(g("factoring_default"))))
+                bool(_flag(g("factoring_default"))), None)
     except _Slow:
         return None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from reskontro import cli_views as views
 from reskontro import services
 from reskontro.cli_output import ATTENTION, DONE, FAILED, LATER, USAGE, Col, Output, exit_status_help, plural
 from reskontro.config import ConfigError
@@ -394,7 +395,8 @@ def rules_test(ctx: click.Context, out: Output, file: Path | None) -> None:
 @rules.command()
 @reporting
 def fields(out: Output) -> None:
-    """The fields a rule can test, with their values.
+    """The fields a rule can test, with their values and a condition for each as a rule file
+    writes it.
 
     \b
     Example:
@@ -403,14 +405,118 @@ def fields(out: Output) -> None:
     from reskontro.rules.facts import DEFAULT_FACT, FIELDS, fact_for_people
 
     shown = fact_for_people(DEFAULT_FACT)       # amounts in kroner, as rule files write them
+    kinds = {"bool": "true, false", "number": "number", "text": "text", "date": "YYYY-MM-DD",
+             "words": "words (has, has_not, has_any, has_none)"}
     rows = []
     for f in FIELDS.values():
         default = shown[f.name]
-        values = ", ".join(f.values) if f.values else ("true, false" if f.kind == "bool" else "number")
-        rows.append([f.name, f.kind, values, str(default).lower() if isinstance(default, bool) else str(default),
-                     f.doc])
-    out.table([Col("field", "id"), Col("kind", "id"), Col("values"), Col("example default"), Col("meaning")], rows)
-    _finish(out, DONE, fields=[dict(zip(("field", "kind", "values", "default", "meaning"), r)) for r in rows])
+        default = (str(default).lower() if isinstance(default, bool)
+                   else (" ".join(default) or "(none)") if isinstance(default, list) else str(default))
+        rows.append([f.name, f.kind, ", ".join(f.values) if f.values else kinds[f.kind], default, f.example, f.doc])
+    out.table([Col("field", "id"), Col("kind", "id"), Col("values"), Col("example default"), Col("condition"),
+               Col("meaning")], rows)
+    _finish(out, DONE, fields=[dict(zip(("field", "kind", "values", "default", "condition", "meaning"), r))
+                               for r in rows])
+
+
+def _money(amounts: dict) -> str:
+    return "\n".join(f"{a:,.2f} {c}" for c, a in sorted(amounts.items()))
+
+
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Compare with this rule file instead of the rules in force.")
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True,
+              help="Entries listed per change (0: all); every change of an entry Lowell has is listed.")
+@reporting
+@click.pass_context
+def rules_diff(ctx: click.Context, out: Output, candidate: Path, base: Path | None, limit: int) -> None:
+    """What the rule file CANDIDATE would decide differently from the rules in force (or
+    --base), over the whole ledger: per change (e.g. transfer -> hold) the entries and
+    amounts, then each entry with its old and new rule and the new reason. Flags entries
+    Lowell already has that would no longer go (tell Lowell). Writes nothing; exit status 1
+    when a rule file has problems (as `rules lint` lists them).
+
+    \b
+    Example:
+      reskontro rules diff rules/next.yaml
+    """
+    from reskontro.domain.amount import format_amount
+
+    for path in (candidate, base):
+        if path is not None:
+            _not_examples(path)
+    site = _site(ctx) if base is not None else _engine_site(ctx)
+    try:
+        with out.progress("Deciding the ledger with both rule files"):
+            d = services.rules_diff(site, candidate, base=base, limit=limit or None)
+    except RuleFileError as exc:
+        for p in exc.problems:
+            out.verbatim(str(p))
+        _finish(out, FAILED, problems=[{"file": str(p.path), "line": p.line, "message": p.message}
+                                       for p in exc.problems])
+    lines = d.sorted_lines()
+    out.say(f"{plural(d.entries, 'entry', 'entries')} decided by both ({d.base_digest} -> {d.candidate_digest}): "
+            f"{d.changed:,} would change.")
+    if lines:
+        out.table([Col("from", "id"), Col("to", "id"), Col("entries", "number"), Col("amount", "amount")],
+                  [[l.old, l.new if l.new != l.old else f"{l.new} (other rule)", f"{l.count:,}", _money(l.amounts)]
+                   for l in lines], title="Changes")
+    for l in lines:
+        listed = f" ({len(l.entries):,} listed)" if len(l.entries) < l.count else ""
+        out.table([Col("entry", "id"), Col("customer", "id"), Col("amount", "amount"),
+                   Col("old rule -> new rule", "words"), Col("new reason"), Col("Lowell")],
+                  [[c.entry_id, c.customer_id, f"{c.amount:,.2f} {c.currency}", f"{c.old_rule} -> {c.new_rule}",
+                    c.new_reason, ("has it", "yellow") if c.tell_lowell else ""] for c in l.entries],
+                  title=f"{l.old} -> {l.new}: {plural(l.count, 'entry', 'entries')}{listed}")
+    told = d.tell_lowell
+    if told:
+        out.say((f"Lowell has {len(told):,} of these entries", "yellow"), " (a file cannot take one back):")
+    for c in told:
+        out.say(f"  {c.entry_id}: {c.tell_lowell}")
+
+    def entry(c) -> dict:
+        return {"id": c.entry_id, "customer": c.customer_id, "amount": format_amount(c.amount),
+                "currency": c.currency, "old_rule": c.old_rule, "new_rule": c.new_rule, "new_reason": c.new_reason,
+                "lowell": c.lowell, "file": c.file_id,
+                "lowell_since": c.file_date.isoformat() if c.file_date else None, "note": c.tell_lowell}
+    _finish(out, DONE, entries=d.entries, changed=d.changed, base_digest=d.base_digest,
+            candidate_digest=d.candidate_digest,
+            changes=[{"from": l.old, "to": l.new, "count": l.count,
+                      "amounts": {c: format_amount(a) for c, a in sorted(l.amounts.items())},
+                      "entries": [entry(c) for c in l.entries]} for l in lines],
+            tell_lowell=[entry(c) for c in told])
+
+
+@rules.command("coverage")
+@reporting
+@click.pass_context
+def rules_coverage(ctx: click.Context, out: Output) -> None:
+    """For each rule in force: how many entries it decides (or warns on) tonight and over the
+    whole ledger, and how many examples test it. Rules that decide nothing, and rules without
+    an example, come first.
+
+    \b
+    Example:
+      reskontro rules coverage --json | jq '.rules[] | select(.idle)'
+    """
+    site = _engine_site(ctx)
+    with out.progress("Deciding the ledger"):
+        cov = services.rules_coverage(site)
+    rows = []
+    for r in cov.rules:
+        note = ", ".join(x for x, on in (("decides nothing", r.idle), ("no example", r.untested)) if on)
+        rows.append([r.rule_id, str(r.line), r.kind, f"{r.tonight:,}", f"{r.whole:,}", str(r.examples),
+                     (note, "yellow") if note else ""])
+    out.table([Col("rule", "id"), Col("line", "number"), Col("decides", "id"), Col("tonight", "number"),
+               Col("whole ledger", "number"), Col("examples", "number"), Col("look at")], rows,
+              title=f"Rule coverage ({site.config.rule_file.name})")
+    if cov.examples is None:
+        out.say(f"No examples file beside {site.config.rule_file.name}.")
+    _finish(out, DONE, examples=str(cov.examples) if cov.examples else None,
+            rules=[{"rule": r.rule_id, "line": r.line, "kind": r.kind, "tonight": r.tonight, "whole": r.whole,
+                    "examples": r.examples, "idle": r.idle, "untested": r.untested} for r in cov.rules])
 
 
 # --- what the rules make of the ledger -------------------------------------------------------
@@ -453,29 +559,78 @@ def _engine_site(ctx: click.Context) -> Site:
 
 
 @main.command()
-@click.argument("entry_id", metavar="ID")
+@click.argument("ident", metavar="ID")
+@click.option("--history", is_flag=True, help="Also the changes of its decision the exports journaled (from, to, "
+              "rule, rule file, date).")
 @reporting
 @click.pass_context
-def explain(ctx: click.Context, out: Output, entry_id: str) -> None:
-    """Why entry ID gets its decision: the facts, the deciding rule, every other rule that
-    matched. The ERP's id of an entry this service booked works too.
+def explain(ctx: click.Context, out: Output, ident: str, history: bool) -> None:
+    """Everything about entry ID: the rules' decision (the facts, the deciding rule, every other
+    rule that matched), where it went (every file that carried a version of it, its state and
+    the receiver's receipt and errors; in flight, delivered or never sent), for an entry changed
+    after it was sent the fields that differ (sent and now), its match with the members and
+    their history, the payments booked on it and what people did by hand, and what to do next.
+    ID may be the ledger's id, the ERP's id of an entry booked here, a document number, a KID,
+    or a bank payment's id or archive reference (one not booked is explained as a payment).
+With --history, also the changes of its decision the exports journaled.
 
     \b
     Example:
-      reskontro explain I1001
+      reskontro explain F1001 --history
     """
-    from reskontro.rules.facts import fact_for_people
+    from reskontro.support.resolve import AmbiguousId
 
     site = _engine_site(ctx)
-    found = services.explain(site, entry_id)
+    try:
+        found = services.explain(site, ident, history=history)
+    except AmbiguousId as exc:
+        raise UserError(str(exc)) from None
     if found is None:
-        raise UserError(f"no entry with id {entry_id!r} in the ledger")
+        raise UserError(f"no entry with id {ident!r} in the ledger" + _did_you_mean(site, ident))
+    tz = site.config.tz
     if found.alias:     # the ERP's id of an entry this service booked
-        out.say(f"{entry_id} is the ERP's id of ", (found.entry_id, "bold"), ", booked here:")
-    entry_id, ex = found.entry_id, found.explanation
+        out.say(f"{ident} is the ERP's id of ", (found.entry_id, "bold"), ", booked here:")
+    elif found.found_by != "id" and found.entry_id is not None:
+        out.say(f"{ident} is {views.FOUND_BY[found.found_by]} ", (found.entry_id, "bold"), ":")
+    if found.explanation is None:
+        _explain_payment(out, found)
+    else:
+        _explain_entry(out, found, tz)
+    if found.history:
+        out.table([Col("when", "words"), Col("what")], [[views.when(e.at, tz), e.what] for e in found.history],
+                  title="History")
+    out.say(("Next: ", "bold"), found.next_step)
+    if found.explanation is not None:
+        from reskontro.rules.facts import fact_for_people
+        facts = fact_for_people(found.explanation.fact)       # amounts in kroner, as rule files write them
+        out.table([Col("fact", "id"), Col("value", "id")],
+                  [[k, str(v).lower() if isinstance(v, bool) else " ".join(v) if isinstance(v, list) else str(v)]
+                   for k, v in facts.items()],
+                  title="Facts the rules saw")
+    changes = [{"date": h.at.astimezone(tz).date().isoformat(), "from": h.from_decision, "to": h.to_decision,
+                "rule": h.rule_id, "rules_digest": h.rules_digest, "file": h.file_id}
+               for h in (found.decisions or [])]
+    if history and changes:
+        out.table([Col("date", "id"), Col("from", "id"), Col("to", "id"), Col("rule", "id"), Col("rule file", "id"),
+                   Col("file", "id")],
+                  [[c["date"], c["from"], c["to"], c["rule"], c["rules_digest"], c["file"] or ""] for c in changes],
+                  title="Decision history (changes only)")
+    elif history and found.explanation is not None:
+        out.say("No decision changes journaled for this entry.")
+    _finish(out, DONE, **views.explain_json(found, tz), **({"decision_history": changes} if history else {}))
+
+
+def _did_you_mean(site: Site, ident: str) -> str:
+    """"; did you mean: A, B?" from `find` (its hits, else its near misses), or ""."""
+    f = services.find(site, ident, limit=5)
+    names = [h.id for h in f.entries] + [h.id for h in f.payments] or f.suggestions
+    return f"; did you mean: {', '.join(names)}?" if names else ""
+
+
+def _explain_entry(out: Output, found, tz) -> None:
+    ex, e, d = found.explanation, found.entry, found.delivery
     o = ex.outcome
-    facts = fact_for_people(ex.fact)       # amounts in kroner, as rule files write them
-    out.say((entry_id, "bold"), ": ", (o.decision, "bold"), " by rule ", (o.rule_id, "bold"))
+    out.say((found.entry_id, "bold"), ": ", (o.decision, "bold"), " by rule ", (o.rule_id, "bold"))
     out.say(f"  {o.reason}")
     if ex.detail:
         out.say(("  " + ex.detail, "yellow"))
@@ -486,12 +641,127 @@ def explain(ctx: click.Context, out: Output, entry_id: str) -> None:
         out.say("Other rules that matched (a rule above decided first):")
         for r in others:
             out.say(f"  line {r.line}: {r.id} -> {r.decision}")
-    out.table([Col("fact", "id"), Col("value", "id")],
-              [[k, str(v).lower() if isinstance(v, bool) else str(v)] for k, v in facts.items()],
-              title="Facts the rules saw")
-    _finish(out, DONE, entry=entry_id, asked=found.asked, decision=o.decision, rule=o.rule_id, reason=o.reason,
-            detail=ex.detail, warnings=[{"rule": r, "text": t} for r, t in o.warnings],
-            matched=[r.id for r in ex.matched], facts=facts)
+    out.say(f"Entry: {views.words(e.type)} {e.document_no} of {e.customer_id} {e.customer_name}, "
+            f"{views.money(e.amount, e.currency)}, dated {e.document_date}"
+            + (f", due {e.due_date}" if e.due_date else "") + (f", KID {e.kid}" if e.kid else "")
+            + (f", booked here ({e.origin})" if e.origin else ""))
+    out.say(("Delivery: ", "bold"), views.delivery_line(d))
+    if d.changed and d.changes is None:
+        out.say("  What Lowell has was not kept (it changed before this version of reskontro kept sent "
+                "values); the file above that Lowell has it from shows it.")
+    if d.changes:
+        out.table([Col("field", "id"), Col("sent to Lowell"), Col("now in the ledger")],
+                  [[c.field, c.sent or "", c.current or ""] for c in d.changes], title="Changed after it was sent")
+    if d.files:
+        out.table([Col("file", "id"), Col("kind", "id"), Col("created", "words"), Col("state", "id"),
+                   Col("version", "id"), Col("receipt", "words"), Col("the receiver's errors")],
+                  views.file_rows(d.files, tz), title="Files that carried it")
+    m = found.match
+    if m is not None:
+        state = "closed" if m.closed else f"open {views.money(m.open, m.currency)}"
+        out.table([Col("entry", "id"), Col("type", "id"), Col("document", "id"), Col("amount", "amount"),
+                   Col("booked by", "id"), Col("at Lowell", "words")], views.member_rows(m.members),
+                  title=f"Match {m.id} ({state}; at Lowell: {views.delivery_line(m.delivery)})")
+        if m.lost:
+            out.say(("  Lowell's match also holds ", "yellow"), ", ".join(m.lost), " (removed in the ERP)")
+    if found.payments:
+        out.table([Col("payment", "id"), Col("archive ref", "id"), Col("date", "id"), Col("payer"),
+                   Col("amount", "amount"), Col("KID", "id"), Col("status", "id"), Col("invoice", "id"),
+                   Col("note")], views.booked_rows(found.payments), title="Bank payments booked on it")
+
+
+def _explain_payment(out: Output, found) -> None:
+    p = found.payment
+    out.say((p.id, "bold"), f": bank payment {views.money(p.amount, p.currency)} ({p.archive_ref}), ",
+            (p.status, "bold"), f": {p.note}" if p.note else "")
+    out.say(f"  from {p.payer or 'an unknown payer'}, dated {p.date or 'unknown'}"
+            + (f", KID {p.kid}" if p.kid else "") + (f", invoice no {p.invoice_no}" if p.invoice_no else "")
+            + "; not booked in the ledger")
+
+
+@main.command()
+@click.argument("text")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="At most this many of each kind (entries, customers, bank payments).")
+@reporting
+@click.pass_context
+def find(ctx: click.Context, out: Output, text: str, limit: int) -> None:
+    """Entries, customers and bank payments whose id, document number, KID, archive reference
+    or (a customer's) name starts with TEXT, case-insensitive, exact matches first. When
+    nothing does, says what comes close ("did you mean") and exits with status 1.
+
+    \b
+    Example:
+      reskontro find f85
+    """
+    f = services.find(_site(ctx), text, limit)
+    if f.empty:
+        hint = f"; did you mean: {', '.join(f.suggestions)}?" if f.suggestions else ""
+        raise UserError(f"nothing found for {text!r} (an id, document number, KID, customer id or name, "
+                        f"or a bank payment's id or archive reference){hint}")
+    if f.entries:
+        out.table([Col("entry", "id"), Col("type", "id"), Col("customer", "id"), Col("name"), Col("document", "id"),
+                   Col("KID", "id"), Col("amount", "amount"), Col("match", "id"), Col("found by", "words")],
+                  views.entry_rows(f.entries), title=f"Entries ({len(f.entries)})")
+    if f.customers:
+        out.table([Col("customer", "id"), Col("name"), Col("type", "id"), Col("city"), Col("found by", "words")],
+                  views.customer_rows(f.customers), title=f"Customers ({len(f.customers)})")
+    if f.payments:
+        out.table([Col("payment", "id"), Col("archive ref", "id"), Col("date", "id"), Col("payer"),
+                   Col("amount", "amount"), Col("KID", "id"), Col("status", "id"), Col("invoice", "id"),
+                   Col("found by", "words")], views.payment_rows(f.payments), title=f"Bank payments ({len(f.payments)})")
+    if f.truncated:
+        out.say(f"More than {limit} of a kind: type more of it, or raise --limit.")
+    _finish(out, DONE, **views.jsonable(f))
+
+
+def _kept(ctx: click.Context, out: Output, which: str, rule: str | None, customer: str | None) -> None:
+    site = _engine_site(ctx)
+    page = getattr(services, which)(site, rule=rule, customer=customer, limit=None)
+    title = {"held": "Held and waiting", "excluded": "Excluded"}[which]
+    filters = ", ".join(x for x in (f"rule {rule}" if rule else "", f"customer {customer}" if customer else "") if x)
+    out.table([Col("entry", "id"), Col("type", "id"), Col("customer", "id"), Col("name"), Col("amount", "amount"),
+               Col("decision", "id"), Col("rule", "id"), Col("reason", max_width=70), Col("held since", "words")],
+              views.kept_rows(page.rows, site.config.tz),
+              title=f"{title} ({plural(page.total, 'entry', 'entries')}{'; ' + filters if filters else ''})")
+    if page.by_rule and not rule:
+        out.say("By rule: " + ", ".join(f"{r} {n:,}" for r, n in page.by_rule.items()))
+    _finish(out, DONE, total=page.total, by_rule=page.by_rule,
+            entries=views.jsonable(page.rows, site.config.tz))
+
+
+@main.command()
+@click.option("--rule", help="Only the entries this rule decides (RULE:not-sendable too).")
+@click.option("--customer", help="Only this customer's entries.")
+@reporting
+@click.pass_context
+def held(ctx: click.Context, out: Output, rule: str | None, customer: str | None) -> None:
+    """Every entry held for a person (and every decided transfer that cannot go) and every
+    entry waiting, one by one: customer, amount, rule and reason (which says what to do), and
+    since when the nightly run has held it. As `plan` decides now, of the entries not delivered
+    or in flight as they are.
+
+    \b
+    Example:
+      reskontro held --rule customer-address-incomplete --plain
+    """
+    _kept(ctx, out, "held", rule, customer)
+
+
+@main.command()
+@click.option("--rule", help="Only the entries this rule excludes.")
+@click.option("--customer", help="Only this customer's entries.")
+@reporting
+@click.pass_context
+def excluded(ctx: click.Context, out: Output, rule: str | None, customer: str | None) -> None:
+    """Every entry the rules exclude (never sent to Lowell), one by one: customer, amount, rule
+    and reason.
+
+    \b
+    Example:
+      reskontro excluded --customer C1001
+    """
+    _kept(ctx, out, "excluded", rule, customer)
 
 
 @main.command()
@@ -604,8 +874,9 @@ def receipts(ctx: click.Context, out: Output) -> None:
 @reporting
 @click.pass_context
 def status(ctx: click.Context, out: Output, limit: int) -> None:
-    """The transfer files and their states (times in the site's time zone), and what is
-    pending, in flight and held.
+    """The transfer files and their states (times in the site's time zone); what is pending,
+    in flight and held; the rule file in force (its digest, since when, how many entries it
+    decided differently from the one before); the last cycle and the next scheduled one.
 
     \b
     Example:
@@ -622,6 +893,18 @@ def status(ctx: click.Context, out: Output, limit: int) -> None:
                 f.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"), f.detail or ""] for f in files],
               title="Transfer files")
     out.say("Items: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in st.items.items()))
+    r, was = st.rules, st.rules.exported
+    line = f"Rules: {r.path.name} {r.digest}"
+    if was is not None:
+        since = was.since.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+        line += (f"; the last export used {was.digest}" if r.changed_since_export else "") + f", in force since {since}"
+        if was.previous:
+            line += f" (before: {was.previous}; " + (f"{plural(was.changed, 'entry', 'entries')} decided differently)"
+                                                     if was.changed is not None else "changes not journaled)")
+    out.say(line)
+    if r.changed_since_export:
+        out.say(("  the file changed since the last export", "yellow"),
+                ": the next export uses it (`reskontro rules diff` shows what changes)")
     last = st.last_run
     if last is None:
         out.say("Last run: none yet.")
@@ -638,11 +921,15 @@ def status(ctx: click.Context, out: Output, limit: int) -> None:
     when = "now (today's cycle is overdue: the next scheduled tick runs it)" if plan.due else \
         f"{plan.next_run:%Y-%m-%d %H:%M %Z}"
     out.say(f"Next scheduled run: {when}")
+    rules = {"file": str(r.path), "digest": r.digest, "changed_since_export": r.changed_since_export,
+             "exported": None if was is None else {"digest": was.digest, "since": was.since.astimezone(tz).isoformat(),
+                                                   "previous": was.previous, "decided_differently": was.changed}}
     _finish(out, DONE, files=[{"file_id": f.file_id, "sequence": f.sequence, "kind": f.kind, "state": f.state,
                                "entries": f.entry_count, "created_at": f.created_at.astimezone(tz).isoformat(),
                                "detail": f.detail} for f in files], items=st.items,
             runs={"last": st.last_run.as_json(tz) if st.last_run else None,
-                  "next_scheduled": plan.next_run.isoformat(timespec="seconds"), "overdue": plan.due})
+                  "next_scheduled": plan.next_run.isoformat(timespec="seconds"), "overdue": plan.due},
+            rules=rules)
 
 
 # --- incoming payments ------------------------------------------------------------------------
@@ -716,7 +1003,7 @@ def payments(ctx: click.Context, out: Output, unposted: bool) -> None:
     from decimal import Decimal
 
     rows = services.payments(_site(ctx), unposted=unposted)
-    colour = {"matched": "green", "booked_in_erp": "green", "unmatched": "red"}
+    colour = {"matched": "green", "booked_in_erp": "green", "unmatched": "red", "dismissed": "yellow"}
     out.table([Col("id", "id"), Col("source", "id"), Col("date", "id"), Col("payer"), Col("amount", "amount"),
                Col("KID / invoice no", "id"), Col("invoice", "id"), Col("status", "id"), Col("note")],
               [[r["id"], r["source"], r["date"] or "", r["payer"] or "", f"{Decimal(r['amount']):,.2f} {r['currency']}",
@@ -811,6 +1098,60 @@ def correct_payment_cmd(ctx: click.Context, out: Output, payment: str, to_invoic
     out.say(f"Registered payout {payout} (linked to the wrong invoice and {payment}) and payment "
             f"{again} on {to_invoice}; both go in the next file.")
     _finish(out, DONE, payment=payment, invoice=to_invoice, payout=payout, new_payment=again)
+
+
+@main.command("match-payment")
+@click.argument("payment")
+@click.option("--to", "to_invoice", required=True, help="The invoice it pays (its id or document number).")
+@click.option("--reason", help="Why, for the record (e.g. the customer's call).")
+@reporting
+@click.pass_context
+def match_payment_cmd(ctx: click.Context, out: Output, payment: str, to_invoice: str, reason: str | None) -> None:
+    """Book a bank payment that `post` left unmatched (or has not tried yet) on INVOICE by hand:
+    the same checks as `post` (the invoice is invoiced and open, the amount is incoming and no
+    more than what is open, the same currency, no many-to-many match) and the same booking, so
+    the invoice closes when paid and the payment with its match goes in the next file. Recorded
+    with who (the OS user) and when; `explain` shows it. Refused, changing nothing, with the
+    reason and exit status 1. PAYMENT is its id (BP…) or archive reference.
+
+    \b
+    Example:
+      reskontro match-payment BP1f2e3d4c5b6a79880011 --to I1001
+    """
+    try:
+        m = services.match_payment(_site(ctx), payment, to_invoice, reason=reason)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    rest = "closed" if m.closed else f"{m.still_open:,.2f} {m.currency} still open"
+    out.say(f"Booked {m.payment} ({views.money(m.amount, m.currency)}) on {m.invoice} in match {m.match_id}; "
+            f"invoice {m.invoice} {rest}. It goes to Lowell in the next file.")
+    _finish(out, DONE, payment=m.payment, invoice=m.invoice, match=m.match_id, amount=views.jsonable(m.amount),
+            currency=m.currency, still_open=views.jsonable(m.still_open), closed=m.closed,
+            action=views.jsonable(m.action, _site(ctx).config.tz))
+
+
+@main.command("dismiss-payment")
+@click.argument("payment")
+@click.option("--reason", required=True, help="What became of the money (e.g. refunded to the payer).")
+@reporting
+@click.pass_context
+def dismiss_payment_cmd(ctx: click.Context, out: Output, payment: str, reason: str) -> None:
+    """Take a bank payment off the unmatched list (refunded to the payer, say): it is booked
+    nowhere, `post` never tries it again and the nightly run no longer reports it. Recorded
+    with who (the OS user), when and the reason; `explain` shows it. Refused, changing nothing,
+    with exit status 1 for a payment that is matched, booked in the ERP or dismissed already.
+
+    \b
+    Example:
+      reskontro dismiss-payment BP1f2e3d4c5b6a79880011 --reason "refunded to the payer 2026-12-01"
+    """
+    try:
+        d = services.dismiss_payment(_site(ctx), payment, reason)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    out.say(f"Dismissed {d.payment} (was {d.was}): {d.reason}. It is off the list.")
+    _finish(out, DONE, payment=d.payment, was=d.was, reason=d.reason,
+            action=views.jsonable(d.action, _site(ctx).config.tz))
 
 
 # --- exchange and the nightly cycle -----------------------------------------------------------

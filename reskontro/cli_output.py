@@ -37,7 +37,7 @@ LATER = 75        # try again later (EX_TEMPFAIL)
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
     (DONE, "done"),
     (FAILED, "a step failed (a bad import file, a file that failed the pre-send check, a refused "
-             "upload, a damaged store, a full disk, rule problems found by rules lint/test)"),
+             "upload, a damaged store, a full disk, rule problems found by rules lint/test/diff)"),
     (USAGE, "usage or configuration: a wrong option or argument, a bad or missing reskontro.toml, a "
             "rule file that does not load, a file that exists (use --force)"),
     (ATTENTION, "done, but a person is needed: new holds tonight, unmatched payments, a failed "

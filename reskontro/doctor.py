@@ -149,6 +149,7 @@ def _store(config: Config) -> list[Check]:
 
     from reskontro.errors import StoreError, describe, store_name
     from reskontro.ledger import schema as s
+    from reskontro.ledger.migrate import index_names
     from reskontro.ledger.store import check_integrity
 
     url = make_url(config.database)
@@ -175,7 +176,7 @@ def _store(config: Config) -> list[Check]:
                     continue
                 have = {c["name"] for c in insp.get_columns(table.name)}
                 missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
-                indexes = {i["name"] for i in insp.get_indexes(table.name)}
+                indexes = index_names(db, table.name)
                 missing += [f"index {i.name}" for i in table.indexes if i.name not in indexes]
         except Exception as exc:       # noqa: BLE001 - one line about the store, whatever it is
             return [Check("store", False, f"{describe(exc, where)}"), Check("schema", None, "store not reachable"),

@@ -13,15 +13,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from reskontro.files.lock import run_lock
 from reskontro.site import Site
+from reskontro.support.explain import Explained   # noqa: F401  (explain's answer; the web page's type)
+
+if TYPE_CHECKING:       # the answers' types (their modules load when first asked)
+    from reskontro.ledger.search import Found
+    from reskontro.payments.by_hand import Dismissal, HandMatch
+    from reskontro.payments.listing import PaymentPage
+    from reskontro.rules.lists import KeptPage
 
 
 def _lock(site: Site):
-    """The run lock: export, send, fetch, post, correct-payment and the cycle never overlap."""
+    """The run lock: export, send, fetch, post, correct-payment, match-payment, dismiss-payment
+    and the cycle never overlap."""
     return run_lock(site.config.site / "var" / "reskontro.lock")
+
+
+def _today(site: Site, now: datetime | None = None):
+    """The run's date in the site's time zone (the rules' days_past_due counts from it)."""
+    from reskontro.rules.decide import run_day
+    return run_day(site.config.tz, now)
 
 
 # --- the site ---------------------------------------------------------------------------------
@@ -78,41 +92,113 @@ def plan(site: Site, *, whole: bool = False, backlog: bool = False,
     from reskontro.rules.reports import make_plan
     with site.db.connect() as conn:
         return make_plan(conn, site.rules, site.config.mode, unsent=not whole, backlog=backlog,
-                         progress=progress)
+                         progress=progress, today=_today(site))
 
 
-@dataclass(frozen=True)
-class Explained:
-    entry_id: str                 # the ledger's id (the service's, when asked by the ERP's id)
-    asked: str                    # the id asked for
-    explanation: object           # rules.engine.Explanation
+def explain(site: Site, ident: str, *, history: bool = False) -> Explained | None:
+    """Everything about the entry (or bank payment) `ident` names: the ledger's id, the ERP's id
+    of an entry booked here, a bank payment's id or archive reference, a document number, a
+    KID (support.explain.Explained: the rules' decision, delivery file by file, the fields
+    changed after sent, the match and its history, actions by hand, the next step). None when
+    it names nothing; support.resolve.AmbiguousId (an InputError with `candidates`) when it
+    names several entries alike. `history`: with the decision changes the exports journaled
+    for it (`decisions`)."""
+    from dataclasses import replace
 
-    @property
-    def alias(self) -> bool:
-        return self.entry_id != self.asked
-
-
-def explain(site: Site, entry_id: str) -> Explained | None:
-    """Why an entry gets its decision; also by the ERP's id of an entry booked here."""
-    from reskontro.ledger.bankref import alias_target
-    from reskontro.rules.reports import explain_entry
+    from reskontro.rules.history import entry_history
+    from reskontro.support.explain import explain as answer
     with site.db.connect() as conn:
-        ex = explain_entry(conn, site.rules, site.config.mode, entry_id)
-        if ex is not None:
-            return Explained(entry_id, entry_id, ex)
-        here = alias_target(conn, "entry", entry_id)
-        if here is not None:
-            ex = explain_entry(conn, site.rules, site.config.mode, here)
-            if ex is not None:
-                return Explained(here, entry_id, ex)
-    return None
+        found = answer(conn, site.rules, site.config.mode, ident, today=_today(site))
+        if found is not None and history and found.entry_id is not None:
+            found = replace(found, decisions=entry_history(conn, found.entry_id))
+        return found
+
+
+def find(site: Site, text: str, limit: int = 20) -> Found:
+    """Entries, customers and bank payments whose id, document number, KID, archive reference
+    or (a customer's) name starts with `text`, case-insensitive, exact matches first; with
+    near misses ("did you mean") when nothing is found (ledger.search.Found)."""
+    from reskontro.ledger.search import find as search
+    with site.db.connect() as conn:
+        return search(conn, text, limit)
+
+
+def held(site: Site, *, rule: str | None = None, customer: str | None = None, offset: int = 0,
+         limit: int | None = 50) -> KeptPage:
+    """The entries held (hold, and transfers that cannot go) and waiting now, one by one, with
+    customer, amount, rule and reason; `rule`/`customer` filter; one page by entry id
+    (rules.lists.KeptPage: rows, total, by_rule; `limit` None: all)."""
+    from reskontro.rules.lists import HELD
+    return _kept(site, HELD, rule, customer, offset, limit)
+
+
+def excluded(site: Site, *, rule: str | None = None, customer: str | None = None, offset: int = 0,
+             limit: int | None = 50) -> KeptPage:
+    """The entries the rules exclude (never sent), as `held` lists the held ones."""
+    from reskontro.rules.lists import EXCLUDED
+    return _kept(site, EXCLUDED, rule, customer, offset, limit)
+
+
+def _kept(site: Site, decisions: tuple[str, ...], rule: str | None, customer: str | None, offset: int,
+          limit: int | None) -> KeptPage:
+    from reskontro.rules.lists import kept_back, needs_refresh, refresh
+    engine, today = site.rules, _today(site)
+    with site.db.connect() as conn:
+        stale = needs_refresh(conn, engine, site.config.mode, today)
+    if stale:
+        with site.db.begin() as conn:   # what changed since the last read is decided first
+            refresh(conn, engine, site.config.mode, today)
+    with site.db.connect() as conn:
+        return kept_back(conn, decisions, rule=rule, customer=customer, offset=offset, limit=limit)
 
 
 def check(site: Site, progress: Callable[[int], None] | None = None):
     """The data-quality report per customer (rules.reports.CustomerReport each)."""
     from reskontro.rules.reports import quality_report
     with site.db.connect() as conn:
-        return quality_report(conn, site.rules, site.config.mode, progress)
+        return quality_report(conn, site.rules, site.config.mode, today=_today(site), progress=progress)
+
+
+def _rules_or_problems(path: Path):
+    """A rule file's engine; RuleFileError with every problem lint finds in it."""
+    from reskontro.rules.engine import RuleEngine
+    from reskontro.rules.lint import lint_file
+    from reskontro.rules.rulefile import RuleFileError
+    rf, problems = lint_file(path)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleEngine(rf)
+
+
+def rules_diff(site: Site, candidate: Path, *, base: Path | None = None, limit: int | None = None):
+    """What `candidate` would decide differently from the rules in force (or `base`) over the
+    whole ledger (rules.diff.RulesDiff). Writes nothing. RuleFileError: a rule file has
+    problems (lint's)."""
+    from reskontro.rules.diff import diff_rules
+    cand = _rules_or_problems(candidate)
+    old = site.rules if base is None else _rules_or_problems(base)
+    with site.db.connect() as conn:
+        return diff_rules(conn, old, cand, site.config.mode, today=_today(site), limit=limit,
+                          tz=site.config.tz, db_url=site.config.database)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    rules: list                   # rules.coverage.RuleCoverage each, what to look at first
+    examples: Path | None         # the examples file (None: there is none)
+
+
+def rules_coverage(site: Site) -> Coverage:
+    """Per rule of the rules in force: entries decided tonight and over the whole ledger, and
+    the examples that test it."""
+    from reskontro.rules.coverage import rule_coverage
+    from reskontro.rules.lint import examples_path, run_examples
+    engine = site.rules
+    ex = examples_path(site.config.rule_file)
+    results = run_examples(engine.rule_file, ex) if ex.is_file() else None
+    with site.db.connect() as conn:
+        rows = rule_coverage(conn, engine, site.config.mode, results, today=_today(site))
+    return Coverage(rows, ex if results is not None else None)
 
 
 # --- the transfer file ------------------------------------------------------------------------
@@ -151,31 +237,46 @@ def receipts(site: Site):
 
 
 @dataclass(frozen=True)
+class RulesInForce:
+    path: Path                    # the site's rule file
+    digest: str                   # of the rule file as it is now (what the next export uses)
+    exported: object              # rules.history.InForce: what the last export used (None: no export yet)
+
+    @property
+    def changed_since_export(self) -> bool:
+        return self.exported is not None and self.exported.digest != self.digest
+
+
+@dataclass(frozen=True)
 class Status:
     files: list                   # transfer.journal.FileRecord each, oldest first
     items: dict[str, int]         # delivered, in_flight, pending, held, waiting, to_send
     last_run: object | None = None   # ledger.runs.RunRecord: the last cycle (None: never ran)
     schedule: object | None = None   # exchange.cycle.Schedule: the next scheduled cycle
+    rules: RulesInForce | None = None
 
 
 def status(site: Site, now: datetime | None = None) -> Status:
     """The files and their states; what is delivered, in flight, pending, held, waiting, and
     what the next export sends (the plan's transfer count: they always agree); the last cycle
-    and the next scheduled one."""
+    and the next scheduled one; the rule file in force (its digest, since when, how many
+    entries it decided differently)."""
     from reskontro.exchange.cycle import schedule
     from reskontro.ledger import runs
+    from reskontro.rules.history import in_force, rules_digest
     from reskontro.rules.reports import make_plan
     from reskontro.transfer import journal
     with site.db.connect() as conn:
         files = journal.files(conn)
         counts = journal.counts(conn)
-        totals = make_plan(conn, site.rules, site.config.mode).totals()
+        totals = make_plan(conn, site.rules, site.config.mode, today=_today(site, now)).totals()
+        rules = RulesInForce(site.config.rule_file, rules_digest(site.rules.rule_file), in_force(conn))
         last = runs.last(conn, 1)
     plan = schedule(site.config, site.db, now or datetime.now(site.config.tz))
     return Status(files, {"delivered": counts.get("delivered", 0), "in_flight": counts.get("in_flight", 0),
                           "pending": counts.get("pending", 0), "held": totals.get("hold", 0),
                           "waiting": totals.get("wait", 0), "to_send": totals.get("transfer", 0)},
-                  last[0] if last else None, plan)
+                  last[0] if last else None, plan, rules)
 
 
 def run_history(site: Site, n: int = 10) -> list:
@@ -212,11 +313,50 @@ def bookings(site: Site, out: IO[str]) -> tuple[int, int]:
         return write_bookings(conn, out)
 
 
-def correct_payment(site: Site, payment: str, to_invoice: str) -> tuple[str, str]:
-    """A payment Lowell has, booked on the wrong invoice: (payout id, new payment id)."""
+def correct_payment(site: Site, payment: str, to_invoice: str, who: str | None = None) -> tuple[str, str]:
+    """A payment Lowell has, booked on the wrong invoice: (payout id, new payment id). Recorded
+    as an action by `who` (default: the OS user)."""
     from reskontro.payments.booking import correct_payment as correct
     with _lock(site):
-        return correct(site.db, payment, to_invoice)
+        return correct(site.db, payment, to_invoice, who=who or current_user())
+
+
+def payment_page(site: Site, *, status: str | None = None, offset: int = 0, limit: int = 50) -> PaymentPage:
+    """The bank payments, those a person must handle first (unmatched, unposted), then the
+    rest; one page, with the count per status (payments.listing.PaymentPage)."""
+    from reskontro.payments.listing import payment_page as page
+    with site.db.connect() as conn:
+        return page(conn, status=status, offset=offset, limit=limit)
+
+
+def match_payment(site: Site, payment: str, invoice: str, who: str | None = None,
+                  reason: str | None = None) -> HandMatch:
+    """Book an unmatched (or unposted) bank payment on `invoice` by hand, with post's checks;
+    the invoice closes as by post, and the next file carries it. Recorded as an action by `who`
+    (the web page's login; default: the OS user). payments.by_hand.HandMatch; InputError
+    naming the id and what is wrong, nothing changed."""
+    from reskontro.payments.by_hand import match_payment as match
+    with _lock(site):
+        return match(site.db, payment, invoice, who=who or current_user(), reason=reason)
+
+
+def dismiss_payment(site: Site, payment: str, reason: str, who: str | None = None) -> Dismissal:
+    """Take an unmatched (or unposted) bank payment off the list (refunded to the payer, say):
+    never booked, never tried or reported again. Recorded as an action by `who`.
+    payments.by_hand.Dismissal."""
+    from reskontro.payments.by_hand import dismiss_payment as dismiss
+    with _lock(site):
+        return dismiss(site.db, payment, reason, who=who or current_user())
+
+
+def current_user() -> str:
+    """Who is at the keyboard: the OS user (the web page passes its login instead)."""
+    import getpass
+    import os
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):      # no name for the uid (a container)
+        return f"uid {os.getuid()}"
 
 
 # --- the exchange and the nightly cycle -------------------------------------------------------

@@ -116,7 +116,8 @@ def test_a_wide_terminal_shows_tables_and_a_narrow_one_rows_as_lines(site: Path)
     (("check",), "customer\tname\tproblem\tentries\twhat to do"),
     (("status",), "seq\tfile\tkind\tstate\tentries\tcreated\tdetail"),
     (("payments",), "id\tsource\tdate\tpayer\tamount\tKID / invoice no\tinvoice\tstatus\tnote"),
-    (("rules", "fields"), "field\tkind\tvalues\texample default\tmeaning"),
+    (("rules", "fields"), "field\tkind\tvalues\texample default\tcondition\tmeaning"),
+    (("rules", "coverage"), "rule\tline\tdecides\ttonight\twhole ledger\texamples\tlook at"),
     (("explain", INV[0]), "fact\tvalue"),
 ])
 def test_plain_tables_are_a_header_line_and_tab_separated_rows(site: Path, args: tuple[str, ...],

@@ -6,6 +6,7 @@ the first deciding rule wins, else the default; the warnings are every matching 
 from __future__ import annotations
 
 import threading
+from datetime import date
 from pathlib import Path
 from unittest.mock import patch
 
@@ -31,6 +32,14 @@ PROPS = settings(database=None, deadline=None, max_examples=150,
 # --- the reference ----------------------------------------------------------------------------
 def holds(t: Cond, fact: dict) -> bool:
     v = fact[t.field]
+    if t.op == "has":
+        return t.value in v
+    if t.op == "has_not":
+        return t.value not in v
+    if t.op == "has_any":
+        return any(w in v for w in t.value)
+    if t.op == "has_none":
+        return not any(w in v for w in t.value)
     if t.op == "eq":
         return v == t.value
     if t.op == "not":
@@ -70,14 +79,28 @@ AMOUNTS = [-100_000_00, -50001, -50000, -49999, -1, 0, 1, 99, 100, 101, 500, 500
 LEVELS = [0, 1, 2, 3, 5]
 
 
+TEXTS = ["K1000", "K1", "K2", "Lowell", "none", "ERP"]
+WORDS = ["key-account", "vip", "other"]
+DAY = DEFAULT_FACT["document_date"]
+DAYS = [DAY - 1, DAY, DAY + 1, DAY + 30]
+
+
 def value_of(name: str) -> st.SearchStrategy:
     spec = FIELDS[name]
     if spec.kind == "enum":
         return st.sampled_from(spec.values)
     if spec.kind == "bool":
         return st.booleans()
+    if spec.kind == "text":
+        return st.one_of(st.sampled_from(TEXTS), st.text(min_size=1, max_size=5))
+    if spec.kind == "words":
+        return st.lists(st.sampled_from(WORDS), unique=True).map(lambda ws: tuple(sorted(ws)))
+    if spec.kind == "date":
+        return st.one_of(st.sampled_from(DAYS), st.integers(DAY - 4000, DAY + 4000))
     if name == "amount":   # øre; the pool hits the thresholds the rule files use, exactly and ±1
         return st.one_of(st.sampled_from(AMOUNTS), st.integers(-(2 ** 62), 2 ** 62))
+    if name == "days_past_due":
+        return st.one_of(st.sampled_from([-1, 0, 1, 29, 30, 31]), st.integers(-400, 4000))
     return st.one_of(st.sampled_from(LEVELS), st.integers(0, 10 ** 6))
 
 
@@ -86,7 +109,7 @@ facts = st.fixed_dictionaries({name: value_of(name) for name in FIELDS})
 
 def test_fact_strategy_covers_every_field() -> None:
     assert set(FIELDS) == set(DEFAULT_FACT)
-    assert {s.kind for s in FIELDS.values()} == {"enum", "bool", "number"}
+    assert {s.kind for s in FIELDS.values()} == {"enum", "bool", "number", "text", "date", "words"}
 
 
 # --- the real rule file -----------------------------------------------------------------------
@@ -123,8 +146,10 @@ def test_real_rules_on_hand_picked_facts() -> None:
 
 
 # --- random rule files -------------------------------------------------------------------------
-NUM_LITERALS = {"amount": [-1000, -500.01, -500, 0, 0.01, 0.99, 1, 5, 500, 1000], "dunning_level": [0, 1, 2, 3]}
+NUM_LITERALS = {"amount": [-1000, -500.01, -500, 0, 0.01, 0.99, 1, 5, 500, 1000], "dunning_level": [0, 1, 2, 3],
+                "days_past_due": [-1, 0, 1, 30]}
 OPS = ("eq", "not", "in", "not_in", "lt", "le", "gt", "ge")
+WORD_OPS = ("has", "has_not", "has_any", "has_none")
 
 
 def literal(name: str) -> st.SearchStrategy:
@@ -133,6 +158,12 @@ def literal(name: str) -> st.SearchStrategy:
         return st.sampled_from(spec.values)
     if spec.kind == "bool":
         return st.booleans()
+    if spec.kind == "text":
+        return st.sampled_from(TEXTS)
+    if spec.kind == "words":
+        return st.sampled_from(WORDS)
+    if spec.kind == "date":
+        return st.sampled_from(DAYS).map(lambda d: date.fromordinal(d).isoformat())
     return st.sampled_from(NUM_LITERALS[name])
 
 
@@ -140,7 +171,12 @@ def literal(name: str) -> st.SearchStrategy:
 def condition(draw) -> tuple[str, object]:
     """One `field: condition` of a `when` mapping, in the rule file's own syntax."""
     name = draw(st.sampled_from(sorted(FIELDS)))
-    ops = OPS if FIELDS[name].kind == "number" else OPS[:4]
+    if FIELDS[name].kind == "words":
+        op = draw(st.sampled_from(WORD_OPS))
+        if op in ("has_any", "has_none"):
+            return name, {op: draw(st.lists(literal(name), min_size=1, max_size=3, unique=True))}
+        return name, (draw(literal(name)) if draw(st.booleans()) and op == "has" else {op: draw(literal(name))})
+    ops = OPS if FIELDS[name].kind in ("number", "date") else OPS[:4]
     chosen = draw(st.lists(st.sampled_from(ops), min_size=1, max_size=2, unique=True))
     cond = {}
     for op in chosen:
@@ -194,13 +230,13 @@ def engine_for(rf: RuleFile) -> RuleEngine:
     durable_rules 2.0.28 refuses a rule whose `any` alternatives (with their `in` lists) expand
     to too many expressions (its error 113), and fails on a fact that passes more than 64 tests
     at once (error 303): the engine counts both from the JSON and refuses such a rule first,
-    naming it (test_rules_lint.py has the cases). Anything durable_rules itself refused would
-    be a miss of that count, and fails here."""
+    naming it (test_rules_lint.py and test_rules_change.py have the cases). Anything
+    durable_rules itself refused would be a miss of that count, and fails here."""
     try:
         return RuleEngine(rf)
     except RuleFileError as exc:
         assert all("too complex for the rules engine" in p.message for p in exc.problems), exc
-        assert any(r.any or any(t.op == "in" for t in r.when) for r in rf.rules)
+        assert any(r.any or any(t.op in ("in", "has_any", "has_none") for t in r.when) for r in rf.rules)
         event("too complex for durable_rules")
         reject()
 
@@ -244,8 +280,9 @@ def test_random_rule_files_decide_their_own_corner_facts(doc: dict) -> None:
     for t in tests:
         values = t.value if isinstance(t.value, tuple) else (t.value,)
         for v in values:
-            for delta in ((-1, 0, 1) if FIELDS[t.field].kind == "number" else (0,)):
-                fact = dict(DEFAULT_FACT, **{t.field: v + delta if delta else v})
+            kind = FIELDS[t.field].kind
+            for delta in ((-1, 0, 1) if kind in ("number", "date") else (0,)):
+                fact = dict(DEFAULT_FACT, **{t.field: (v,) if kind == "words" else v + delta if delta else v})
                 assert engine.decide_uncached(fact) == reference(rf, fact), (doc, fact)
 
 

@@ -68,20 +68,33 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (site / "inbox" / "cremul1.txt").write_bytes(data.encode("latin-1"))
     assert cli(site, "watch", "--once").exit_code == 0
     assert cli(site, "post").exit_code == 0
+    rules = (site / "rules" / "transfer.yaml").read_text(encoding="utf-8")
+    (site / "rules" / "over-1000.yaml").write_text(rules.replace("  - id: invoice\n", (   # for rules diff --base
+        "  - id: over-1000\n    when: {entry_type: invoice, amount: {gt: 1000}}\n    decision: hold\n"
+        "    reason: Reviewed first.\n\n  - id: invoice\n"), 1), encoding="utf-8")
     return site
 
 
 # every --json invocation this test makes ({root}: the folder holding the site and the ledger),
 # with its exit status; the set of commands is checked against the CLI below
 RUNS = [(("plan",), 0), (("plan", "--all"), 0), (("explain", "I1"), 0), (("explain", "P1"), 0),
-        (("explain", "I2"), 0), (("check",), 3), (("status",), 0), (("status", "--files", "1"), 0),
+        (("explain", "I2"), 0), (("explain", "I1", "--history"), 0), (("check",), 3), (("status",), 0),
+        (("status", "--files", "1"), 0),
         (("payments",), 0), (("payments", "--unposted"), 0), (("import", "{root}/ledger.jsonl"), 0),
         (("post",), 0), (("receipts",), 0), (("watch", "--once"), 0), (("rules", "lint"), 0),
-        (("rules", "test"), 0), (("rules", "fields"), 0), (("run", "--no-sftp"), 0),
+        (("rules", "test"), 0), (("rules", "fields"), 0), (("rules", "coverage"), 0),
+        (("rules", "diff", "{root}/site/rules/transfer.yaml"), 0),
+        (("rules", "diff", "{root}/site/rules/transfer.yaml", "--base", "{root}/site/rules/over-1000.yaml"), 0),
+        (("run", "--no-sftp"), 0),
         (("sample", "--customers", "2", "--out", "{root}/sample.jsonl", "--force"), 0),
         (("init", "{root}/another"), 0), (("explain", "NOPE"), 1), (("export",), 0),
         (("correct-payment", "NOPE", "--to", "I2"), 1),   # refused: no such payment
-        (("doctor", "--no-sftp"), 1)]   # no SFTP key on this site: a FAIL line, exit 1
+        (("doctor", "--no-sftp"), 1),   # no SFTP key on this site: a FAIL line, exit 1
+        (("find", "i"), 0), (("find", "F1"), 0), (("find", "ZZZZZZ"), 1),   # nothing found: exit 1
+        (("explain", "F1"), 0),                              # by document number
+        (("held",), 0), (("held", "--customer", "C2"), 0), (("excluded",), 0),
+        (("match-payment", "NOPE", "--to", "I2"), 1),       # refused: no such bank payment
+        (("dismiss-payment", "NOPE", "--reason", "refunded"), 1)]
 # need a server: test_exit_status.py runs them with --json
 ELSEWHERE = {("send",), ("fetch",)}
 
@@ -134,7 +147,8 @@ def test_every_amount_in_json_output_is_kroner_text(site: Path, args: tuple[str,
     leaves = amounts_in(doc)
     for path, v in leaves:
         assert isinstance(v, str) and KRONER.fullmatch(v), f"{args}: {path} = {v!r} is not kroner text"
-    if args[0] in ("plan", "explain", "payments") and args != ("payments", "--unposted") and status == 0:
+    if (args[0] in ("plan", "explain", "payments", "find", "held") and args != ("payments", "--unposted")
+            or "--base" in args) and status == 0:
         assert leaves, f"{args}: no amount found: the walk would prove nothing"
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from reskontro.cli import main
 from reskontro.rules.engine import RuleEngine
-from reskontro.rules.facts import DEFAULT_FACT, FIELDS
+from reskontro.rules.facts import DEFAULT_FACT, FIELDS, example_value
 from reskontro.rules.lint import examples_path, run_examples
 from reskontro.rules.rulefile import load_rule_file
 from reskontro.site import init_site
@@ -39,6 +39,8 @@ def _fact(facts: dict) -> dict:
         if spec.kind == "number":
             assert isinstance(v, (int, float)) and not isinstance(v, bool)
             v = int(Decimal(str(v)) * spec.scale)
+        elif spec.kind in ("date", "words", "text"):
+            v = example_value(spec, v)        # YYYY-MM-DD as its ordinal; tags as sorted words
         fact[k] = v
     return fact
 

@@ -231,7 +231,7 @@ def test_a_hold_new_tonight_needs_a_person_once(site: Path) -> None:
 def test_status_shows_the_last_run_and_the_next(site: Path, tmp_path: Path) -> None:
     r = cli(site, "status", "--json")
     data = json.loads(r.stdout)
-    assert set(data) == {"ok", "exit_status", "files", "items", "runs"} and data["runs"]["last"] is None
+    assert set(data) == {"ok", "exit_status", "files", "items", "runs", "rules"} and data["runs"]["last"] is None
     (site / "inbox" / "notes.txt").write_text("not a bank file\n", encoding="utf-8")
     cli(site, "run", "--no-sftp", code=3)
     data = json.loads(cli(site, "status", "--json").stdout)

@@ -70,6 +70,7 @@ class Customer:
     email: str | None = None
     phone: str | None = None
     factoring_default: bool = False   # factoring mode: invoices followed up in-house by default
+    tags: tuple[str, ...] = ()  # words the rules may test (lower case, sorted); never sent to Lowell
 
 
 @dataclass(frozen=True, slots=True)

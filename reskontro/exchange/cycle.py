@@ -36,6 +36,7 @@ from reskontro.ledger import runs
 from reskontro.ledger.store import check_integrity
 from reskontro.payments.booking import list_payment_file, post_payments
 from reskontro.payments.inbox import process_inbox
+from reskontro.rules.decide import run_day
 from reskontro.rules.engine import RuleEngine
 from reskontro.rules.holds import note_new_holds
 from reskontro.transfer.export import export
@@ -301,7 +302,7 @@ def _steps(config: Config, db, engine: RuleEngine, result: CycleResult, step, *,
         held = None
         try:   # what the export is about to decide: the holds new tonight, told once
             with db.begin() as conn:
-                held = note_new_holds(conn, engine, config.mode, clock())
+                held = note_new_holds(conn, engine, config.mode, clock(), run_day(config.tz, now))
         except Exception as exc:   # noqa: BLE001 - telling about holds never stops tonight's file
             log.warning("cannot tell which holds are new tonight: %s", describe(exc, store_name(config.database)))
             log.debug("holds new tonight", exc_info=True)

@@ -37,7 +37,8 @@ from reskontro.domain import InputError, Match
 from reskontro.domain.kid import state as kid_state
 from reskontro.ledger import schema as s
 from reskontro.ledger.bankref import Resolved, resolve, write_resolved
-from reskontro.ledger.store import BATCH
+from reskontro.ledger.store import BATCH, mark_undecided
+from reskontro.ledger.sent_content import keep_before_change
 
 log = logging.getLogger(__name__)
 CHUNK = 5000                 # rows per executemany
@@ -66,7 +67,7 @@ class ImportResult:
 _STAGE = MetaData()
 _TMP = {"prefixes": ["TEMPORARY"]}
 CUSTOMER_COLS = ("id", "name", "type", "org_no", "line1", "line2", "line3", "post_code", "city", "country",
-                 "email", "phone", "factoring_default", "version", "stamp")
+                 "email", "phone", "factoring_default", "tags", "version", "stamp")
 ENTRY_COLS = ("id", "customer_id", "type", "document_no", "document_date", "due_date", "amount_ore", "currency",
               "kid", "kid_check", "status", "factoring", "opt_out", "reverses", "source", "dunning_level", "text",
               "bank_ref", "version", "stamp")
@@ -112,14 +113,14 @@ def _h(text_: str) -> str:
 def _customer_staged(r: tuple, line: int) -> tuple:
     """A CUSTOMER_ROW with its version and stamp (store.customer_version/customer_stamp of the
     same customer: the tests compare them)."""
-    cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd = r
+    cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd, tags = r
     lines = (l1,) if l2 is None else (l1, l2) if l3 is None else (l1, l2, l3)    # compacted by the reader
     version = _h(f"{ctype or ''}\x1f{name}\x1f{(org_no or '') if ctype == 'business' else ''}\x1f"
                  f"{lines if l1 is not None else ()}\x1f{post}\x1f{city}\x1f{country}\x1f{email or ''}\x1f"
                  f"{phone or ''}")
     stamp = _h(f"{version}\x1f{ctype or ''}\x1f{org_no or ''}\x1f{email or ''}\x1f{phone or ''}\x1f"
-               f"{'True' if fd else 'False'}")
-    return (cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd, version, stamp, line)
+               f"{'True' if fd else 'False'}" + (f"\x1f{tags}" if tags else ""))
+    return (cid, name, ctype, org_no, l1, l2, l3, post, city, country, email, phone, fd, tags, version, stamp, line)
 
 
 def _entry_digests(r: tuple) -> tuple[str, str]:
@@ -535,6 +536,7 @@ def _mark_pending(conn: Connection, kind: str, ids, *, unique: bool = False) -> 
     col = sub.c[0]
     q = select(literal(kind), col).where(col.is_not(None), ~exists().where(p.c.kind == kind, p.c.id == col))
     conn.execute(insert(p).from_select(["kind", "id"], q if unique else q.distinct()))
+    mark_undecided(conn, kind, ids)          # (the lists of kept-back entries decide them again too)
 
 
 def _rows(conn: Connection, stmt) -> int:
@@ -574,6 +576,9 @@ def _update_entries(conn: Connection, fresh: bool) -> int:
     _mark_pending(conn, "entry", select(ie.c.id).where(
         or_(~exists().where(e.c.id == ie.c.id), ie.c.id.in_(_changed("entry")))), unique=True)
     if changed:
+        # what Lowell has of an entry whose transfer-file content changes: kept for explain
+        keep_before_change(conn, select(ie.c.id).join(e, e.c.id == ie.c.id).where(
+            ie.c.id.in_(_changed("entry")), ie.c.version != e.c.version))
         conn.execute(update(e).where(e.c.id == ie.c.id, e.c.id.in_(_changed("entry")))
                      .values({k: ie.c[k] for k in ENTRY_COLS if k != "id"}))
         # An invoice's decision decides its group: re-decide the other members too.

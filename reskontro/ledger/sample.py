@@ -1,9 +1,9 @@
 """`reskontro sample`: a realistic ledger in the import format (JSON Lines), deterministic by seed.
 
 It holds what a real creditor's ledger holds: private and business customers (valid org nos,
-and a few defects), invoices with valid MOD10/MOD11 KIDs, full and partial payments, credit
-notes, write-offs opted out, drafts, factoring choices, ERP reminders, a wrongly booked payment
-that was reversed, and one many-to-many match. Written streaming: memory flat in its size.
+and a few defects; every 40th tagged key-account), invoices with valid MOD10/MOD11 KIDs, full
+and partial payments, credit notes, write-offs opted out, drafts, factoring choices, ERP
+reminders, a wrongly booked payment that was reversed, and one many-to-many match. Written streaming: memory flat in its size.
 """
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ def generate(customers: int, seed: int = 1, start: date = date(2026, 9, 1)) -> I
         cust = {"record": "customer", "id": cid, "type": "business" if business else "private",
                 "address1": f"{rng.choice(STREETS)} {rng.randint(1, 120)}", "post_code": postcode,
                 "city": city, "country": "NO", "factoring_default": rng.random() < 0.1}
+        if cno % 40 == 0:                                       # a customer group the rules may follow
+            cust["tags"] = ["key-account"]
         if business:
             cust["name"] = f"{rng.choice(FIRMS)} {rng.choice(('Handel', 'Service', 'Invest', 'Drift'))} {rng.choice(FORMS)}"
             cust["org_no"] = valid_org_no(rng)

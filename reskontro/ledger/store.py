@@ -108,7 +108,9 @@ def customer_version(c: Customer) -> str:
 
 
 def customer_stamp(c: Customer) -> str:
-    return digest(customer_version(c), c.type, c.org_no, c.email, c.phone, c.factoring_default)
+    # tags only when there are any: the stamps of stores from before tags stay as they were
+    return digest(customer_version(c), c.type, c.org_no, c.email, c.phone, c.factoring_default,
+                  *((" ".join(c.tags),) if c.tags else ()))
 
 
 def entry_version(e: Entry) -> str:
@@ -129,8 +131,8 @@ def customer_row(c: Customer) -> dict:
     return dict(id=c.id, name=c.name, type=c.type, org_no=c.org_no, line1=lines[0], line2=lines[1],
                 line3=lines[2], post_code=c.address.post_code, city=c.address.city,
                 country=c.address.country, email=c.email, phone=c.phone,
-                factoring_default=c.factoring_default, version=customer_version(c),
-                stamp=customer_stamp(c))
+                factoring_default=c.factoring_default, tags=" ".join(c.tags) or None,
+                version=customer_version(c), stamp=customer_stamp(c))
 
 
 def row_customer(r: Row | dict) -> Customer:
@@ -138,7 +140,8 @@ def row_customer(r: Row | dict) -> Customer:
     lines = tuple(x for x in (m["line1"], m["line2"], m["line3"]) if x)
     return Customer(id=m["id"], name=m["name"], type=m["type"], org_no=m["org_no"],
                     address=Address(lines, m["post_code"] or "", m["city"] or "", m["country"] or ""),
-                    email=m["email"], phone=m["phone"], factoring_default=bool(m["factoring_default"]))
+                    email=m["email"], phone=m["phone"], factoring_default=bool(m["factoring_default"]),
+                    tags=tuple((m.get("tags") or "").split()))
 
 
 def entry_row(e: Entry) -> dict:
@@ -158,6 +161,28 @@ def row_entry(r: Row | dict) -> Entry:
                  kid=m["kid"], status=m["status"], factoring=m["factoring"],
                  opt_out=bool(m["opt_out"]), reverses=m["reverses"], source=m["source"],
                  dunning_level=m["dunning_level"] or 0, text=m["text"], bank_ref=m["bank_ref"])
+
+
+def mark_undecided(conn: Connection, kind: str, ids) -> None:
+    """Items (a list of ids, or a SELECT of them) whose decision may have changed: decided again
+    the next time the lists of kept-back entries are read (rules.lists; table kept_dirty).
+    Nothing while no list was ever built (meta `kept_basis`): the first read decides it all."""
+    from sqlalchemy import exists, literal
+    if conn.execute(select(s.meta.c.value).where(s.meta.c.key == "kept_basis")).scalar() is None:
+        return
+    d = s.kept_dirty
+    if not isinstance(ids, list):
+        sub = ids.subquery()
+        col = sub.c[0]
+        q = select(literal(kind), col).where(col.is_not(None), ~exists().where(d.c.kind == kind, d.c.id == col))
+        conn.execute(insert(d).from_select(["kind", "id"], q.distinct()))
+        return
+    for i in range(0, len(ids), BATCH):
+        chunk = list(dict.fromkeys(ids[i:i + BATCH]))
+        have = set(conn.execute(select(d.c.id).where(d.c.kind == kind, d.c.id.in_(chunk))).scalars())
+        rows = [{"kind": kind, "id": x} for x in chunk if x not in have]
+        if rows:
+            conn.execute(insert(d), rows)
 
 
 class Ledger:
@@ -184,6 +209,9 @@ class Ledger:
         changed = [r for r in rows if r["id"] in known and known[r["id"]] != r[key]]
         if new:
             self.conn.execute(insert(table), new)
+        if changed and table is s.entries:     # what Lowell has of them, kept for explain
+            from reskontro.ledger.sent_content import keep_before_change
+            keep_before_change(self.conn, [r["id"] for r in changed])
         for r in changed:
             self.conn.execute(update(table).where(table.c.id == r["id"]).values(**r))
         new_ids, changed_ids = [r["id"] for r in new], [r["id"] for r in changed]
@@ -194,6 +222,7 @@ class Ledger:
         rows = [{"kind": kind, "id": i} for i in dict.fromkeys(ids)]
         if not rows:
             return
+        mark_undecided(self.conn, kind, [r["id"] for r in rows])
         upsert = upsert_insert(self.conn, s.pending)
         if upsert is not None:
             self.conn.execute(upsert.on_conflict_do_nothing(), rows)

@@ -10,6 +10,7 @@ for a person. What is booked here is the service's own (``entries.origin``): see
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from reskontro.adapters.payment_files import read_payment_bytes
 
 from reskontro.ledger import schema as s
+from reskontro.ledger.actions import record as record_action
 from reskontro.ledger.bankref import alias_target
 from reskontro.domain import Entry, InputError, Match, SkippedItem, from_ore, to_ore
 from reskontro.ledger.store import Ledger
@@ -120,33 +122,69 @@ def add_to_match(conn: Connection, invoice: dict, new_ids: list[str]) -> str:
     return mid
 
 
+def booked_in_erp(conn: Connection, p: Mapping) -> str | None:
+    """The ERP's entry for this bank payment (its entry carries the bank's reference), if the
+    ERP booked it first: one payment, one entry."""
+    return conn.execute(select(s.entries.c.id).where(s.entries.c.bank_ref == p["archive_ref"],
+                                                     s.entries.c.id != p["id"])).scalar()
+
+
+def refusal(conn: Connection, p: Mapping, invoice: Mapping, *, by_kid: bool = True) -> str | None:
+    """Why this bank payment cannot be booked on this invoice safely (None: it can). The same
+    checks for `post` (the invoice found by KID) and `match-payment` (the invoice named:
+    `by_kid` False)."""
+    if invoice["status"] != "invoiced":
+        return f"invoice {invoice['id']} is a draft"
+    balance = _group_balance(conn, invoice["id"], invoice["match_id"])
+    if p["amount_ore"] <= 0:
+        return "not an incoming amount (a reversal or debit): a person must book it"
+    if p["currency"] != invoice["currency"]:     # before the amounts: øre of two currencies never compare
+        return f"currency {p['currency']} differs from invoice's {invoice['currency']}"
+    if balance <= 0:
+        return f"KID of invoice {invoice['id']}, which is closed" if by_kid else \
+            f"invoice {invoice['id']} is closed (nothing open on it)"
+    if p["amount_ore"] > balance:
+        return f"overpayment: {from_ore(p['amount_ore'])} against {from_ore(balance)} open on invoice {invoice['id']}"
+    if _would_be_many_to_many(conn, invoice["match_id"]):
+        return (f"invoice {invoice['id']} shares its match with other invoices and one counterpart; a second "
+                "counterpart would make it many-to-many")
+    return None
+
+
 def _decide(conn: Connection, p) -> tuple[str, object, str | None]:
     """What `post` does with one listed payment, as the ledger stands: ("erp", None, the ERP's
     entry id) when the ERP booked it first, ("book", invoice, None), or ("unmatched", None,
     why). Reads only."""
-    # The ERP booked it first (its entry carries the bank's reference): one payment, one entry.
-    erp = conn.execute(select(s.entries.c.id).where(s.entries.c.bank_ref == p["archive_ref"],
-                                                    s.entries.c.id != p["id"])).scalar()
+    erp = booked_in_erp(conn, p)
     if erp is not None:
         return "erp", None, erp
     invoice, why = _find_invoice(conn, p["kid"], p["invoice_no"])
-    if invoice is not None and invoice["status"] != "invoiced":
-        invoice, why = None, f"invoice {invoice['id']} is a draft"
     if invoice is not None:
-        balance = _group_balance(conn, invoice["id"], invoice["match_id"])
-        if p["amount_ore"] <= 0:
-            invoice, why = None, "not an incoming amount (a reversal or debit): a person must book it"
-        elif balance <= 0:
-            invoice, why = None, f"KID of invoice {invoice['id']}, which is closed"
-        elif p["amount_ore"] > balance:
-            invoice, why = None, (f"overpayment: {from_ore(p['amount_ore'])} against "
-                                  f"{from_ore(balance)} open on invoice {invoice['id']}")
-        elif p["currency"] != invoice["currency"]:
-            invoice, why = None, f"currency {p['currency']} differs from invoice's {invoice['currency']}"
-        elif _would_be_many_to_many(conn, invoice["match_id"]):
-            invoice, why = None, (f"invoice {invoice['id']} shares its match with other invoices and one "
-                                  "counterpart; a second counterpart would make it many-to-many")
+        why = refusal(conn, p, invoice)
+        if why is not None:
+            invoice = None
     return ("unmatched", None, why) if invoice is None else ("book", invoice, None)
+
+
+def book(conn: Connection, p: Mapping, invoice: Mapping) -> int:
+    """Book bank payment `p` on `invoice` (checked: `refusal` is None): its ledger entry (the
+    service's own, source Lowell), linked into the invoice's match, the payment marked
+    matched. Returns what stays open on the invoice, in øre (0: closed)."""
+    balance = _group_balance(conn, invoice["id"], invoice["match_id"])
+    day = p["booking_date"] or p["payment_date"] or date.today()
+    entry = Entry(id=p["id"], customer_id=invoice["customer_id"], type="payment",
+                  document_no=p["archive_ref"][-35:], document_date=day,
+                  amount=-from_ore(p["amount_ore"]), currency=p["currency"], kid=p["kid"],
+                  source=p["source"], text=(f"Innbetaling {p['payer_name']}"[:200] if p["payer_name"] else None),
+                  bank_ref=p["archive_ref"])
+    Ledger(conn).upsert_entries([entry])
+    _booked_here(conn, [entry.id], "bank")
+    add_to_match(conn, dict(invoice), [entry.id])
+    rest = balance - p["amount_ore"]
+    conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"]).values(
+        status="matched", invoice_id=invoice["id"],
+        note="invoice closed" if rest == 0 else f"partial: {from_ore(rest)} still open"))
+    return rest
 
 
 def preview_post(db: Engine) -> list[tuple[str, str]]:
@@ -202,21 +240,7 @@ def post_payments(db: Engine) -> PostResult:
                 if p["status"] == "unposted":
                     new_unmatched.append((p["id"], why))
                 continue
-            balance = _group_balance(conn, invoice["id"], invoice["match_id"])
-            day = p["booking_date"] or p["payment_date"] or date.today()
-            entry = Entry(id=p["id"], customer_id=invoice["customer_id"], type="payment",
-                          document_no=p["archive_ref"][-35:], document_date=day,
-                          amount=-from_ore(p["amount_ore"]), currency=p["currency"], kid=p["kid"],
-                          source=p["source"], text=(f"Innbetaling {p['payer_name']}"[:200] if p["payer_name"] else None),
-                          bank_ref=p["archive_ref"])
-            ledger = Ledger(conn)
-            ledger.upsert_entries([entry])
-            _booked_here(conn, [entry.id], "bank")
-            add_to_match(conn, dict(invoice), [entry.id])
-            rest = balance - p["amount_ore"]
-            conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"]).values(
-                status="matched", invoice_id=invoice["id"],
-                note="invoice closed" if rest == 0 else f"partial: {from_ore(rest)} still open"))
+            rest = book(conn, p, invoice)
             matched += 1
             closed += rest == 0
     return PostResult(matched, closed, unmatched, in_erp, new_unmatched)
@@ -234,14 +258,16 @@ def reached_lowell(conn: Connection, entry_id: str) -> bool:
         is not None
 
 
-def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: date | None = None) -> tuple[str, str]:
+def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: date | None = None,
+                    who: str | None = None) -> tuple[str, str]:
     """The service's correction of a payment booked on the wrong invoice that Lowell already has:
     a payout U<payment> (the payment's customer, + its amount) linked into the payment's match
     with the wrong invoice (which is open again), and a new payment N<payment> (the right
     invoice's customer and KID, the same amount) linked into the right invoice's match (made
     as M<invoice> if it has none). Both are this service's own entries (origin correction).
     Refused, with nothing created, when the payment never reached Lowell: re-linking it in the
-    ERP is then the whole fix. Returns (payout id, new payment id)."""
+    ERP is then the whole fix. With `who`, the correction is recorded as an action (who, when,
+    what), shown by explain. Returns (payout id, new payment id)."""
     today = today or date.today()
     with db.begin() as conn:
         ledger = Ledger(conn)
@@ -251,9 +277,11 @@ def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: dat
             bank = conn.execute(select(s.bank_payments.c.status, s.bank_payments.c.note).where(
                 s.bank_payments.c.id == payment_id_)).first()
             if bank is not None:
+                hint = ("match it by hand: `reskontro match-payment "
+                        f"{payment_id_} --to {to_invoice}` (or in the ERP)") if bank.status in ("unposted", "unmatched") \
+                    else "nothing to do here"
                 raise InputError(f"{payment_id_}: this bank payment is not booked (status {bank.status}"
-                                 f"{': ' + bank.note if bank.note else ''}); nothing to correct. Book it "
-                                 "with `reskontro post`, or match it in the ERP")
+                                 f"{': ' + bank.note if bank.note else ''}); nothing to correct: {hint}")
             raise InputError(f"{payment_id_}: no payment with this id in the ledger")
         if pay._mapping["type"] != "payment":
             kind = pay._mapping["type"].replace("_", " ")
@@ -294,6 +322,10 @@ def correct_payment(db: Engine, payment_id_: str, to_invoice: str, *, today: dat
         members = conn.execute(select(s.entries.c.id).where(s.entries.c.match_id == pay["match_id"])).scalars().all()
         ledger.set_matches([Match(pay["match_id"], tuple(members) + (payout_id,))])
         add_to_match(conn, dict(right), [new_id])
+        if who is not None:
+            record_action(conn, "correct-payment", who=who, payment=payment_id_, invoice=to_invoice,
+                          detail=f"payout {payout_id} into {pay['match_id']} (with {', '.join(wrong_ids)}), "
+                                 f"payment {new_id} on {to_invoice}")
         return payout_id, new_id
 
 

@@ -174,6 +174,8 @@ def apply_receipt(db: Engine, data: bytes, name: str) -> str:
                 rec.state, "it was never completed, so never sent")
             raise InputError(f"{name}: refused: a receipt ({receipt.status}) for {fid}, which is in state "
                              f"{rec.state}: {hint}")
+        journal.note_receipt(conn, fid, receipt.status, receipt.received_at, name,
+                             [(e.code, e.ref, e.text) for e in receipt.errors])
         if receipt.status == "accepted":
             journal.accept(conn, fid)
             return f"{fid}: accepted"

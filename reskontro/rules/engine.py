@@ -1,8 +1,10 @@
 """The rules engine: a rule file compiled into durable_rules rulesets, one Host per engine.
 
 durable_rules decides. For speed the engine remembers its answer for facts that look alike to
-the rules (same values in every field some rule reads): a ledger of a million entries holds only
-a few hundred such shapes, so the engine is asked once per shape, not once per entry.
+the rules (same values in every field some rule reads; for a field with many values, such as
+an amount or a date, the same place among the values the rules compare it with): a ledger of
+a million entries holds only a few hundred such shapes, so the engine is asked once per shape,
+not once per entry.
 
 durable_rules 2.0.28 (src/rules/ in its sdist) builds a tree of test nodes with fixed-size
 tables, and two of them do not fail cleanly when full: a node keeps its child tests in a
@@ -17,9 +19,11 @@ asserted into each. A single rule beyond them is refused, naming its line.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import weakref
+from bisect import bisect_left
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -78,8 +82,20 @@ class _Host(durable.Host):
         pass
 
 
+def _word_key(word: str) -> str:
+    """The fact key durable_rules sees for one tag a rule tests (true when the customer has
+    it): a digest of the word, so that no character of it ('.', '$') means anything there."""
+    return "tag_" + hashlib.blake2b(word.encode(), digest_size=8).hexdigest()
+
+
 def _test_json(t: Test) -> dict:
     f, v = t.field, t.value
+    if t.op in ("has", "has_not"):
+        return {_word_key(v): t.op == "has"}
+    if t.op == "has_any":
+        return {"$or": [{_word_key(w): True} for w in v]} if len(v) > 1 else {_word_key(v[0]): True}
+    if t.op == "has_none":
+        return {"$and": [{_word_key(w): False} for w in v]} if len(v) > 1 else {_word_key(v[0]): False}
     if t.op == "eq":
         return {f: v}
     if t.op == "not":
@@ -236,6 +252,54 @@ def _fields_read(rf: RuleFile) -> tuple[str, ...]:
     return tuple(f for f in FIELDS if f in used)
 
 
+def _constants(rf: RuleFile) -> dict[str, set]:
+    """Per field: the values the rules compare it with."""
+    out: dict[str, set] = {}
+    for r in rf.rules:
+        for t in r.when + tuple(x for alt in r.any for x in alt):
+            out.setdefault(t.field, set()).update(t.value if isinstance(t.value, tuple) else (t.value,))
+    return out
+
+
+def _cell(field: str, constants: set):
+    """What the rules can tell of a value of `field` (one with many values): where it lies
+    among their constants. Every test is a comparison (=, !=, <, <=, >, >=) with one of them,
+    so two values in the same cell meet the same tests. Numbers and dates: the gap between
+    two constants, or a constant itself; text: the constant it equals, or none of them."""
+    if FIELDS[field].kind == "text":
+        known = frozenset(constants)
+        return lambda v: v if v in known else None
+    cuts = sorted(constants)
+    n = len(cuts)
+
+    def cell(v, _cuts=cuts, _n=n) -> int:
+        i = bisect_left(_cuts, v)
+        return 2 * i + (i < _n and _cuts[i] == v)
+    return cell
+
+
+def _shape_key(plain: tuple[str, ...], cells: tuple, words: frozenset):
+    """The cache key of a fact: its values in `plain`, the cells of the `cells` fields, the
+    tested `words` it has. Made as one flat function (a million calls: no loop inside)."""
+    names = {f"c{i}": cell for i, (_, cell) in enumerate(cells)}
+    names["W"] = words
+    parts = [f"f[{k!r}]" for k in plain] + [f"c{i}(f[{k!r}])" for i, (k, _) in enumerate(cells)]
+    if words:
+        parts.append('W.intersection(f["tags"])')
+    return eval(f"lambda f: ({', '.join(parts)},)", names)  # noqa: S307 - field names from FIELDS only
+
+
+def _words_read(rf: RuleFile) -> tuple[str, ...]:
+    """The tags some rule tests: the engine asks durable_rules about these only, and the
+    cache tells facts apart by them only (not by every customer's whole list)."""
+    words: set[str] = set()
+    for r in rf.rules:
+        for t in r.when + tuple(x for alt in r.any for x in alt):
+            if FIELDS[t.field].kind == "words":
+                words.update(t.value if isinstance(t.value, tuple) else (t.value,))
+    return tuple(sorted(words))
+
+
 class RuleEngine:
     """Decides entries with one rule file. Not thread-safe: one engine per worker."""
 
@@ -255,6 +319,15 @@ class RuleEngine:
         self.fields = _fields_read(rf)
         self._key = itemgetter(*self.fields) if len(self.fields) > 1 else (
             (lambda f, _k=self.fields[0]: (f[_k],)) if self.fields else (lambda f: ()))
+        self.words = _words_read(rf)
+        many = tuple(k for k in self.fields if FIELDS[k].many)
+        if self.words or many:
+            # Amounts, dates, ids: by their cell among the rules' constants; tags: by which of
+            # the words the rules test are there. Not by the value: a million amounts would
+            # be a million shapes, each asked of durable_rules.
+            constants = _constants(rf)
+            self._key = _shape_key(tuple(k for k in self.fields if not FIELDS[k].many and FIELDS[k].kind != "words"),
+                                   tuple((k, _cell(k, constants[k])) for k in many), frozenset(self.words))
         self._cache: dict[tuple, Outcome] = {}
         self.engine_calls = 0
         self._default = Outcome(rf.default_decision, "default", rf.default_reason, ())
@@ -271,6 +344,9 @@ class RuleEngine:
         """Assert the fact, collect every rule that fired (in priority order), retract it."""
         self.engine_calls += 1
         f = {k: fact[k] for k in self.fields}
+        if self.words:
+            tags = f.pop("tags", ())
+            f.update((_word_key(w), w in tags) for w in self.words)
         f["t"] = "entry"
         f["_n"] = next(self._ids)       # facts with equal content are one fact to durable_rules
         self._fired.clear()

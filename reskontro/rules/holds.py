@@ -11,7 +11,7 @@ is not told again. The plan's view of held: decided hold, or decided transfer bu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -54,11 +54,13 @@ def _held(d) -> str | None:
     return None
 
 
-def note_new_holds(conn: Connection, engine: RuleEngine, mode: str, now: datetime | None = None) -> NewHolds:
-    """Decide what tonight's export will decide, record the holds, and return those that are
-    new. The caller holds the run lock and commits."""
+def note_new_holds(conn: Connection, engine: RuleEngine, mode: str, now: datetime | None = None,
+                   today: date | None = None) -> NewHolds:
+    """Decide what tonight's export will decide (`today`: the run's date in the configured
+    zone), record the holds, and return those that are new. The caller holds the run lock and
+    commits."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    whole = Ledger(conn).get_meta("decision_basis") != decision_basis(engine, mode)
+    whole = Ledger(conn).get_meta("decision_basis") != decision_basis(engine, mode, today)
     new: dict[str, tuple[str, list[str]]] = {}
     reasons = {r.id: r.reason for r in engine.rule_file.rules if r.reason}
     h = s.held_items
@@ -79,7 +81,7 @@ def note_new_holds(conn: Connection, engine: RuleEngine, mode: str, now: datetim
             new.setdefault(rule, (reason, []))[1].append(entry_id)
 
     chunk: list[tuple[str, str | None, str]] = []
-    for d in decide_ledger(conn, engine, mode, only_pending=not whole):
+    for d in decide_ledger(conn, engine, mode, only_pending=not whole, today=today):
         rule = _held(d)
         reason = reasons.get(d.outcome.rule_id, d.outcome.reason)    # as the plan words it
         if rule is not None and rule.endswith(":not-sendable"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import Connection
@@ -12,7 +13,8 @@ from sqlalchemy import Connection
 from reskontro.domain.amount import format_amount
 from reskontro.rules.decide import Decided, decide_ledger, goes_tonight
 from reskontro.domain import from_ore
-from reskontro.rules.engine import Explanation, RuleEngine
+from reskontro.rules.engine import Explanation, Outcome, RuleEngine
+from reskontro.rules.facts import CUSTOMER_CHECK_FIELDS
 
 
 @dataclass
@@ -33,11 +35,7 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, d: Decided) -> None:
-        o = d.outcome
-        if o.decision == "transfer" and not goes_tonight(d):
-            # decided transfer, but the export cannot write it: say so, never count it as going
-            o = replace(o, decision="hold", rule_id=f"{o.rule_id}:not-sendable",
-                        reason=_NOT_SENDABLE[d.entry["type"] == "reversal"])
+        o = as_planned(d)
         line = self.lines.get((o.decision, o.rule_id))
         if line is None:
             line = self.lines[(o.decision, o.rule_id)] = PlanLine(
@@ -72,16 +70,32 @@ _NOT_SENDABLE = {
 }
 
 
+def as_planned(d: Decided) -> Outcome:
+    """The decision as the plan counts it: one decided transfer that the export cannot write
+    is a hold (`<rule>:not-sendable`), never counted as going."""
+    o = d.outcome
+    if o.decision == "transfer" and not goes_tonight(d):
+        return replace(o, decision="hold", rule_id=f"{o.rule_id}:not-sendable",
+                       reason=_NOT_SENDABLE[d.entry["type"] == "reversal"])
+    return o
+
+
+def is_unsent(d: Decided) -> bool:
+    """Not delivered or in flight as it is now: the plan's business (and held's, excluded's)."""
+    return d.entry["sent_version"] != d.entry["version"]
+
+
 def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: bool = False,
               unsent: bool = True, backlog: bool = False,
-              progress: Callable[[int], None] | None = None) -> Plan:
+              progress: Callable[[int], None] | None = None, today: date | None = None) -> Plan:
     """Decisions summed up: of the entries not yet delivered or in flight (`unsent`), from the
     whole ledger or only the groups with pending changes. Its transfer count is what the next
     export writes (`backlog`: what the backlog file would)."""
     plan = Plan(reasons={r.id: r.reason for r in engine.rule_file.rules if r.reason})
     plan.reasons["default"] = engine.rule_file.default_reason
-    for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending, backlog=backlog), 1):
-        if unsent and d.entry["sent_version"] == d.entry["version"]:
+    for i, d in enumerate(decide_ledger(conn, engine, mode, only_pending=only_pending, backlog=backlog,
+                                        today=today), 1):
+        if unsent and not is_unsent(d):
             continue          # delivered or in flight: not tonight's business
         plan.add(d)
         if progress and i % 10000 == 0:
@@ -89,8 +103,9 @@ def make_plan(conn: Connection, engine: RuleEngine, mode: str, *, only_pending: 
     return plan
 
 
-def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str) -> Explanation | None:
-    for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id]):
+def explain_entry(conn: Connection, engine: RuleEngine, mode: str, entry_id: str, *,
+                  today: date | None = None) -> Explanation | None:
+    for d in decide_ledger(conn, engine, mode, entry_ids=[entry_id], today=today):
         if d.entry["id"] == entry_id:
             # the decision as deciding made it (its reason names the records it is about)
             return replace(engine.explain(d.fact), outcome=d.outcome, detail=d.entry["bank_ref_conflict"])
@@ -107,17 +122,18 @@ class CustomerReport:
 
 
 def customer_rules(engine: RuleEngine) -> set[str]:
-    """Ids of the rules that read customer data (fields customer_*)."""
+    """Ids of the rules that read customer data checks (customer type, address, org no, name;
+    not the customer's id or tags, which pick customers rather than find faults in them)."""
     return {r.id for r in engine.rule_file.rules
-            if any(t.field.startswith("customer_") for t in r.when + tuple(x for a in r.any for x in a))}
+            if any(t.field in CUSTOMER_CHECK_FIELDS for t in r.when + tuple(x for a in r.any for x in a))}
 
 
-def quality_report(conn: Connection, engine: RuleEngine, mode: str,
+def quality_report(conn: Connection, engine: RuleEngine, mode: str, *, today: date | None = None,
                    progress: Callable[[int], None] | None = None) -> list[CustomerReport]:
     """Customers whose data holds or warns entries: what to fix in the ERP, per customer."""
     about_customers = customer_rules(engine)
     out: dict[str, CustomerReport] = {}
-    for i, d in enumerate(decide_ledger(conn, engine, mode), 1):
+    for i, d in enumerate(decide_ledger(conn, engine, mode, today=today), 1):
         if progress and i % 10000 == 0:
             progress(i)
         o = d.outcome

@@ -13,8 +13,10 @@ A rule file::
         warning: The ERP still sends reminders.  # warnings never decide
 
 A condition is ``field: value`` (equal), ``field: [a, b]`` (one of), or ``field: {op: value}``
-with op one of not, in, not_in, lt, le, gt, ge. ``any: [{...}, {...}]`` inside ``when`` holds
-alternatives, one of which must hold as well.
+with op one of not, in, not_in, lt, le, gt, ge (lt..ge: numbers and dates). ``any: [{...},
+{...}]`` inside ``when`` holds alternatives, one of which must hold as well. The customer's
+tags take their own operators: ``tags: {has: word}``, ``has_not: word``, ``has_any: [a, b]``,
+``has_none: [a, b]`` (``tags: word`` is has, ``tags: [a, b]`` is has_any).
 """
 from __future__ import annotations
 
@@ -34,9 +36,10 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from reskontro.domain import DECISIONS
-from reskontro.rules.facts import FIELDS, number_value
+from reskontro.rules.facts import FIELDS, literal, number_value
 
 OPS = ("eq", "not", "in", "not_in", "lt", "le", "gt", "ge")
+WORD_OPS = ("has", "has_not", "has_any", "has_none")   # the words fields (tags)
 RULE_KEYS = ("id", "when", "decision", "warning", "reason")
 TOP_KEYS = ("default", "rules")
 
@@ -54,8 +57,9 @@ _MAX_DIGITS = 30              # digits of a YAML integer literal (Python refuses
 @dataclass(frozen=True)
 class Test:
     field: str
-    op: str          # one of OPS
-    value: object    # scalar, or a tuple for in / not_in; numbers as fact units (øre for amount)
+    op: str          # one of OPS, or of WORD_OPS for a words field (tags)
+    value: object    # scalar, or a tuple for in / not_in / has_any / has_none; numbers as fact
+                     # units (øre for amount, an ordinal for a date)
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,15 @@ def _with_text(kind: type, construct):
     return build
 
 
+def _timestamp(loader, node):
+    """A YAML date; one that is no date (2026-13-01) stays text, for the field to refuse."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return node.value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 _Loader.add_constructor("tag:yaml.org,2002:int", _with_text(_YamlInt, yaml.SafeLoader.construct_yaml_int))
 _Loader.add_constructor("tag:yaml.org,2002:float", _with_text(_YamlFloat, yaml.SafeLoader.construct_yaml_float))
 
@@ -270,11 +283,11 @@ class _Reader:
                 return None
             return raw
         try:
-            value = number_value(spec, raw)
+            value = number_value(spec, raw) if spec.kind == "number" else literal(spec, raw)
         except ValueError as exc:
             self.problem(line, f"{field}: {exc}")
             return None
-        if abs(value) > MAX_NUMBER:
+        if spec.kind == "number" and abs(value) > MAX_NUMBER:
             self.problem(line, f"{field}: {raw!r} is out of range (at most {MAX_NUMBER // spec.scale:,} "
                          "either way)")
             return None
@@ -308,6 +321,9 @@ class _Reader:
             if field not in FIELDS:
                 self.problem(fline, f"unknown field {field!r} (known: {', '.join(FIELDS)})")
                 continue
+            if FIELDS[field].kind == "words":
+                tests.extend(self.word_tests(field, cond, fline))
+                continue
             if isinstance(cond, list):
                 cond = {"in": cond}
             elif not isinstance(cond, dict):
@@ -329,13 +345,42 @@ class _Reader:
                     if None not in vals:
                         tests.append(Test(field, op, vals))
                     continue
-                if op in ("lt", "le", "gt", "ge") and FIELDS[field].kind != "number":
+                if op in ("lt", "le", "gt", "ge") and FIELDS[field].kind not in ("number", "date"):
                     self.problem(oline, f"{field}: {op} compares numbers; {field} is {FIELDS[field].kind}")
                     continue
                 v = self.value(field, raw, oline)
                 if v is not None:
                     tests.append(Test(field, op, v))
         return tuple(tests), tuple(alternatives)
+
+    def word_tests(self, field: str, cond, line: int) -> list[Test]:
+        """The tests of a words field (tags): has, has_not (a word), has_any, has_none (a list)."""
+        if isinstance(cond, list):
+            cond = {"has_any": cond}
+        elif not isinstance(cond, dict):
+            cond = {"has": cond}
+        out = []
+        for op, raw in cond.items():
+            oline = _line(cond, op, line)
+            if op not in WORD_OPS:
+                self.problem(oline, f"{field}: unknown operator {op!r} for tags (known: {', '.join(WORD_OPS)})")
+                continue
+            if op in ("has_any", "has_none"):
+                if not isinstance(raw, list) or not raw:
+                    self.problem(oline, f"{field}: {op} needs a non-empty list of words")
+                    continue
+                words = tuple(self.value(field, w, oline) for w in raw)
+                if None not in words:
+                    out.append(Test(field, op, tuple(dict.fromkeys(words))))
+                continue
+            if isinstance(raw, list):
+                self.problem(oline, f"{field}: {op} takes one word (for several: has_any, has_none, "
+                             "or one rule per word)")
+                continue
+            w = self.value(field, raw, oline)
+            if w is not None:
+                out.append(Test(field, op, w))
+        return out
 
 
 def parse_rule_text(text: str, path: Path) -> tuple[RuleFile | None, list[Problem]]:

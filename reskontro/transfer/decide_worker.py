@@ -11,9 +11,10 @@ transaction has no such guarantee without sharing its snapshot: there the export
 alone.) The child only reads; the export writes everything.
 
 Protocol: ``python -m reskontro.transfer.decide_worker FD PARENT_PID``; the job comes pickled on stdin (the rule
-file as the export loaded it, the mode, the database URL, backlog or not) and the answer goes
-to FD, an unlinked temporary file of the parent: pickled ("items", rows) and
-("handled", ids) records, ("held", count), then ("done", count). The parent reads it only after the child
+file as the export loaded it, the mode, the database URL, backlog or not, the run's date) and
+the answer goes to FD, an unlinked temporary file of the parent: pickled ("items", rows),
+("handled", ids) and ("decisions", (changes, states)) records (rules.history), ("held", count),
+then ("done", count). The parent reads it only after the child
 exited 0 with "done" at the end; anything else and the parent decides that half itself.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class DecideWorker(HelperProcess):
     """The child deciding its share; `results()` once the export wants it."""
 
-    def __init__(self, rule_file: object, mode: str, db_url: str, backlog: bool) -> None:
+    def __init__(self, rule_file: object, mode: str, db_url: str, backlog: bool, today=None) -> None:
         self._out = tempfile.TemporaryFile()
         fd = self._out.fileno()
         super().__init__("reskontro.transfer.decide_worker", str(fd), str(os.getpid()), pass_fds=(fd,))
@@ -41,7 +42,7 @@ class DecideWorker(HelperProcess):
             return      # could not start: results() says so
         try:
             # the URL goes on stdin, not the command line: a password never shows in `ps`
-            pickle.dump((rule_file, mode, db_url, backlog), self._proc.stdin)
+            pickle.dump((rule_file, mode, db_url, backlog, today), self._proc.stdin)
             self._proc.stdin.close()
         except (BrokenPipeError, OSError):
             # the child died at start-up: results() says so. The pipe is closed here (its
@@ -94,9 +95,10 @@ def _main(argv: list[str]) -> int:
 
     from reskontro.rules.decide import decide_ledger
     from reskontro.rules.engine import RuleEngine
+    from reskontro.rules.history import Recorder
     from reskontro.transfer.selection import Batch, select_all
 
-    rule_file, mode, db_url, backlog = pickle.load(sys.stdin.buffer)
+    rule_file, mode, db_url, backlog, today = pickle.load(sys.stdin.buffer)
     engine = RuleEngine(rule_file)
     with os.fdopen(int(argv[1]), "wb") as out:
         batch = Batch(lambda rows: pickle.dump(("items", rows), out, pickle.HIGHEST_PROTOCOL))
@@ -105,16 +107,19 @@ def _main(argv: list[str]) -> int:
         def flush() -> None:
             pickle.dump(("handled", handled), out, pickle.HIGHEST_PROTOCOL)
             handled.clear()
+        history = Recorder(lambda changes, states: pickle.dump(("decisions", (changes, states)), out,
+                                                              pickle.HIGHEST_PROTOCOL))
         db = create_engine(db_url, connect_args={"timeout": 30})
         try:
             with db.connect() as conn:
-                decided = _while_parent_lives(decide_ledger(conn, engine, mode, matched=False),
+                decided = _while_parent_lives(decide_ledger(conn, engine, mode, matched=False, today=today),
                                               int(argv[2]))
-                n = select_all(decided, batch, backlog, handled, flush)
+                n = select_all(history.watch(decided), batch, backlog, handled, flush)
         finally:
             db.dispose()
         batch.flush()
         flush()
+        history.flush()
         pickle.dump(("held", batch.held), out, pickle.HIGHEST_PROTOCOL)
         pickle.dump(("done", n), out, pickle.HIGHEST_PROTOCOL)
     return 0

@@ -32,8 +32,9 @@ from reskontro.errors import ExportError
 from reskontro.files.folders import create_temporary, set_aside
 from reskontro.ledger import schema as s
 from reskontro.ledger.store import Ledger
-from reskontro.rules.decide import decide_ledger, decision_basis
+from reskontro.rules.decide import decide_ledger, decision_basis, run_day
 from reskontro.rules.engine import RuleEngine
+from reskontro.rules.history import Recorder, Writer
 from reskontro.testing import faults
 from reskontro.transfer import journal
 from reskontro.transfer.contract import check_transfer_file
@@ -119,12 +120,13 @@ def preview(config: Config, db, engine: RuleEngine, *, backlog: bool = False,
         recovery = tuple(_recovery_preview(conn, config.outbox))
         seq = journal.next_sequence(conn)       # (an abandoned file keeps its number)
         header = FileHeader(config.sender_id, config.creditor_org_no, seq, kind, now, now, config.base_currency)
-        full = backlog or Ledger(conn).get_meta("decision_basis") != decision_basis(engine, config.mode)
+        today = run_day(config.tz, now)
+        full = backlog or Ledger(conn).get_meta("decision_basis") != decision_basis(engine, config.mode, today)
         batch = Batch(lambda rows: None)        # counted, not journalled
         handled: list[tuple[str, str]] = []
         # a backlog previews its settled groups as history (decide_ledger backlog=True), as
         # the real one records them before deciding
-        select_all(decide_ledger(conn, engine, config.mode, only_pending=not full, backlog=backlog),
+        select_all(decide_ledger(conn, engine, config.mode, only_pending=not full, backlog=backlog, today=today),
                    batch, backlog, handled, handled.clear)
         changed_customers(conn, batch, engine, config.mode)
     c = batch.counts
@@ -166,24 +168,30 @@ def _reserve(config: Config, db, engine: RuleEngine, backlog: bool, now: datetim
         handled: list[tuple[str, str]] = []
         flush = lambda: clear_handled(conn, handled)   # noqa: E731
         # Another rule file or mode may decide anything differently: then decide everything once.
+        # So may another day, when a rule reads the date (days_past_due): then every night.
         rf = engine.rule_file   # the rules as loaded (not the file, which may have changed since)
-        basis = decision_basis(engine, config.mode)
+        today = run_day(config.tz, now)
+        basis = decision_basis(engine, config.mode, today)
         ledger = Ledger(conn)
         full = backlog or ledger.get_meta("decision_basis") != basis
-        elsewhere = helpers.start_deciding(conn, rf, full, backlog)
+        history = Writer(conn, rf, now, header.file_id)        # decision changes, journaled
+        elsewhere = helpers.start_deciding(conn, rf, full, backlog, today)
         settled = record_settled_history(conn) if backlog else None
         decided = decide_ledger(conn, engine, config.mode, only_pending=not full,
                                 skip_matches=None if settled is None else select(settled.c.match_id),
-                                unmatched=not elsewhere)
-        n = select_all(decided, batch, backlog, handled, flush, progress)
+                                unmatched=not elsewhere, today=today)
+        here = Recorder(history)
+        n = select_all(here.watch(decided), batch, backlog, handled, flush, progress)
         faults.point("mid-decide")        # (the decide process, if any, may still be working)
         if elsewhere:
             records = helpers.decided()
             if records is None:           # the child failed: decide its half here
-                select_all(decide_ledger(conn, engine, config.mode, matched=False),
+                select_all(here.watch(decide_ledger(conn, engine, config.mode, matched=False, today=today)),
                            batch, backlog, handled, flush, progress, n)
             else:
-                take_in(batch, handled, records, flush)
+                take_in(batch, handled, records, flush, history)
+        here.flush()
+        history.finish()
         helpers.start_checking(batch.counts["entry"], backlog)
         # A customer Lowell has never had travels with its first entry (read from the ledger,
         # not from pending); pending only keeps changes of customers Lowell has.

@@ -39,7 +39,7 @@ class Helpers:
         self.checker: CheckWorker | None = None
 
     # --- deciding -------------------------------------------------------------------------
-    def start_deciding(self, conn: Connection, rule_file, full: bool, backlog: bool) -> bool:
+    def start_deciding(self, conn: Connection, rule_file, full: bool, backlog: bool, today=None) -> bool:
         """A big ledger decided whole: its unmatched entries in a second process, started
         now, while the export holds SQLite's write lock (both then read the same ledger).
         True when it took the unmatched half."""
@@ -48,7 +48,8 @@ class Helpers:
             e = s.entries
             unmatched = conn.execute(select(func.count()).select_from(e).where(e.c.match_id.is_(None))).scalar_one()
             if unmatched >= PARALLEL_DECIDE_FROM:
-                self.decider = self.stack.enter_context(DecideWorker(rule_file, self.config.mode, url, backlog))
+                self.decider = self.stack.enter_context(DecideWorker(rule_file, self.config.mode, url, backlog,
+                                                                     today))
         return self.decider is not None
 
     def decided(self):

@@ -20,7 +20,7 @@ from sqlalchemy import (Column, Connection, MetaData, String, Table, Text, and_,
                         literal, select, update)
 
 from reskontro.ledger import schema as s
-from reskontro.ledger.store import Ledger, upsert_insert
+from reskontro.ledger.store import Ledger, mark_undecided, upsert_insert
 
 LIVE = ("written", "uploading", "uploaded", "accepted")   # files whose content the receiver has or will have
 IN_FLIGHT = ("written", "uploading", "uploaded")
@@ -133,6 +133,12 @@ def mark_written(conn: Connection, file_id: str, entry_count: int, sha256: str |
     for kind in KINDS:
         conn.execute(delete(s.pending).where(s.pending.c.kind == kind, s.pending.c.id.in_(
             select(s.file_items.c.id).where(s.file_items.c.file_id == file_id, s.file_items.c.kind == kind))))
+    if conn.execute(select(s.files.c.kind).where(s.files.c.file_id == file_id)).scalar() == "manual":
+        # what a hand-dropped file carries was not decided to go: its entries' decisions change
+        # (sent; changed after sent) without a ledger change
+        for kind in ("entry", "match"):
+            mark_undecided(conn, kind, select(s.file_items.c.id).where(s.file_items.c.file_id == file_id,
+                                                                       s.file_items.c.kind == kind))
 
 
 def drop_file(conn: Connection, file_id: str, state: str, detail: str) -> None:
@@ -154,6 +160,17 @@ def mark_uploaded(conn: Connection, file_id: str) -> None:
 def accept(conn: Connection, file_id: str) -> None:
     set_state(conn, file_id, "accepted")
     conn.execute(update(s.sent).where(s.sent.c.file_id == file_id).values(state="delivered"))
+
+
+def note_receipt(conn: Connection, file_id: str, status: str, received_at: datetime, name: str,
+                 errors: Iterable[tuple[str, str | None, str]]) -> None:
+    """The receipt as read (beside the file's state and one-line detail): when the receiver
+    got the file, and each error with the id it names (explain shows them per entry)."""
+    import json
+    doc = json.dumps([{"code": c, "ref": r, "text": t} for c, r, t in errors], ensure_ascii=False)
+    conn.execute(delete(s.receipts).where(s.receipts.c.file_id == file_id))
+    conn.execute(insert(s.receipts).values(file_id=file_id, status=status, received_at=_utc(received_at),
+                                           read_at=datetime.now(timezone.utc), name=name[:255], errors=doc))
 
 
 @dataclass(frozen=True)

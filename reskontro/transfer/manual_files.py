@@ -22,6 +22,7 @@ from reskontro.transfer import journal
 from reskontro.ledger import schema as s
 from reskontro.transfer.contract import CheckResult, ContractError, CustomerRecord, EntryRecord, MatchRecord, TransferChecker
 from reskontro.files.folders import check_pinned
+from reskontro.ledger.sent_content import keep
 from reskontro.ledger.store import BATCH, customer_wire, digest, entry_wire, row_customer, row_entry
 
 _CHUNK = 2000
@@ -84,7 +85,10 @@ class _Sink:
             content = _record_content(r)
             row = ledger.get(r.id)
             same = row is not None and view(row) == content
-            rows.append((self.kind, r.id, row.version if same else _foreign(content), None))
+            version = row.version if same else _foreign(content)
+            if not same and self.kind == "entry":     # what Lowell gets of it, for explain
+                keep(self.conn, "entry", r.id, version, content)
+            rows.append((self.kind, r.id, version, None))
         self.add(rows)
 
 

@@ -101,12 +101,18 @@ def select_all(decided: Iterator[Decided], batch: Batch, backlog: bool, handled:
     return n
 
 
-def take_in(batch: Batch, handled: list[tuple[str, str]], records, flush: Callable[[], None]) -> None:
+def take_in(batch: Batch, handled: list[tuple[str, str]], records, flush: Callable[[], None],
+            decisions: Callable[[list, list], None] | None = None) -> None:
     """What the decide process chose, added as if chosen here: its chunks go to the journal
-    as they are, but a customer goes once (both processes may have chosen it)."""
+    as they are, but a customer goes once (both processes may have chosen it). Its decision
+    changes go to `decisions` (rules.history)."""
     seen = batch.customers
     batch.flush()
     for what, rows in records:
+        if what == "decisions":
+            if decisions is not None:
+                decisions(*rows)
+            continue
         if what == "held":
             batch.held += rows
             continue
@@ -132,7 +138,8 @@ def _customer_held(engine: RuleEngine, mode: str, row) -> bool:
     checks = customer_checks(row._mapping)
     fact = dict(DEFAULT_FACT, mode=mode, customer_type=checks.customer_type,
                 customer_address_complete=checks.customer_address_complete,
-                customer_org_no=checks.customer_org_no, customer_company_name=checks.customer_company_name)
+                customer_org_no=checks.customer_org_no, customer_company_name=checks.customer_company_name,
+                customer_id=row.id, tags=checks.tags)
     return engine.decide(fact).decision == "hold"
 
 
@@ -177,4 +184,6 @@ def record_settled_history(conn: Connection):
     conn.execute(delete(s.pending).where(s.pending.c.kind == "match", s.pending.c.id.in_(ids)))
     conn.execute(delete(s.pending).where(s.pending.c.kind == "entry", s.pending.c.id.in_(
         select(s.entries.c.id).where(s.entries.c.match_id.in_(ids)))))
+    # history now decides those groups: the lists of kept-back entries are built again when read
+    conn.execute(delete(s.meta).where(s.meta.c.key == "kept_basis"))
     return settled
