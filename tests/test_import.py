@@ -982,7 +982,7 @@ def test_the_rows_read_are_named_by_the_stores_columns(tmp_path: Path) -> None:
         ("customer", 1, {"id": "C1", "name": "Ås AS", "type": "business", "org_no": "923609016",
                          "line1": "Postboks 12", "line2": "Bygg B", "line3": "3. etg", "post_code": "5003",
                          "city": "BERGEN", "country": "SE", "email": "a@b.no", "phone": "+47 1",
-                         "factoring_default": True}),
+                         "factoring_default": True, "tags": None}),
         ("entry", 2, {**entry, "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
                       "document_date": "2026-09-01", "due_date": "2026-09-15", "amount_ore": 123450,
                       "currency": "SEK", "kid": "12345678903", "status": "draft", "factoring": False,
