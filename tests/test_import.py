@@ -1123,3 +1123,45 @@ def test_a_week_date_is_stored_as_its_calendar_date(tmp_path: Path) -> None:
             + payment_line(id="E2", document_date="2026-W36-2", amount="+1.00") + "\n")
     rows = [row for _, _, row in read_records(write(tmp_path, "x.jsonl", text), Problems("x.jsonl"))]
     assert [dict(zip(ENTRY_ROW, r))["document_date"] for r in rows] == ["2026-09-01", "2026-09-01"]
+
+
+# --- customer tags (issue 14): words the rules test ---------------------------------------------
+@pytest.mark.parametrize("written, want", [
+    (["VIP", "vip", " Key-Account "], ("key-account", "vip")),      # lower case, each once, sorted
+    ("Key-Account; vip  nord;;", ("key-account", "nord", "vip")),   # text: blanks or ';' between
+    (["vip", "", "  "], ("vip",)),                                 # an empty word is no tag
+    ("T" * 35, ("t" * 35,)),
+    ([f"w{i}" for i in range(50)], tuple(sorted(f"w{i}" for i in range(50)))),
+    ([f"w{i}" for i in range(51)] + ["W0"], None),                 # 51 different words: refused
+])
+def test_customer_tags_are_read_as_lower_case_words(tmp_path: Path, written, want) -> None:
+    text = customer_line(tags=written) + "\n"
+    if want is None:
+        assert problems(tmp_path, "x.jsonl", text) == ["1: tags: 51 tags; at most 50"]
+        return
+    [c] = read_ledger_file(write(tmp_path, "x.jsonl", text)).customers
+    assert c.tags == want
+    rows = [row for _, _, row in read_records(write(tmp_path, "y.jsonl", text), Problems("y.jsonl"))]
+    assert [dict(zip(CUSTOMER_ROW, r))["tags"] for r in rows] == [" ".join(want)]
+
+
+def test_customer_tags_in_a_csv_column(tmp_path: Path) -> None:
+    text = "id,name,post_code,tags\nC1,Kari,0150,VIP;nord\nC2,Ola,0151,\n"
+    c1, c2 = read_ledger_file(write(tmp_path, "c.csv", text)).customers
+    assert (c1.tags, c2.tags) == (("nord", "vip"), ())
+    rows = [row for _, _, row in read_records(write(tmp_path, "c.csv", text), Problems("c.csv"))]
+    assert [dict(zip(CUSTOMER_ROW, r))["tags"] for r in rows] == ["nord vip", None]
+
+
+@pytest.mark.parametrize("written, want", [
+    (["vip", True], "must be a list of words (text), not ['vip', True]"),
+    (1.5, "must be a list of words or text, not float (1.5)"),
+    ({"a": "b"}, "must be a list of words or text, not dict ({'a': 'b'})"),
+    (["vip", "a,b"], "'a,b' is not a tag (one word of 1-35 characters, without blanks, ';' or ',')"),
+    (["two words"], "'two words' is not a tag (one word of 1-35 characters, without blanks, ';' or ',')"),
+    ("T" * 36, f"{'t' * 36!r} is not a tag (one word of 1-35 characters, without blanks, ';' or ',')"),
+    (["vip", "a\u0001"], "has U+0001 at character 2, a control character, which the transfer file "
+                         "(XML 1.0) cannot carry; fix it in the ERP"),
+])
+def test_a_bad_tag_is_one_problem_naming_it(tmp_path: Path, written, want: str) -> None:
+    assert problems(tmp_path, "x.jsonl", customer_line(tags=written) + "\n") == [f"1: tags: {want}"]
