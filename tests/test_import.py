@@ -1165,3 +1165,44 @@ def test_customer_tags_in_a_csv_column(tmp_path: Path) -> None:
 ])
 def test_a_bad_tag_is_one_problem_naming_it(tmp_path: Path, written, want: str) -> None:
     assert problems(tmp_path, "x.jsonl", customer_line(tags=written) + "\n") == [f"1: tags: {want}"]
+
+
+def test_a_csv_file_with_carriage_returns_only_as_line_ends_is_read_row_by_row(tmp_path: Path) -> None:
+    """Old Mac line ends (a lone CR): the csv module's own newline rule (io newline=""), so each
+    CR ends a row, and the line numbers are the rows'."""
+    text = "id,name,post_code\rC1,Kari,0150\rC2,Ola,0151\r"
+    rows = [(n, dict(zip(CUSTOMER_ROW, r))["name"]) for _, n, r in read_records(write(tmp_path, "c.csv", text),
+                                                                                 Problems("c.csv"))]
+    assert rows == [(2, "Kari"), (3, "Ola")]
+    assert problems(tmp_path, "d.csv", "id,name,post_code\rC1,Kari,0150\rC2,,0151\r") == ["3: name: is required"]
+
+
+def test_blank_lines_in_json_lines_are_skipped(tmp_path: Path) -> None:
+    text = "\n" + customer_line(id="C1") + "\n  \t\n\n" + customer_line(id="C2") + "\n \n"
+    rows = list(read_records(write(tmp_path, "x.jsonl", text), Problems("x.jsonl")))
+    assert [(kind, n) for kind, n, _ in rows] == [("customer", 2), ("customer", 5)]
+    assert problems(tmp_path, "y.jsonl", text) == []
+    assert problems(tmp_path, "z.jsonl", "\ufeff") == []            # a BOM alone: an empty file
+
+
+def test_an_entry_listed_twice_in_one_csv_match_is_refused(tmp_path: Path) -> None:
+    assert problems(tmp_path, "m.csv", "match_id,entry_id\nM1,I1\nM1,P1\nM1,I1\n") == [
+        "4: entry_id: 'I1' listed twice in match 'M1'"]
+
+
+def test_an_entry_in_two_matches_of_one_file_is_refused(tmp_path: Path) -> None:
+    text = "\n".join([json.dumps({"record": "match", "id": "M1", "entries": ["I1", "P1"]}),
+                      json.dumps({"record": "match", "id": "M2", "entries": ["P2", "I1"]}),
+                      json.dumps({"record": "match", "id": "M3", "entries": ["I3", "P3"]})]) + "\n"
+    assert problems(tmp_path, "x.jsonl", text) == [
+        "2: entries: 'I1' is already in match 'M1'; an entry belongs to at most one match"]
+
+
+def test_problems_are_listed_in_line_order_whichever_check_found_them() -> None:
+    p = Problems("x.jsonl")
+    for text in ("x.jsonl:12: each line must be a JSON object", "x.jsonl:3: id: is required",
+                 "x.jsonl:1: entries: lists an entry twice", "x.jsonl: a problem of the whole file: here"):
+        p.append(text)
+    assert p.message().splitlines()[1:] == [
+        "x.jsonl: a problem of the whole file: here", "x.jsonl:1: entries: lists an entry twice",
+        "x.jsonl:3: id: is required", "x.jsonl:12: each line must be a JSON object"]

@@ -293,6 +293,9 @@ FAST_CUSTOMERS = [
     _customer_rec(email=" a@b.no ", phone=" +47 1 "), _customer_rec(email="E" * 200, phone="9" * 40),
     _customer_rec(tags=""), _customer_rec(factoring_default=True), _customer_rec(factoring_default=" Yes "),
     _customer_rec(factoring_default=""), _customer_rec(name="N" * 100),
+    _customer_rec(type="business", org_no="923609016", address1="A", address2="B", address3="C",  # every field
+                  post_code="0150", city="OSLO", country="NO", email="e", phone="1", factoring_default="nei",
+                  tags=""),
 ]
 
 
@@ -425,3 +428,32 @@ def test_a_csv_file_is_never_read_in_parts(tmp_path: Path, start: int, stop) -> 
     with pytest.raises(ValueError, match="a CSV file is read whole"):
         list(li.read_records(path, li.Problems("x.csv"), start=start, stop=stop))
     assert len(list(li.read_records(path, li.Problems("x.csv")))) == 1
+
+
+def test_lines_before_counts_across_chunks(tmp_path: Path) -> None:
+    # lines_before reads a MiB at a time: a line end just after the first chunk is counted
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"x" * (1 << 20) + b"\n" + b"y\n")
+    assert [li.lines_before(path, (1 << 20) + k) for k in (0, 1, 2, 3)] == [0, 1, 1, 2]
+
+
+def test_a_read_error_in_the_middle_of_a_file_is_an_input_error(tmp_path: Path) -> None:
+    class Failing:
+        def seek(self, offset: int) -> None:
+            pass
+
+        def __iter__(self):
+            yield b'{"record": "customer"}\n'
+            raise OSError(5, "Input/output error")
+
+    lines = li._lines(tmp_path / "x.jsonl", Failing(), 0, None)
+    assert next(lines) == '{"record": "customer"}\n'
+    with pytest.raises(InputError, match=r"x\.jsonl: cannot read: Input/output error$"):
+        next(lines)
+
+
+def test_split_point_cuts_at_the_middle_byte_not_earlier(tmp_path: Path) -> None:
+    data = "".join(_payment(i) for i in range(1, 11)).encode()       # ten lines of about the same length
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(data)
+    assert li.split_point(path) == data.index(b"\n", len(data) // 2) + 1
