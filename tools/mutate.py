@@ -65,8 +65,9 @@ MODULES: dict[str, Module] = {
     "kid": Module((("reskontro.domain.kid", "reskontro/domain/kid.py"),), ("tests/test_kid.py",)),
     "amount": Module((("reskontro.domain.amount", "reskontro/domain/amount.py"),),
                      ("tests/test_amount.py",)),
+    # lint's tests, and issue 14's of the rule file (tags and their word operators, ...)
     "rulefile": Module((("reskontro.rules.rulefile", "reskontro/rules/rulefile.py"),),
-                       ("tests/test_rules_lint.py",)),
+                       ("tests/test_rules_lint.py", "tests/test_rules_change.py")),
     # the reader's checks of each record and of the file (read_ledger_file); the fast path
     # (test_import_stream.py compares it with the exact one)
     "ledger_import": Module((("reskontro.adapters.ledger_import", "adapters/ledger_import.py"),),
