@@ -302,7 +302,7 @@ def _customer(r: _Row) -> Customer | None:
     c = Customer(id=cid or "", name=name or "", type=ctype, address=addr, org_no=org_no,
                  email=r.text("email"), phone=r.text("phone", max_len=40),
                  factoring_default=bool(r.flag("factoring_default")), tags=r.words("tags"))
-    return c
+    return c if cid else None    # no id (reported): no "already on line" for a second one
 
 
 def _entry(r: _Row) -> Entry | None:
@@ -727,7 +727,7 @@ def lines_before(path: Path, offset: int) -> int:
     return n
 
 
-def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> Iterator[str]:
+def _lines(path: Path, f: BinaryIO, start: int, stop: int | None) -> Iterator[str]:
     """The file's lines, each ending at "\n" (and holding it), decoded as UTF-8 (a BOM at the
     start dropped). A byte that is not UTF-8 refuses the file, naming its offset."""
     offset = start
@@ -751,7 +751,7 @@ def _lines(path: Path, f: BinaryIO, start: int = 0, stop: int | None = None) -> 
 
 
 def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
-                first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+                first_line: int) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
     decode, scan = _DECODER.decode, _QUICK.scan_once
     # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085,
@@ -800,7 +800,8 @@ def _read_jsonl(path: Path, lines: Iterator[str], errors: Problems,
         elif kind == "customer":
             row = _fast_customer(data, plain)
             if row is None:
-                row = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
+                c = _customer(_Row(f"{name}:{n}", data, errors))
+                row = c and customer_to_row(c)
         elif kind == "match":
             row = _fast_match(data, plain) or _slow_match(_Row(f"{name}:{n}", data, errors))
         else:
@@ -840,7 +841,7 @@ def _csv_lines(lines: Iterator[str]) -> Iterator[str]:
 
 
 def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
-              first_line: int = 1) -> Iterator[tuple[str, int, tuple]]:
+              first_line: int) -> Iterator[tuple[str, int, tuple]]:
     name = path.name
     # newline semantics of _csv_lines: the csv module finds the rows itself (a quoted value may
     # hold a line break)
@@ -848,7 +849,7 @@ def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
     try:
         header = tuple(h.strip() for h in (reader.fieldnames or ()))
     except csv.Error as exc:
-        raise InputError(f"{name}:{reader.line_num}: not valid CSV: {exc}") from None
+        raise InputError(f"{name}:{reader.reader.line_num}: not valid CSV: {exc}") from None
     hs = set(header)
     if {"match_id", "entry_id"} <= hs:
         kind = "match"
@@ -874,7 +875,8 @@ def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
         except StopIteration:
             break
         except csv.Error as exc:          # e.g. a value longer than the csv module's limit
-            errors.append(f"{name}:{reader.line_num}: not valid CSV: {exc}")
+            # reader.reader's count: DictReader's own line_num is only set after a good row
+            errors.append(f"{name}:{reader.reader.line_num}: not valid CSV: {exc}")
             break
         n = reader.line_num
         if None in row:
@@ -890,7 +892,8 @@ def _read_csv(path: Path, lines: Iterator[str], errors: Problems,
         elif kind == "customer":
             out = _fast_customer(data)
             if out is None:
-                out = customer_to_row(_customer(_Row(f"{name}:{n}", data, errors)))
+                c = _customer(_Row(f"{name}:{n}", data, errors))
+                out = c and customer_to_row(c)
         else:
             r = _Row(f"{name}:{n}", data, errors)
             mid, eid = r.ident("match_id"), r.ident("entry_id")

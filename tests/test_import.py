@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from reskontro.ledger import schema as s
-from reskontro.adapters.ledger_import import read_ledger_file
+from reskontro.adapters.ledger_import import (CUSTOMER_FIELDS, CUSTOMER_ROW, ENTRY_FIELDS, ENTRY_ROW, MAX_SHOWN,
+                                              Problems, read_ledger_file, read_records)
 from reskontro.cli import main
 from reskontro.domain import Address, Customer, Entry, InputError, Match
-from reskontro.ledger.importer import import_files
+from reskontro.ledger.importer import CUSTOMER_COLS, ENTRY_COLS, import_files
 from reskontro.site import init_site
 from reskontro.ledger.store import Ledger, open_engine, row_entry
 
@@ -634,3 +635,585 @@ def test_cli_gives_one_clear_line_per_bad_value_and_no_traceback(site: Path, tmp
     assert [l.split(": ")[0:2] for l in err[1:]] == [["bad.jsonl:3", "amount"], ["bad.jsonl:4", "dunning_level"],
                                                     ["bad.jsonl:5", "not valid JSON here"], ["bad.jsonl:6", "name"]]
     assert "'1e20' has an exponent" in err[1] and "'²' is not a whole number" in err[2]
+
+
+# --- every check of the reader has a test that fails without it (make mutation) -------------------
+def problems(tmp_path: Path, name: str, text: str | bytes) -> list[str]:
+    """The problems read_ledger_file lists for a file, one per line, without the file's name
+    (each starts with its line number); [] when the file is accepted."""
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    try:
+        read_ledger_file(path)
+    except InputError as exc:
+        head, *rows = str(exc).splitlines()
+        n = len(rows)          # every problem is listed (a few per test: far below MAX_SHOWN)
+        assert head == f"{name}: {n} problem{'' if n == 1 else 's'}, nothing imported:", head
+        return [r.removeprefix(f"{name}:") for r in rows]
+    return []
+
+
+def payment_line(**fields) -> str:
+    return entry_line(**{"id": "E1", "type": "payment", **fields})
+
+
+def invoice_line(**fields) -> str:
+    return entry_line(**{"id": "I1", "type": "invoice", "status": "invoiced",
+                         "due_date": "2026-09-15", **fields})
+
+
+@pytest.mark.parametrize("line, want", [
+    (customer_line(name=None), "1: name: is required"),
+    (customer_line(id=None), "1: id: is required"),
+    (payment_line(id=None), "1: id: is required"),
+    (payment_line(customer_id=None), "1: customer_id: is required"),
+    (payment_line(document_no=None), "1: document_no: is required"),
+    (payment_line(type=None), "1: type: is required (one of invoice, credit_note, payment, payout, "
+                              "manual_voucher, reversal)"),
+    (payment_line(document_date=None), "1: document_date: is required (YYYY-MM-DD)"),
+    (payment_line(amount=None), "1: amount: is required"),
+    (payment_line(amount="  "), "1: amount: is required"),
+    (invoice_line(status=None), "1: status: is required (one of draft, invoiced)"),
+    (entry_line(id="R1", type="reversal"), "1: reverses: is required"),
+])
+def test_a_required_field_left_out_is_named(tmp_path: Path, line: str, want: str) -> None:
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [want]
+
+
+@pytest.mark.parametrize("line, field, phrase", [
+    (payment_line(factoring=True), "factoring", "only invoices carry a factoring choice"),
+    (payment_line(factoring="nei"), "factoring", "only invoices carry a factoring choice"),
+    (payment_line(opt_out=True), "opt_out", "only manual vouchers can be opted out"),
+    (invoice_line(opt_out="ja"), "opt_out", "only manual vouchers can be opted out"),
+    (payment_line(reverses="P0"), "reverses", "only reversals name the entry they reverse"),
+])
+def test_a_field_of_another_entry_type_is_refused(tmp_path: Path, line: str, field: str, phrase: str) -> None:
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [f"1: {field}: {phrase}"]
+
+
+def test_the_fields_of_their_own_entry_type_are_taken(tmp_path: Path) -> None:
+    text = "\n".join([invoice_line(factoring=True),
+                      entry_line(id="V1", type="manual_voucher", opt_out=True),
+                      entry_line(id="R1", type="reversal", reverses="V1")]) + "\n"
+    i1, v1, r1 = read_ledger_file(write(tmp_path, "x.jsonl", text)).entries
+    assert (i1.factoring, v1.opt_out, r1.reverses) == (True, True, "V1")
+    assert (i1.status, i1.due_date, v1.status) == ("invoiced", date(2026, 9, 15), None)
+
+
+def test_a_json_number_amount_is_one_problem_not_also_missing(tmp_path: Path) -> None:
+    line = payment_line().replace('"amount": "10.00"', '"amount": 10.5')
+    assert problems(tmp_path, "x.jsonl", line + "\n") == ["1: amount: must be a string, not float (10.5)"]
+
+
+def test_rows_without_an_id_are_not_taken_for_the_same_record(tmp_path: Path) -> None:
+    text = "\n".join([payment_line(id=None), payment_line(id=None), customer_line(id=None),
+                      customer_line(id=None)]) + "\n"
+    assert problems(tmp_path, "x.jsonl", text) == [f"{n}: id: is required" for n in (1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("field, limit", [("name", 100), ("address1", 70), ("post_code", 10),
+                                          ("city", 35), ("phone", 40), ("email", 200), ("id", 35)])
+def test_customer_length_limits(tmp_path: Path, field: str, limit: int) -> None:
+    assert problems(tmp_path, "x.jsonl", customer_line(**{field: "A" * limit}) + "\n") == []
+    assert problems(tmp_path, "x.jsonl", customer_line(**{field: "A" * (limit + 1)}) + "\n") \
+        == [f"1: {field}: longer than {limit} characters"]
+
+
+@pytest.mark.parametrize("field, limit", [("id", 35), ("customer_id", 35), ("document_no", 35),
+                                          ("text", 200), ("source", 200)])
+def test_entry_length_limits(tmp_path: Path, field: str, limit: int) -> None:
+    assert problems(tmp_path, "x.jsonl", payment_line(**{field: "A" * limit}) + "\n") == []
+    want = [] if field == "source" else [f"1: {field}: longer than {limit} characters"]
+    assert problems(tmp_path, "x.jsonl", payment_line(**{field: "A" * (limit + 1)}) + "\n") == want
+
+
+def test_an_id_with_a_line_break_inside_is_refused(tmp_path: Path) -> None:
+    assert problems(tmp_path, "x.jsonl", payment_line(id="E\n1") + "\n") \
+        == ["1: id: 'E\\n1' must be 1-35 characters without leading/trailing blanks"]
+
+
+@pytest.mark.parametrize("written, value", [(w, True) for w in ("true", "1", "yes", "y", "ja", "j", "JA", " Yes ")]
+                         + [(w, False) for w in ("false", "0", "no", "n", "nei", "NEI")])
+def test_every_spelling_of_true_and_false(tmp_path: Path, written: str, value: bool) -> None:
+    [c] = read_ledger_file(write(tmp_path, "x.jsonl", customer_line(factoring_default=written) + "\n")).customers
+    assert c.factoring_default is value
+    [e] = read_ledger_file(write(tmp_path, "y.jsonl", invoice_line(factoring=written) + "\n")).entries
+    assert e.factoring is value
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_json_true_and_false_are_flags(tmp_path: Path, written: bool) -> None:
+    [e] = read_ledger_file(write(tmp_path, "x.jsonl", invoice_line(factoring=written) + "\n")).entries
+    assert e.factoring is written
+
+
+def test_an_org_no_is_stored_without_its_spaces(tmp_path: Path) -> None:
+    [c] = read_ledger_file(write(tmp_path, "x.jsonl",
+                                 customer_line(type="business", org_no="923 609 016") + "\n")).customers
+    assert c.org_no == "923609016"
+
+
+@pytest.mark.parametrize("field, value, what", [
+    ("kid", "12a4", "'12a4' must be 2-25 digits (the last may be '-')"),
+    ("kid", "1", "'1' must be 2-25 digits (the last may be '-')"),
+    ("kid", "1-2", "'1-2' must be 2-25 digits (the last may be '-')"),
+    ("kid", "1" * 26, f"{'1' * 26!r} must be 2-25 digits (the last may be '-')"),
+    ("kid", "\u0661\u0662", "'١٢' must be 2-25 digits (the last may be '-')"),
+    ("currency", "NO", "'NO' is not an ISO 4217 code (3 letters A-Z)"),
+    ("currency", "N0K", "'N0K' is not an ISO 4217 code (3 letters A-Z)"),
+    ("currency", "NOKK", "'NOKK' is not an ISO 4217 code (3 letters A-Z)"),
+    ("currency", "NÖK", "'NÖK' is not an ISO 4217 code (3 letters A-Z)"),
+    ("dunning_level", "1000", "'1000' is not a whole number from 0 to 999 (digits 0-9)"),
+    ("dunning_level", "-1", "'-1' is not a whole number from 0 to 999 (digits 0-9)"),
+])
+def test_entry_codes_are_checked(tmp_path: Path, field: str, value: str, what: str) -> None:
+    assert problems(tmp_path, "x.jsonl", payment_line(**{field: value}) + "\n") == [f"1: {field}: {what}"]
+
+
+def test_entry_codes_as_stored(tmp_path: Path) -> None:
+    text = payment_line(kid="1000005-", currency="sek", dunning_level="999") + "\n" \
+        + payment_line(id="E2", kid="12345678903") + "\n"
+    e1, e2 = read_ledger_file(write(tmp_path, "x.jsonl", text)).entries
+    assert (e1.kid, e1.currency, e1.dunning_level) == ("1000005-", "SEK", 999)
+    assert (e2.kid, e2.currency, e2.dunning_level) == ("12345678903", "NOK", 0)
+
+
+@pytest.mark.parametrize("value, what", [("N", "'N'"), ("NOR", "'NOR'"), ("ß", "'ß'"), ("N1", "'N1'")])
+def test_a_country_is_two_letters(tmp_path: Path, value: str, what: str) -> None:
+    assert problems(tmp_path, "x.jsonl", customer_line(country=value) + "\n") \
+        == [f"1: country: {what} is not an ISO 3166 alpha-2 code (2 letters A-Z)"]
+
+
+def test_a_country_is_stored_in_capitals_and_defaults_to_norway(tmp_path: Path) -> None:
+    text = customer_line(country="se") + "\n" + customer_line(id="CY") + "\n"
+    c1, c2 = read_ledger_file(write(tmp_path, "x.jsonl", text)).customers
+    assert (c1.address.country, c2.address.country) == ("SE", "NO")
+
+
+def test_a_long_value_is_quoted_cut_short(tmp_path: Path) -> None:
+    exact = "x" * 58                        # repr() adds two quotes: 60 characters, shown whole
+    assert problems(tmp_path, "x.jsonl", payment_line(type=exact) + "\n")[0].startswith(
+        f"1: type: '{exact}' is not one of")
+    long = "y" * 59                         # 61 characters: cut to 60 and "…"
+    assert problems(tmp_path, "x.jsonl", payment_line(type=long) + "\n")[0].startswith(
+        f"1: type: '{long}… is not one of")
+
+
+def test_an_unknown_field_with_a_control_character_is_named_escaped(tmp_path: Path) -> None:
+    line = payment_line().replace('"record"', '"col\\u0001": "1", "record"')
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [
+        "1: 'col\\x01': unknown field (known: " + ", ".join(ENTRY_FIELDS) + ")"]
+
+
+def test_unknown_fields_of_customers_and_matches(tmp_path: Path) -> None:
+    text = customer_line(colour="red") + "\n" + '{"record": "match", "id": "M1", "entries": ["A", "B"], "x": 1}\n'
+    assert problems(tmp_path, "x.jsonl", text) == [
+        "1: colour: unknown field (known: " + ", ".join(CUSTOMER_FIELDS) + ")",
+        "2: x: unknown field (known: id, entries)"]
+
+
+def test_a_lone_surrogate_at_either_end_of_the_range_is_named(tmp_path: Path) -> None:
+    for ch in ("\\ud800", "\\udfff"):
+        line = payment_line(text="a").replace('"text": "a"', f'"text": "a{ch}"')
+        [msg] = problems(tmp_path, "x.jsonl", line + "\n")
+        assert msg.startswith("1: text: has U+D") and "a lone surrogate" in msg, msg
+
+
+@pytest.mark.parametrize("line, want", [
+    ("{oops", "1: not valid JSON: Expecting property name enclosed in double quotes (column 2)"),
+    ('["record", "entry"]', "1: each line must be a JSON object"),
+    ('"customer"', "1: each line must be a JSON object"),
+    ('{"record": "invoice", "id": "X"}', "1: record: 'invoice' must be customer, entry or match"),
+    ('{"id": "X"}', "1: record: None must be customer, entry or match"),
+    ('{"record": "match", "id": "M1", "entries": ["A"]}', "1: entries: must be a list of two or more entry ids"),
+    ('{"record": "match", "id": "M1", "entries": "A,B"}', "1: entries: must be a list of two or more entry ids"),
+    ('{"record": "match", "id": "M1", "entries": ["A", null]}', "1: entries: must be a list of two or more entry ids"),
+    ('{"record": "match", "id": "M1"}', "1: entries: must be a list of two or more entry ids"),
+    ('{"record": "match", "id": "M1", "entries": ["A", "B", "A"]}', "1: entries: lists an entry twice"),
+    ('{"record": "match", "id": "M1", "entries": ["A", " B"]}', "1: entries: ' B' is not an entry id (1-35 characters)"),
+])
+def test_malformed_jsonl_lines_are_each_one_problem(tmp_path: Path, line: str, want: str) -> None:
+    # the good line after the bad one is read too (no problem of its own)
+    assert problems(tmp_path, "x.jsonl", line + "\n" + customer_line() + "\n") == [want]
+
+
+def test_a_match_without_an_id_is_refused(tmp_path: Path) -> None:
+    assert problems(tmp_path, "x.jsonl", '{"record": "match", "entries": ["A", "B"]}\n') == ["1: id: is required"]
+
+
+@pytest.mark.parametrize("kind, line", [("customer", customer_line(id="A")), ("entry", payment_line(id="A")),
+                                        ("match", '{"record": "match", "id": "A", "entries": ["X", "Y"]}')])
+def test_the_same_id_twice_in_a_file_is_refused(tmp_path: Path, kind: str, line: str) -> None:
+    text = customer_line(id="B") + "\n" + line + "\n" + line + "\n"
+    assert problems(tmp_path, "x.jsonl", text) == [f"3: id: {kind} 'A' already on line 2"]
+
+
+def test_the_same_id_twice_in_a_csv_file_is_refused(tmp_path: Path) -> None:
+    text = CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\n"
+    assert problems(tmp_path, "c.csv", text) == ["3: id: customer 'CA' already on line 2"]
+
+
+def test_a_customer_and_an_entry_may_share_an_id(tmp_path: Path) -> None:
+    batch = read_ledger_file(write(tmp_path, "x.jsonl", customer_line(id="A") + "\n" + payment_line(id="A") + "\n"))
+    assert [c.id for c in batch.customers] == ["A"] and [e.id for e in batch.entries] == ["A"]
+    assert batch.lines == {("customer", "A"): 1, ("entry", "A"): 2}
+
+
+def test_at_most_max_shown_problems_are_listed_then_how_many_more(tmp_path: Path) -> None:
+    def bad(n: int) -> str:
+        return "".join(payment_line(id=f"E{i}", type="invoise") + "\n" for i in range(n))
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "x.jsonl", bad(MAX_SHOWN)))
+    assert str(info.value).startswith(f"x.jsonl: {MAX_SHOWN} problems, nothing imported:")
+    assert len(str(info.value).splitlines()) == MAX_SHOWN + 1 and "more" not in str(info.value)
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "x.jsonl", bad(MAX_SHOWN + 2)))
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"x.jsonl: {MAX_SHOWN + 2} problems, nothing imported:"
+    assert len(lines) == MAX_SHOWN + 2 and lines[-2].startswith(f"x.jsonl:{MAX_SHOWN}: type:")
+    assert lines[-1] == "… and 2 more"
+
+
+@pytest.mark.parametrize("name", ["ledger.jsonl", "ledger.ndjson", "ledger.json", "LEDGER.JSONL"])
+def test_json_lines_file_names(tmp_path: Path, name: str) -> None:
+    batch = read_ledger_file(write(tmp_path, name, customer_line() + "\n"))
+    assert [c.id for c in batch.customers] == ["CX"]
+
+
+def test_a_csv_file_name_in_capitals_is_csv(tmp_path: Path) -> None:
+    text = CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\n"
+    assert [c.id for c in read_ledger_file(write(tmp_path, "K.CSV", text)).customers] == ["CA"]
+
+
+@pytest.mark.parametrize("name", ["ledger.txt", "ledger", "ledger.csv.bak", "ledger.xlsx"])
+def test_an_unknown_file_type_is_refused(tmp_path: Path, name: str) -> None:
+    text = CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\n"
+    with pytest.raises(InputError, match=rf"^{re.escape(name)}: unknown file type '.*'; use \.csv or \.jsonl$"):
+        read_ledger_file(write(tmp_path, name, text))
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"record": "customer", "id": "C1", "name": "\xc5s"}\n')
+    with pytest.raises(InputError, match=r"^x\.jsonl: not UTF-8 text \(byte \d+\); export as UTF-8$"):
+        read_ledger_file(path)
+
+
+def test_a_file_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.jsonl: cannot read: No such file or directory"):
+        read_ledger_file(tmp_path / "missing.jsonl")
+
+
+def test_an_unknown_csv_column_is_refused(tmp_path: Path) -> None:
+    text = CUSTOMER_HEADER + ",colour\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,,red\n"
+    assert problems(tmp_path, "c.csv", text) == [
+        "1: colour: unknown column (known: " + ", ".join(CUSTOMER_FIELDS) + ")"]
+    text = "match_id,entry_id,note\nM1,A,x\nM1,B,y\n"
+    assert problems(tmp_path, "m.csv", text) == ["1: note: unknown column (known: match_id, entry_id)"]
+
+
+def test_a_csv_row_with_more_values_than_columns_is_refused(tmp_path: Path) -> None:
+    text = (CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,,extra\n"
+            "CB,Bent,private,,Vei 2,,,0150,OSLO,NO,,,\n")
+    assert problems(tmp_path, "c.csv", text) == ["2: more values than columns"]
+    # its values are not read further: where one is shifted, every one after it may be
+    text = CUSTOMER_HEADER + "\nCA,Anne,Berg,private,,Vei 1,,,0150,OSLO,NO,,,\n"
+    assert problems(tmp_path, "c.csv", text) == ["2: more values than columns"]
+
+
+def test_a_csv_row_the_csv_module_cannot_read_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = (CUSTOMER_HEADER + "\nCA,Anne,private,,Vei 1,,,0150,OSLO,NO,,,\n"
+            + "CB," + "B" * 200_000 + ",private,,Vei 2,,,0150,OSLO,NO,,,\n")
+    assert problems(tmp_path, "c.csv", text) == ["3: not valid CSV: field larger than field limit (131072)"]
+
+
+def test_a_csv_header_naming_only_the_key_columns_is_recognised(tmp_path: Path) -> None:
+    assert problems(tmp_path, "e.csv", "customer_id,document_no\nC1,D1\n") == [
+        "2: id: is required", "2: type: is required (one of invoice, credit_note, payment, payout, "
+        "manual_voucher, reversal)", "2: document_date: is required (YYYY-MM-DD)", "2: amount: is required"]
+    assert problems(tmp_path, "c.csv", "name,post_code\nAnne,0150\n") == ["2: id: is required"]
+
+
+def test_a_csv_header_that_is_not_csv_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^c\.csv:1: not valid CSV: "):
+        read_ledger_file(write(tmp_path, "c.csv", "id," + "n" * 200_000 + "\nCA,Anne\n"))
+
+
+def test_csv_match_rows_without_match_or_entry_id_are_each_one_problem(tmp_path: Path) -> None:
+    text = "match_id,entry_id\nM1,A\nM1,B\n,C\nM2,\nM2,D\n"
+    assert problems(tmp_path, "m.csv", text) == ["4: match_id: is required", "5: entry_id: is required",
+                                                 "6: match_id: match 'M2' has one entry; a match needs two or more"]
+
+
+def test_a_bank_reference_is_read_and_one_bank_payment_is_one_entry(tmp_path: Path) -> None:
+    text = payment_line(bank_ref="B-1") + "\n" + payment_line(id="E2", bank_ref=" " + "R" * 120 + " ") + "\n"
+    e1, e2 = read_ledger_file(write(tmp_path, "x.jsonl", text)).entries
+    assert (e1.bank_ref, e2.bank_ref) == ("B-1", "R" * 120)
+    assert problems(tmp_path, "x.jsonl", payment_line(bank_ref="R" * 121) + "\n") == [
+        "1: bank_ref: longer than 120 characters"]
+    text = "\n".join([payment_line(bank_ref="B-1"), payment_line(id="E2", bank_ref="B-2"),
+                      payment_line(id="E3", bank_ref="B-1"), payment_line(id="E4")]) + "\n"
+    assert problems(tmp_path, "x.jsonl", text) == [
+        "3: bank_ref: entry 'E1' has 'B-1' too; one bank payment is one entry"]
+    text = "\n".join([payment_line(bank_ref="B-1"), payment_line(id="E2", bank_ref="B-1"),
+                      payment_line(id="E3", bank_ref="B-1")]) + "\n"
+    assert problems(tmp_path, "x.jsonl", text) == [
+        "2: bank_ref: entry 'E1' has 'B-1' too; one bank payment is one entry",
+        "3: bank_ref: entry 'E1' has 'B-1' too; one bank payment is one entry"]
+
+
+def test_the_rows_read_are_named_by_the_stores_columns(tmp_path: Path) -> None:
+    """read_records yields plain tuples in CUSTOMER_ROW / ENTRY_ROW order: each name is the
+    store's column the value goes to (the importer stages them under those names)."""
+    assert CUSTOMER_ROW == CUSTOMER_COLS[:len(CUSTOMER_ROW)] and set(CUSTOMER_ROW) <= set(s.customers.c.keys())
+    assert set(ENTRY_ROW) <= set(s.entries.c.keys())
+    assert [c for c in ENTRY_COLS if c not in ("kid_check", "version", "stamp")] == list(ENTRY_ROW)
+    text = "\n".join([
+        customer_line(id="C1", name="Ås AS", type="business", org_no="923 609 016", address1="Postboks 12",
+                      address2="Bygg B", address3="3. etg", post_code="5003", city="BERGEN", country="se",
+                      email="a@b.no", phone="+47 1", factoring_default="ja"),
+        invoice_line(id="I1", customer_id="C1", document_no="F1", document_date="2026-09-01",
+                     due_date="2026-09-15", amount="1234.50", currency="sek", kid="12345678903",
+                     status="draft", factoring="nei", source="ERP", dunning_level="2", text="t",
+                     bank_ref="B-1"),
+        # '+' is not on the fast path: the same row by the exact one
+        entry_line(id="V1", customer_id="C1", type="manual_voucher", document_no="V", amount="+3",
+                   opt_out=True),
+        entry_line(id="R1", customer_id="C1", type="reversal", document_no="R", amount="-3", reverses="V1"),
+    ]) + "\n"
+    problems = Problems("x.jsonl")
+    got = [(kind, n, dict(zip(CUSTOMER_ROW if kind == "customer" else ENTRY_ROW, row, strict=True)))
+           for kind, n, row in read_records(write(tmp_path, "x.jsonl", text), problems)]
+    assert problems.count == 0, problems.shown
+    entry = dict.fromkeys(ENTRY_ROW)
+    assert got == [
+        ("customer", 1, {"id": "C1", "name": "Ås AS", "type": "business", "org_no": "923609016",
+                         "line1": "Postboks 12", "line2": "Bygg B", "line3": "3. etg", "post_code": "5003",
+                         "city": "BERGEN", "country": "SE", "email": "a@b.no", "phone": "+47 1",
+                         "factoring_default": True, "tags": None}),
+        ("entry", 2, {**entry, "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
+                      "document_date": "2026-09-01", "due_date": "2026-09-15", "amount_ore": 123450,
+                      "currency": "SEK", "kid": "12345678903", "status": "draft", "factoring": False,
+                      "opt_out": False, "source": "ERP", "dunning_level": 2, "text": "t", "bank_ref": "B-1"}),
+        ("entry", 3, {**entry, "id": "V1", "customer_id": "C1", "type": "manual_voucher", "document_no": "V",
+                      "document_date": "2026-09-01", "amount_ore": 300, "currency": "NOK", "opt_out": True,
+                      "dunning_level": 0}),
+        ("entry", 4, {**entry, "id": "R1", "customer_id": "C1", "type": "reversal", "document_no": "R",
+                      "document_date": "2026-09-01", "amount_ore": -300, "currency": "NOK", "opt_out": False,
+                      "reverses": "V1", "dunning_level": 0}),
+    ]
+
+
+def test_the_first_thousand_problems_are_listed(tmp_path: Path) -> None:
+    """README: every bad row is counted, the first 1,000 listed."""
+    text = "".join(payment_line(id=f"E{i}", type="invoise") + "\n" for i in range(1001))
+    with pytest.raises(InputError) as info:
+        read_ledger_file(write(tmp_path, "x.jsonl", text))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "x.jsonl: 1001 problems, nothing imported:" and lines[-1] == "… and 1 more"
+    assert len(lines) == 1 + 1000 + 1 and lines[1000].startswith("x.jsonl:1000: type:")
+
+
+# --- the exact path (_Row) reads a plain record as the fast path does -------------------------------
+PLAIN_CUSTOMERS = [
+    {"record": "customer", "id": "C1", "name": "Ås AS", "type": "business", "org_no": "923 609 016",
+     "address1": "Postboks 12", "address2": "Bygg B", "address3": "3. etg", "post_code": "5003", "city": "BERGEN",
+     "country": "se", "email": "a@b.no", "phone": "+47 1", "factoring_default": "ja"},
+    {"record": "customer", "id": "C2", "name": "Kari", "address2": "Vei 2", "factoring_default": False},
+    {"record": "customer", "id": "C3", "name": "Ola", "type": "private", "address1": "Vei 1", "address3": "H0101",
+     "factoring_default": "nei"},
+    # every text at its limit
+    {"record": "customer", "id": "C" * 35, "name": "N" * 100, "address1": "A" * 70, "post_code": "P" * 10,
+     "city": "C" * 35, "email": "E" * 200, "phone": "9" * 40, "factoring_default": "  "},
+]
+PLAIN_ENTRIES = [
+    {"record": "entry", "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
+     "document_date": "2026-09-01", "due_date": "2026-09-15", "amount": "1234.50", "currency": "sek",
+     "kid": "12345678903", "status": "invoiced", "factoring": "ja", "source": "ERP", "dunning_level": "2",
+     "text": "line 1\n\tline 2", "bank_ref": "B-1", "opt_out": "nei", "reverses": ""},   # every field
+    {"record": "entry", "id": "I2", "customer_id": "C1", "type": "invoice", "document_no": "F2",
+     "document_date": "2026-09-01", "due_date": "2026-09-15", "amount": "5", "status": "draft", "factoring": "nei"},
+    {"record": "entry", "id": "V1", "customer_id": "C1", "type": "manual_voucher", "document_no": "V",
+     "document_date": "2026-09-01", "amount": "-3", "opt_out": "ja"},
+    {"record": "entry", "id": "V2", "customer_id": "C1", "type": "manual_voucher", "document_no": "V",
+     "document_date": "2026-09-01", "amount": "-3", "opt_out": "nei"},
+    {"record": "entry", "id": "R1", "customer_id": "C1", "type": "reversal", "document_no": "R",
+     "document_date": "2026-09-01", "amount": "3", "reverses": "V1"},
+    {"record": "entry", "id": "P1", "customer_id": "C1", "type": "payment", "document_no": "P",
+     "document_date": "2026-09-01", "amount": "-1234.50", "factoring": "", "opt_out": "n", "reverses": "  "},
+    # every text at its limit
+    {"record": "entry", "id": "E" * 35, "customer_id": "C" * 35, "type": "payment", "document_no": "D" * 35,
+     "document_date": "2026-09-01", "amount": "1", "text": "T" * 200, "bank_ref": "B" * 120, "opt_out": False},
+]
+
+
+@pytest.mark.parametrize("d", PLAIN_CUSTOMERS, ids=lambda d: d["id"])
+def test_the_exact_path_reads_a_plain_customer_as_the_fast_path_does(d: dict) -> None:
+    from reskontro.adapters import ledger_import as li
+    fast = li._fast_customer(d)
+    problems = Problems("x")
+    c = li._customer(li._Row("x:1", d, problems))
+    assert problems.count == 0 and fast is not None and c is not None
+    assert li.customer_to_row(c) == fast
+
+
+@pytest.mark.parametrize("d", PLAIN_ENTRIES, ids=lambda d: d["id"])
+def test_the_exact_path_reads_a_plain_entry_as_the_fast_path_does(d: dict) -> None:
+    from reskontro.adapters import ledger_import as li
+    fast = li._fast_entry(d)
+    problems = Problems("x")
+    e = li._entry(li._Row("x:1", d, problems))
+    assert problems.count == 0 and fast is not None and e is not None
+    assert li.entry_to_row(e) == fast
+
+
+@pytest.mark.parametrize("written, value", [("ja", True), ("nei", False), ("0", False)])
+def test_flags_read_on_the_exact_path(tmp_path: Path, written: str, value: bool) -> None:
+    # '+' in an amount is not on the fast path: the record is read by _Row
+    text = (invoice_line(factoring=written, amount="+10.00") + "\n"
+            + entry_line(id="V1", type="manual_voucher", opt_out=written, amount="+1.00") + "\n"
+            + payment_line(id="P1", opt_out=written, amount="+1.00") + "\n")
+    if value:
+        assert problems(tmp_path, "x.jsonl", text) == ["3: opt_out: only manual vouchers can be opted out"]
+        return
+    i1, v1, p1 = read_ledger_file(write(tmp_path, "x.jsonl", text)).entries
+    assert (i1.factoring, v1.opt_out, p1.opt_out) == (False, False, False)
+
+
+@pytest.mark.parametrize("field, limit", [("name", 100), ("address1", 70), ("post_code", 10),
+                                          ("city", 35), ("phone", 40), ("email", 200), ("id", 35)])
+def test_customer_length_limits_on_the_exact_path(tmp_path: Path, field: str, limit: int) -> None:
+    # a record with another problem is read by _Row: its limits are the same
+    bad_country = "1: country: 'NOR' is not an ISO 3166 alpha-2 code (2 letters A-Z)"
+    line = customer_line(country="NOR", **{field: "A" * limit})
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [bad_country]
+    line = customer_line(country="NOR", **{field: "A" * (limit + 1)})
+    assert sorted(problems(tmp_path, "x.jsonl", line + "\n")) == sorted(
+        [f"1: {field}: longer than {limit} characters", bad_country])
+
+
+@pytest.mark.parametrize("field, limit", [("id", 35), ("customer_id", 35), ("document_no", 35),
+                                          ("text", 200), ("bank_ref", 120)])
+def test_entry_length_limits_on_the_exact_path(tmp_path: Path, field: str, limit: int) -> None:
+    line = payment_line(amount="+1.00", **{field: "A" * limit})
+    assert problems(tmp_path, "x.jsonl", line + "\n") == []
+    line = payment_line(amount="+1.00", **{field: "A" * (limit + 1)})
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [f"1: {field}: longer than {limit} characters"]
+
+
+def test_problems_of_a_second_reader_join_within_the_bound() -> None:
+    """Problems.extend: the importer's helper process reads a file's second half; its problems
+    are all counted, and listed only while the first MAX_SHOWN are not full."""
+    p = Problems("x.jsonl", limit=3)
+    p.append("x.jsonl:1: a")
+    p.append("x.jsonl:2: b")
+    p.extend(["x.jsonl:9: c", "x.jsonl:10: d"], 5)       # it counted 5, listed its first 2
+    assert (p.count, p.shown) == (7, ["x.jsonl:1: a", "x.jsonl:2: b", "x.jsonl:9: c"])
+    p.extend(["x.jsonl:11: e"], 1)                       # full: counted, not listed
+    assert (p.count, len(p.shown)) == (8, 3)
+    assert p.message().splitlines()[-1] == "… and 5 more"
+
+
+@pytest.mark.parametrize("line, want", [
+    (customer_line(name=1.5), "1: name: must be a string, not float (1.5)"),
+    (payment_line(text=1.5), "1: text: must be a string, not float (1.5)"),
+    (payment_line(bank_ref=2.5), "1: bank_ref: must be a string, not float (2.5)"),
+    (customer_line(factoring_default=1.5), "1: factoring_default: 1.5 is not true/false"),
+])
+def test_a_json_number_where_text_belongs_is_one_problem(tmp_path: Path, line: str, want: str) -> None:
+    assert problems(tmp_path, "x.jsonl", line + "\n") == [want]
+
+
+def test_a_week_date_is_stored_as_its_calendar_date(tmp_path: Path) -> None:
+    """The store's dates are YYYY-MM-DD text: an ISO week date (which date.fromisoformat takes)
+    is stored as the day it names, on either path."""
+    text = (payment_line(document_date="2026-W36-2") + "\n"
+            + payment_line(id="E2", document_date="2026-W36-2", amount="+1.00") + "\n")
+    rows = [row for _, _, row in read_records(write(tmp_path, "x.jsonl", text), Problems("x.jsonl"))]
+    assert [dict(zip(ENTRY_ROW, r))["document_date"] for r in rows] == ["2026-09-01", "2026-09-01"]
+
+
+# --- customer tags (issue 14): words the rules test ---------------------------------------------
+@pytest.mark.parametrize("written, want", [
+    (["VIP", "vip", " Key-Account "], ("key-account", "vip")),      # lower case, each once, sorted
+    ("Key-Account; vip  nord;;", ("key-account", "nord", "vip")),   # text: blanks or ';' between
+    (["vip", "", "  "], ("vip",)),                                 # an empty word is no tag
+    ("T" * 35, ("t" * 35,)),
+    ([f"w{i}" for i in range(50)], tuple(sorted(f"w{i}" for i in range(50)))),
+    ([f"w{i}" for i in range(51)] + ["W0"], None),                 # 51 different words: refused
+])
+def test_customer_tags_are_read_as_lower_case_words(tmp_path: Path, written, want) -> None:
+    text = customer_line(tags=written) + "\n"
+    if want is None:
+        assert problems(tmp_path, "x.jsonl", text) == ["1: tags: 51 tags; at most 50"]
+        return
+    [c] = read_ledger_file(write(tmp_path, "x.jsonl", text)).customers
+    assert c.tags == want
+    rows = [row for _, _, row in read_records(write(tmp_path, "y.jsonl", text), Problems("y.jsonl"))]
+    assert [dict(zip(CUSTOMER_ROW, r))["tags"] for r in rows] == [" ".join(want)]
+
+
+def test_customer_tags_in_a_csv_column(tmp_path: Path) -> None:
+    text = "id,name,post_code,tags\nC1,Kari,0150,VIP;nord\nC2,Ola,0151,\n"
+    c1, c2 = read_ledger_file(write(tmp_path, "c.csv", text)).customers
+    assert (c1.tags, c2.tags) == (("nord", "vip"), ())
+    rows = [row for _, _, row in read_records(write(tmp_path, "c.csv", text), Problems("c.csv"))]
+    assert [dict(zip(CUSTOMER_ROW, r))["tags"] for r in rows] == ["nord vip", None]
+
+
+@pytest.mark.parametrize("written, want", [
+    (["vip", True], "must be a list of words (text), not ['vip', True]"),
+    (1.5, "must be a list of words or text, not float (1.5)"),
+    ({"a": "b"}, "must be a list of words or text, not dict ({'a': 'b'})"),
+    (["vip", "a,b"], "'a,b' is not a tag (one word of 1-35 characters, without blanks, ';' or ',')"),
+    (["two words"], "'two words' is not a tag (one word of 1-35 characters, without blanks, ';' or ',')"),
+    ("T" * 36, f"{'t' * 36!r} is not a tag (one word of 1-35 characters, without blanks, ';' or ',')"),
+    (["vip", "a\u0001"], "has U+0001 at character 2, a control character, which the transfer file "
+                         "(XML 1.0) cannot carry; fix it in the ERP"),
+])
+def test_a_bad_tag_is_one_problem_naming_it(tmp_path: Path, written, want: str) -> None:
+    assert problems(tmp_path, "x.jsonl", customer_line(tags=written) + "\n") == [f"1: tags: {want}"]
+
+
+def test_a_csv_file_with_carriage_returns_only_as_line_ends_is_read_row_by_row(tmp_path: Path) -> None:
+    """Old Mac line ends (a lone CR): the csv module's own newline rule (io newline=""), so each
+    CR ends a row, and the line numbers are the rows'."""
+    text = "id,name,post_code\rC1,Kari,0150\rC2,Ola,0151\r"
+    rows = [(n, dict(zip(CUSTOMER_ROW, r))["name"]) for _, n, r in read_records(write(tmp_path, "c.csv", text),
+                                                                                 Problems("c.csv"))]
+    assert rows == [(2, "Kari"), (3, "Ola")]
+    assert problems(tmp_path, "d.csv", "id,name,post_code\rC1,Kari,0150\rC2,,0151\r") == ["3: name: is required"]
+
+
+def test_blank_lines_in_json_lines_are_skipped(tmp_path: Path) -> None:
+    text = "\n" + customer_line(id="C1") + "\n  \t\n\n" + customer_line(id="C2") + "\n \n"
+    rows = list(read_records(write(tmp_path, "x.jsonl", text), Problems("x.jsonl")))
+    assert [(kind, n) for kind, n, _ in rows] == [("customer", 2), ("customer", 5)]
+    assert problems(tmp_path, "y.jsonl", text) == []
+    assert problems(tmp_path, "z.jsonl", "\ufeff") == []            # a BOM alone: an empty file
+
+
+def test_an_entry_listed_twice_in_one_csv_match_is_refused(tmp_path: Path) -> None:
+    assert problems(tmp_path, "m.csv", "match_id,entry_id\nM1,I1\nM1,P1\nM1,I1\n") == [
+        "4: entry_id: 'I1' listed twice in match 'M1'"]
+
+
+def test_an_entry_in_two_matches_of_one_file_is_refused(tmp_path: Path) -> None:
+    text = "\n".join([json.dumps({"record": "match", "id": "M1", "entries": ["I1", "P1"]}),
+                      json.dumps({"record": "match", "id": "M2", "entries": ["P2", "I1"]}),
+                      json.dumps({"record": "match", "id": "M3", "entries": ["I3", "P3"]})]) + "\n"
+    assert problems(tmp_path, "x.jsonl", text) == [
+        "2: entries: 'I1' is already in match 'M1'; an entry belongs to at most one match"]
+
+
+def test_problems_are_listed_in_line_order_whichever_check_found_them() -> None:
+    p = Problems("x.jsonl")
+    for text in ("x.jsonl:12: each line must be a JSON object", "x.jsonl:3: id: is required",
+                 "x.jsonl:1: entries: lists an entry twice", "x.jsonl: a problem of the whole file: here"):
+        p.append(text)
+    assert p.message().splitlines()[1:] == [
+        "x.jsonl: a problem of the whole file: here", "x.jsonl:1: entries: lists an entry twice",
+        "x.jsonl:3: id: is required", "x.jsonl:12: each line must be a JSON object"]

@@ -404,3 +404,213 @@ def test_the_staging_tables_go_with_the_import_and_the_store_stays(tmp_path: Pat
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT name FROM sqlite_temp_master").all() == []
     db.dispose()
+# --- which path a record takes: every plain form the fast one, anything refused never ----------------
+def _entry_rec(**fields) -> dict:
+    rec = {"record": "entry", "id": "P1", "customer_id": "C1", "type": "payment", "document_no": "P",
+           "document_date": "2026-09-01", "amount": "-5", **fields}
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def _invoice_rec(**fields) -> dict:
+    return _entry_rec(**{"id": "I1", "type": "invoice", "amount": "5", "due_date": "2026-09-15",
+                         "status": "invoiced", **fields})
+
+
+def _customer_rec(**fields) -> dict:
+    rec = {"record": "customer", "id": "C1", "name": "Kari", **fields}
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+# each a record the exact path takes without a problem, in a form the fast path must take too
+# (a blank, padded, lower-case or defaulted value; an optional field given or left out)
+FAST_ENTRIES = [
+    _entry_rec(),
+    _entry_rec(id=" P2 ", customer_id=" C1 ", document_no=" P ", document_date=" 2026-09-01 ", amount=" -5,5 "),
+    _invoice_rec(status=" invoiced ", due_date=" 2026-09-15 "),
+    _invoice_rec(status="draft", due_date="2026-W38-2"),              # a week date: stored as its day
+    _invoice_rec(factoring=True), _invoice_rec(factoring=" JA "), _invoice_rec(factoring="0"),
+    _invoice_rec(factoring=" "), _entry_rec(factoring=""), _entry_rec(opt_out=False),
+    _entry_rec(currency="sek"), _entry_rec(currency=" EUR "), _entry_rec(currency=""), _entry_rec(currency="  "),
+    _entry_rec(kid=" 12345678903 "), _entry_rec(kid="12-"), _entry_rec(kid=""),
+    _entry_rec(type="manual_voucher", opt_out="ja"), _entry_rec(type="manual_voucher", opt_out=" 1 "),
+    _entry_rec(type="manual_voucher", opt_out=True), _entry_rec(opt_out="nei"), _entry_rec(opt_out=" "),
+    _entry_rec(type="reversal", reverses=" V1 "), _entry_rec(reverses=""), _entry_rec(reverses="   "),
+    _entry_rec(dunning_level=" 3 "), _entry_rec(dunning_level="999"), _entry_rec(dunning_level=""),
+    _entry_rec(source=" ERP "), _entry_rec(source=""), _entry_rec(text=" T\tab\u2028 "), _entry_rec(text=""),
+    _entry_rec(text="T" * 200), _entry_rec(bank_ref=" B-1 "), _entry_rec(bank_ref="B" * 120), _entry_rec(bank_ref=""),
+    _entry_rec(due_date=""), _entry_rec(due_date="2026-09-30"), _entry_rec(status=""),
+]
+FAST_CUSTOMERS = [
+    _customer_rec(), _customer_rec(id=" C2 ", name=" Kari "), _customer_rec(type=" business "),
+    _customer_rec(type=""), _customer_rec(org_no=" 923 609 016 "), _customer_rec(org_no=""),
+    _customer_rec(address3="Vei 3"), _customer_rec(address1=" ", address2="Vei 2"),
+    _customer_rec(address1="A" * 70, address2="B" * 70, address3="C" * 70),
+    _customer_rec(country=" se "), _customer_rec(country=""), _customer_rec(country="DK"),
+    _customer_rec(post_code=" 0150 ", city=" OSLO "), _customer_rec(post_code="P" * 10, city="C" * 35),
+    _customer_rec(email=" a@b.no ", phone=" +47 1 "), _customer_rec(email="E" * 200, phone="9" * 40),
+    _customer_rec(tags=""), _customer_rec(factoring_default=True), _customer_rec(factoring_default=" Yes "),
+    _customer_rec(factoring_default=""), _customer_rec(name="N" * 100),
+    _customer_rec(type="business", org_no="923609016", address1="A", address2="B", address3="C",  # every field
+                  post_code="0150", city="OSLO", country="NO", email="e", phone="1", factoring_default="nei",
+                  tags=""),
+]
+
+
+@pytest.mark.parametrize("d", FAST_ENTRIES + FAST_CUSTOMERS, ids=lambda d: json.dumps(d, ensure_ascii=True)[:90])
+def test_each_plain_form_takes_the_fast_path_with_the_exact_paths_row(d: dict) -> None:
+    fast, exact = (li._fast_entry, li._entry) if d["record"] == "entry" else (li._fast_customer, li._customer)
+    to_row = li.entry_to_row if d["record"] == "entry" else li.customer_to_row
+    errors = li.Problems("x")
+    obj = exact(li._Row("x:1", d, errors))
+    assert errors.shown == [] and obj is not None
+    assert fast(d) == to_row(obj)
+
+
+# each refused by the exact path (one fault): the fast path must not take it
+REFUSED_ENTRIES = [
+    _entry_rec(colour="red"), _entry_rec(id="P\u00011"), _entry_rec(text="a\u0001"), _entry_rec(id=None),
+    _entry_rec(id=5.5), _entry_rec(customer_id=True), _entry_rec(type="invoise"), _entry_rec(document_no=""),
+    _entry_rec(document_date="2026-02-30"), _entry_rec(amount="1.001"), _entry_rec(amount=None),
+    _invoice_rec(status=None), _invoice_rec(status="paid"), _invoice_rec(status=True), _invoice_rec(due_date=None),
+    _invoice_rec(due_date="2026-13-01"), _entry_rec(status="invoiced"), _entry_rec(currency="NOKK"),
+    _entry_rec(currency="ß"), _entry_rec(currency="N1K"), _entry_rec(currency=1.5), _entry_rec(kid="12345-6"),
+    _entry_rec(kid="1" * 26), _entry_rec(factoring="ja"), _entry_rec(factoring="maybe"), _invoice_rec(factoring=1.5),
+    _entry_rec(opt_out="ja"), _entry_rec(opt_out=True), _entry_rec(reverses="V1"),
+    _entry_rec(type="reversal", reverses=None), _entry_rec(type="reversal", reverses=" "),
+    _entry_rec(type="reversal", reverses="V\n1"), _entry_rec(dunning_level="1000"), _entry_rec(dunning_level="\u00b2"),
+    _entry_rec(dunning_level=True), _entry_rec(source=1.5), _entry_rec(text="T" * 201), _entry_rec(text=1.5),
+    _entry_rec(bank_ref="B" * 121),
+]
+REFUSED_CUSTOMERS = [
+    _customer_rec(colour="red"), _customer_rec(id=None), _customer_rec(id=" "), _customer_rec(id="x" * 36),
+    _customer_rec(name=None), _customer_rec(name=""), _customer_rec(name="N" * 101), _customer_rec(type="privat"),
+    _customer_rec(org_no=1.5), _customer_rec(address1="A" * 71), _customer_rec(address2="A" * 71),
+    _customer_rec(address3="A" * 71), _customer_rec(country="NOR"), _customer_rec(country="\u00df"),
+    _customer_rec(country="N1"), _customer_rec(post_code="P" * 11), _customer_rec(city="C" * 36),
+    _customer_rec(email="E" * 201), _customer_rec(phone="9" * 41), _customer_rec(factoring_default="maybe"),
+    _customer_rec(name="Kari\u0001"),
+]
+
+
+@pytest.mark.parametrize("d", REFUSED_ENTRIES + REFUSED_CUSTOMERS, ids=lambda d: json.dumps(d, ensure_ascii=True)[:90])
+def test_a_record_the_exact_path_refuses_never_takes_the_fast_path(d: dict) -> None:
+    fast, exact = (li._fast_entry, li._entry) if d["record"] == "entry" else (li._fast_customer, li._customer)
+    errors = li.Problems("x")
+    exact(li._Row("x:1", d, errors))
+    assert errors.count >= 1
+    assert fast(d) is None
+
+
+@pytest.mark.parametrize("d", [
+    {"record": "match", "id": "M1", "entries": ["I1"]}, {"record": "match", "id": "M1", "entries": ["I1", "I1"]},
+    {"record": "match", "id": "M1", "entries": ["I1", 5.5]}, {"record": "match", "id": "M1", "entries": ["I1", "P 1\n"]},
+    {"record": "match", "id": "M1", "entries": ["I1", "P\u00011"]}, {"record": "match", "id": "M1", "entries": "I1"},
+    {"record": "match", "id": "M1", "entries": ["I1", "P1"], "colour": "red"},
+    {"record": "match", "entries": ["I1", "P1"]}, {"record": "match", "id": " ", "entries": ["I1", "P1"]},
+])
+def test_a_match_the_exact_path_refuses_never_takes_the_fast_path(d: dict) -> None:
+    errors = li.Problems("x")
+    li._slow_match(li._Row("x:1", d, errors))
+    assert errors.count >= 1
+    assert li._fast_match(d) is None
+
+
+def test_plain_matches_take_the_fast_path() -> None:
+    assert li._fast_match({"record": "match", "id": " M1 ", "entries": ["I1", "P1"]}) == ("M1", ("I1", "P1"))
+    assert li._fast_match({"id": "M2", "entries": ["I1", "P1", "V1"]}) == ("M2", ("I1", "P1", "V1"))
+
+
+# --- reading a file in parts -------------------------------------------------------------------------
+def _payment(i: int) -> str:
+    return json.dumps(_entry_rec(id=f"P{i}", document_no=f"D{i}")) + "\n"
+
+
+def test_split_point_is_the_start_of_the_line_after_the_middle_byte(tmp_path: Path) -> None:
+    lines = [_payment(i) for i in range(1, 5)]
+    data = "".join(lines).encode()
+    for name in ("x.jsonl", "x.NDJSON", "x.json"):
+        path = tmp_path / name
+        path.write_bytes(data)
+        mid = li.split_point(path)
+        assert mid is not None and data[mid - 1:mid] == b"\n"
+        assert len(data) // 2 <= mid < len(data) and data.rfind(b"\n", 0, len(data) // 2) < mid
+    (tmp_path / "x.csv").write_bytes(data)
+    assert li.split_point(tmp_path / "x.csv") is None              # a CSV is read whole
+    (tmp_path / "one.jsonl").write_bytes(lines[0].encode())
+    assert li.split_point(tmp_path / "one.jsonl") is None          # nothing after the middle line
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert li.split_point(tmp_path / "empty.jsonl") is None
+
+
+def test_lines_before_counts_the_line_ends_before_an_offset(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"a\nbb\n\nccc\n")
+    assert [li.lines_before(path, k) for k in range(11)] == [0, 0, 1, 1, 1, 2, 3, 3, 3, 3, 4]
+    assert li.lines_before(path, 100) == 4                         # past the end: every line
+
+
+def test_the_two_parts_of_a_file_give_its_records_with_its_line_numbers(tmp_path: Path) -> None:
+    text = "".join(_payment(i) for i in range(1, 7))
+    path = tmp_path / "x.jsonl"
+    path.write_text(text, encoding="utf-8")
+    whole = list(li.read_records(path, li.Problems("x")))
+    mid = li.split_point(path)
+    first = list(li.read_records(path, li.Problems("x"), stop=mid))
+    second = list(li.read_records(path, li.Problems("x"), start=mid, first_line=li.lines_before(path, mid) + 1))
+    assert first and second and first + second == whole
+    assert [n for _, n, _ in whole] == [1, 2, 3, 4, 5, 6]
+    # a stop inside a line: that line still belongs to the first part
+    assert list(li.read_records(path, li.Problems("x"), stop=mid - 3)) == first
+    assert list(li.read_records(path, li.Problems("x"), stop=0)) == []
+
+
+def test_a_bom_is_dropped_only_at_the_start_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes("\ufeff".encode() + _payment(1).encode() + "\ufeff".encode() + _payment(2).encode())
+    problems = li.Problems("x.jsonl")
+    rows = list(li.read_records(path, problems))
+    assert [n for _, n, _ in rows] == [1]
+    assert problems.shown == ["x.jsonl:2: not valid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig) (column 1)"]
+    # read from the second line on, the BOM there is no file start
+    problems = li.Problems("x.jsonl")
+    at = len("\ufeff".encode() + _payment(1).encode())
+    assert list(li.read_records(path, problems, start=at, first_line=2)) == []
+    assert problems.count == 1
+
+
+@pytest.mark.parametrize("start, stop", [(1, None), (0, 10), (5, 10)])
+def test_a_csv_file_is_never_read_in_parts(tmp_path: Path, start: int, stop) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("id,name,post_code\nC1,Kari,0150\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="a CSV file is read whole"):
+        list(li.read_records(path, li.Problems("x.csv"), start=start, stop=stop))
+    assert len(list(li.read_records(path, li.Problems("x.csv")))) == 1
+
+
+def test_lines_before_counts_across_chunks(tmp_path: Path) -> None:
+    # lines_before reads a MiB at a time: a line end just after the first chunk is counted
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"x" * (1 << 20) + b"\n" + b"y\n")
+    assert [li.lines_before(path, (1 << 20) + k) for k in (0, 1, 2, 3)] == [0, 1, 1, 2]
+
+
+def test_a_read_error_in_the_middle_of_a_file_is_an_input_error(tmp_path: Path) -> None:
+    class Failing:
+        def seek(self, offset: int) -> None:
+            pass
+
+        def __iter__(self):
+            yield b'{"record": "customer"}\n'
+            raise OSError(5, "Input/output error")
+
+    lines = li._lines(tmp_path / "x.jsonl", Failing(), 0, None)
+    assert next(lines) == '{"record": "customer"}\n'
+    with pytest.raises(InputError, match=r"x\.jsonl: cannot read: Input/output error$"):
+        next(lines)
+
+
+def test_split_point_cuts_at_the_middle_byte_not_earlier(tmp_path: Path) -> None:
+    data = "".join(_payment(i) for i in range(1, 11)).encode()       # ten lines of about the same length
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(data)
+    assert li.split_point(path) == data.index(b"\n", len(data) // 2) + 1

@@ -846,3 +846,137 @@ def test_load_rule_file_that_cannot_be_read(tmp_path: Path) -> None:
     [p] = info.value.problems
     assert (p.path, p.line) == (path, 0) and p.message.startswith("cannot read: ")
     assert str(info.value) == f"{path}:0: {p.message}"
+
+
+# --- the bounds, at their exact values ----------------------------------------------------------
+def test_the_size_bound_is_two_mib_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "transfer.yaml"
+    limit = 2 * 1024 * 1024
+    _, problems = lint_text("#" * (limit + 1), path)
+    assert [p.message for p in problems] == [f"the text is {limit + 1:,} characters; a rule file may be at most 2 MiB"]
+    _, problems = lint_text("#" * limit, path)
+    assert not any("MiB" in p.message for p in problems), problems
+
+
+def test_at_most_5000_rules(tmp_path: Path) -> None:
+    text = "default: {decision: wait, reason: r}\nrules:\n" + "".join(f"  - {{id: r{i}}}\n" for i in range(5001))
+    rf, problems = parse_rule_text(text, tmp_path / "transfer.yaml")
+    assert rf is None and [p.message for p in problems] == [
+        "rules: 5,001 rules; a rule file may hold at most 5,000 (lint compares every rule with the rules before it)"]
+
+
+@pytest.mark.parametrize("literal, ok", [("9007199254740991", True), ("-9007199254740991", True),
+                                         ("9007199254740992", False), ("-9007199254740992", False)])
+def test_a_number_is_at_most_2_to_the_53_less_1(tmp_path: Path, literal: str, ok: bool) -> None:
+    text = HEAD + rule("a", f"{{dunning_level: {{gt: {literal}}}}}")
+    problems = lint(tmp_path, text)
+    assert [m for _, m in problems if "out of range" in m] == ([] if ok else [
+        f"dunning_level: {int(literal)} is out of range (at most 9,007,199,254,740,991 either way)"])
+
+
+def test_an_integer_python_will_not_read_is_a_problem_on_its_line(tmp_path: Path) -> None:
+    text = HEAD + rule("a", "\n      dunning_level: {gt: " + "9" * 5000 + "}")
+    line, msg = one(lint(tmp_path, text))
+    assert line == line_of(text, "9" * 50)
+    assert msg.startswith("YAML error: Exceeds the limit (4300 digits) for integer string conversion"), msg
+
+
+# --- YAML errors: which character, where, and the usual cause -----------------------------------
+_TAB = "found character '\\t' that cannot start any token; hint: a tab: YAML indents with spaces only"
+_END = "hint: check the indentation (spaces, siblings aligned) and the quotes"
+
+
+@pytest.mark.parametrize("text, line, message", [
+    (HEAD + "\t- id: a\n", 3, f"YAML error at column 1: {_TAB}"),
+    (HEAD + "  - id: a\n    when: {entry_type: invoice}\n  \t  decision: hold\n", 5, f"YAML error at column 3: {_TAB}"),
+    # not at a tab: the parser's words as they are
+    (HEAD + "  - id: a\n    when: {entry_type: invoice}\n    decision: hold\n    reason: r\n  - @x\n", 7,
+     f"YAML error at column 5: found character that cannot start any token; {_END}"),
+    # libyaml's own words for a tab in an indentation
+    (HEAD + "  - id: a\n\twhen: {entry_type: invoice}\n", 4, "YAML error at column 1 (scanning a plain scalar that "
+     f"starts on line 3): found a tab character that violates indentation; {_END}"),
+    (HEAD + "  - id: a\n    when: {entry_type: invoice}\n    decision: hold\n    reason: 'never closed\n", 7,
+     "YAML error at column 1 (scanning a quoted scalar that starts on line 6): found unexpected end of stream; "
+     "hint: a quote or bracket opened and never closed"),
+    (HEAD + "  - id: a\n    when: {entry_type: invoice}\n    decision: hold\n    reason: a: b\n", 6,
+     "YAML error at column 14: mapping values are not allowed in this context; hint: a `key: value` where YAML "
+     "expected a plain value: this line is probably indented more than the keys above it (align it with them), "
+     "or a value holding ': ' needs quotes"),
+    (HEAD + "  - id: a\n    when: {entry_type: invoice}\n    decision\n    reason: r\n", 6,
+     "YAML error at column 5 (scanning a simple key that starts on line 5): could not find expected ':'; hint: a "
+     "key without its ':', or a line meant to continue the one above without indentation"),
+    # the block it was in started on the same line: not named
+    ("default: {decision: wait, reason: x]\n", 1, "YAML error at column 36: did not find expected ',' or '}'; hint: "
+     "this line is indented differently from the lines of its block: align it with the keys (or the `- ` items) "
+     "above it, with spaces"),
+])
+def test_a_yaml_error_names_its_line_column_block_and_cause(tmp_path: Path, text: str, line: int, message: str) -> None:
+    assert lint(tmp_path, text) == [(line, message)]
+
+
+def test_a_character_yaml_does_not_take_is_named_on_its_line(tmp_path: Path) -> None:
+    text = HEAD + "  - id: a\n    when: {entry_type: invoice}\n    decision: hold\n    reason: a\x01b\n"
+    [(line, message)] = lint(tmp_path, text)
+    assert line == 6 and message.startswith("YAML error: unacceptable character #x0001"), message
+
+
+def test_the_alternatives_of_a_rule_over_the_bound_are_not_read(tmp_path: Path) -> None:
+    # 33 alternatives, each wrong: one problem (the count), not 34
+    alts = ", ".join(f"{{colour_{i}: red}}" for i in range(33))
+    line, msg = one(lint(tmp_path, HEAD + rule("a", f"{{any: [{alts}]}}")))
+    assert msg == "any: 33 alternatives; at most 32 in one rule (split the rule in several)"
+
+
+@pytest.mark.parametrize("when, message", [
+    ("{dunning_level: {in: [" + ", ".join(f"x{i}" for i in range(65)) + "]}}",
+     "dunning_level: in has 65 values; at most 64 in one list (split the rule in several)"),
+    ("{tags: {gt: two words}}", "tags: unknown operator 'gt' for tags (known: has, has_not, has_any, has_none)"),
+    ("{tags: {has_any: 5}}", "tags: has_any needs a non-empty list of words"),
+    ("{tags: {has_none: two words}}", "tags: has_none needs a non-empty list of words"),
+])
+def test_a_condition_refused_whole_is_not_read_further(tmp_path: Path, when: str, message: str) -> None:
+    """One problem for it, not one more for each of its values."""
+    line, msg = one(lint(tmp_path, HEAD + rule("a", when)))
+    assert msg == message
+
+
+def test_a_recursion_error_of_the_loader_is_a_problem_not_a_traceback(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import reskontro.rules.rulefile as rulefile
+
+    def deep(self):
+        raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setattr(rulefile._Loader, "get_single_data", deep)
+    rf, problems = parse_rule_text(HEAD + rule("a", "{entry_type: invoice}"), tmp_path / "transfer.yaml")
+    assert rf is None
+    assert [(p.line, p.message) for p in problems] == [
+        (1, "YAML error: RecursionError('maximum recursion depth exceeded')")]
+
+
+def test_a_rule_file_of_exactly_two_mib_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "transfer.yaml"
+    text = HEAD + rule("a", "{entry_type: invoice}", reason="'Because.'").rstrip("\n")   # its last byte counts
+    path.write_text("#" * (2 * 1024 * 1024 - len(text) - 1) + "\n" + text, encoding="utf-8")
+    assert path.stat().st_size == 2 * 1024 * 1024
+    assert lint_file(path)[1] == []
+    path.write_text(path.read_text(encoding="utf-8") + "#", encoding="utf-8")
+    assert [p.message for p in lint_file(path)[1]] == [
+        f"the file is {2 * 1024 * 1024 + 1:,} bytes; a rule file may be at most 2 MiB"]
+
+
+def test_a_rule_file_that_grew_after_its_size_was_read_is_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    path = tmp_path / "transfer.yaml"
+    path.write_text("#" * (2 * 1024 * 1024 + 1), encoding="utf-8")
+    real = os.fstat
+
+    def small(fd: int) -> os.stat_result:           # the size as it was a moment before
+        st = list(real(fd))
+        st[6] = 10
+        return os.stat_result(st)
+    monkeypatch.setattr(os, "fstat", small)
+    problems = pytest.raises(RuleFileError, load_rule_file, path).value.problems
+    assert [(p.line, p.message) for p in problems] == [
+        (1, "the file is over 2,097,152 bytes; a rule file may be at most 2 MiB")]

@@ -2,8 +2,9 @@
 
     python tools/mutate.py [MODULE ...] [--list] [--show KEY] [-v]
 
-For each module (table MODULES: the module, its mapped test files) every mutant is one small
-change to a copy of its source, made with ``ast``:
+For each module (table MODULES: its source files, its mapped test files; a module split by
+concern into a package, such as the contract check, is all of its files) every mutant is one
+small change to a copy of one source file, made with ``ast``:
 
 - operator swaps (``+``/``-``, ``*``/``/``, ``//``, ``%``, shifts, bit operators; also in ``+=``);
 - comparison flips (``==``/``!=``, ``<``/``<=``, ``>``/``>=``, ``in``/``not in``, ``is``/``is not``);
@@ -49,19 +50,36 @@ ROOT = Path(__file__).resolve().parent.parent
 SURVIVORS_DOC = ROOT / "docs" / "mutation-survivors.md"
 THRESHOLD = 90.0
 
-# short name: (import name, source file, mapped test files)
-MODULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "kid": ("reskontro.domain.kid", "reskontro/domain/kid.py", ("tests/test_kid.py",)),
-    "amount": ("reskontro.domain.amount", "reskontro/domain/amount.py", ("tests/test_amount.py",)),
-    "rulefile": ("reskontro.rules.rulefile", "reskontro/rules/rulefile.py",
-                 ("tests/test_rules_lint.py",)),
-    "ledger_import": ("reskontro.adapters.ledger_import", "adapters/ledger_import.py",
-                      ("tests/test_import.py",)),
-    # the contract check is a package now (split by concern): its single pass holds the rules
-    "contract": ("reskontro.transfer.contract.scan", "reskontro/transfer/contract/scan.py",
-                 ("tests/test_contract.py",)),
-    "receipts": ("reskontro.transfer.receipts", "reskontro/transfer/receipts.py",
-                 ("tests/test_journal_receipts.py",)),
+_CONTRACT = "reskontro/transfer/contract"
+
+
+@dataclass(frozen=True)
+class Module:
+    files: tuple[tuple[str, str], ...]    # (import name, source file), each mutated
+    tests: tuple[str, ...]                # the mapped test files
+
+
+# short name: its files and mapped tests. In a module of several files a mutant's scope is
+# named after its file too (``contract | scan._Scan.run | ...``).
+MODULES: dict[str, Module] = {
+    "kid": Module((("reskontro.domain.kid", "reskontro/domain/kid.py"),), ("tests/test_kid.py",)),
+    "amount": Module((("reskontro.domain.amount", "reskontro/domain/amount.py"),),
+                     ("tests/test_amount.py",)),
+    # lint's tests, and issue 14's of the rule file (tags and their word operators, ...)
+    "rulefile": Module((("reskontro.rules.rulefile", "reskontro/rules/rulefile.py"),),
+                       ("tests/test_rules_lint.py", "tests/test_rules_change.py")),
+    # the reader's checks of each record and of the file (read_ledger_file); the fast path
+    # (test_import_stream.py compares it with the exact one)
+    "ledger_import": Module((("reskontro.adapters.ledger_import", "adapters/ledger_import.py"),),
+                            ("tests/test_import.py", "tests/test_import_stream.py")),
+    # the contract check is a package, split by concern: every file of it (__init__ only
+    # re-exports)
+    "contract": Module(tuple((f"reskontro.transfer.contract.{m}", f"{_CONTRACT}/{m}.py")
+                             for m in ("structure", "records", "ids", "values", "matches", "sums",
+                                       "scan", "checker")),
+                       ("tests/test_contract.py",)),
+    "receipts": Module((("reskontro.transfer.receipts", "reskontro/transfer/receipts.py"),),
+                       ("tests/test_journal_receipts.py",)),
 }
 
 
@@ -320,14 +338,18 @@ def skipped_lines(source: str) -> frozenset[int]:
                      if re.search(r"#.*\bno mutate\b", line))
 
 
-def list_mutants(module: str, source: str) -> list[Mutant]:
+def list_mutants(module: str, source: str, file: str = "") -> list[Mutant]:
+    """The mutants of one source file; ``file`` (its stem) prefixes the scope in the keys of a
+    module of several files."""
     m = _Mutator(skip=skipped_lines(source))
     m.visit(ast.parse(source))
     seen: dict[tuple[str, str], int] = {}
     out = []
+    prefix = f"{file}." if file else ""
     for mu in m.mutants:
         n = seen[mu.scope, mu.desc] = seen.get((mu.scope, mu.desc), 0) + 1
-        key = f"{module} | {mu.scope or '<module>'} | {mu.desc}" + (f" #{n}" if n > 1 else "")
+        key = (f"{module} | {prefix}{mu.scope or '<module>'} | {mu.desc}"
+               + (f" #{n}" if n > 1 else ""))
         out.append(Mutant(mu.index, mu.variant, mu.line, mu.lines, mu.scope, mu.desc, key))
     return out
 
@@ -382,26 +404,33 @@ class _Select:
 
 
 class _Trace:
-    """pytest plugin: the lines of one file each test executes, and each test's duration."""
+    """pytest plugin: the lines of some files each test executes (as ``file:line``), and each
+    test's duration."""
 
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.per_test: dict[str, set[int]] = {}
+    def __init__(self, filenames: list[str]) -> None:
+        self.filenames = {os.path.realpath(f): f for f in filenames}
+        self.seen: dict[str, str | None] = {}    # co_filename -> the file it is, if watched
+        self.per_test: dict[str, set[str]] = {}
         self.durations: dict[str, float] = {}
         self.outcomes: dict[str, bool] = {}
-        self.module_level: set[int] = set()
+        self.module_level: set[str] = set()
         self.current = self.module_level
 
     def _global(self, frame, event, arg):
-        if frame.f_code.co_filename == self.filename:
-            self.current.add(frame.f_lineno)
-            return self._local
-        return None
+        code_file = frame.f_code.co_filename
+        if code_file not in self.seen:
+            # the path it was imported by may be another (reskontro/adapters links to adapters/)
+            self.seen[code_file] = self.filenames.get(os.path.realpath(code_file))
+        filename = self.seen[code_file]
+        if filename is not None:
+            self.current.add(f"{filename}:{frame.f_lineno}")
 
-    def _local(self, frame, event, arg):
-        if event == "line":
-            self.current.add(frame.f_lineno)
-        return self._local
+            def local(frame, event, arg):
+                if event == "line":
+                    self.current.add(f"{filename}:{frame.f_lineno}")
+                return local
+            return local
+        return None
 
     def start(self) -> None:
         import threading
@@ -421,7 +450,7 @@ class _Trace:
             self.outcomes.setdefault(report.nodeid, True)
 
 
-def _make_trace(filename: str):
+def _make_trace(filenames: list[str]):
     import pytest
 
     class Trace(_Trace):
@@ -432,7 +461,7 @@ def _make_trace(filename: str):
             yield
             self.durations[item.nodeid] = time.perf_counter() - t
             self.current = self.module_level
-    return Trace(filename)
+    return Trace(filenames)
 
 
 def _hypothesis_profile() -> None:
@@ -504,11 +533,12 @@ def _fork(fn, timeout: float | None) -> tuple[str, float]:
 
 # ---------------------------------------------------------------- one module
 
-def _baseline(name: str, path: str, tests: tuple[str, ...], out: Path) -> dict:
-    """The unmutated run, traced: lines per test, durations, and the libraries it loaded."""
+def _baseline(name: str, paths: list[str], tests: tuple[str, ...], out: Path) -> dict:
+    """The unmutated run, traced: lines (``file:line``) per test, durations, and the libraries
+    it loaded."""
 
     def run() -> int:
-        trace = _make_trace(path)
+        trace = _make_trace(paths)
         trace.start()
         try:
             code = _child(tests, None, [trace, _Select(None)])
@@ -577,24 +607,32 @@ def load_equivalents() -> dict[str, str]:
 
 def run_module(short: str, verbose: bool, equivalents: dict[str, str],
                match: str | None = None) -> dict:
-    name, rel, tests = MODULES[short]
-    path = str(ROOT / rel)
-    source = Path(path).read_text(encoding="utf-8")
-    mutants = list_mutants(short, source)
-    if match:
-        mutants = [mu for mu in mutants if re.search(match, mu.key)]
+    module = MODULES[short]
+    tests = module.tests
+    several = len(module.files) > 1
+    # (import name, path, relative path, source, mutant) for every mutant of every file
+    todo: list[tuple[str, str, str, str, Mutant]] = []
+    marked = 0
+    for name, rel in module.files:
+        path = str(ROOT / rel)
+        source = Path(path).read_text(encoding="utf-8")
+        marked += len(skipped_lines(source))
+        for mu in list_mutants(short, source, Path(rel).stem if several else ""):
+            if not match or re.search(match, mu.key):
+                todo.append((name, path, rel, source, mu))
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutate-") as tmp:
-        base = _baseline(short, path, tests, Path(tmp) / "baseline.json")
+        base = _baseline(short, [str(ROOT / rel) for _, rel in module.files], tests,
+                         Path(tmp) / "baseline.json")
     _preload(base["libs"])
-    covers: dict[int, set[str]] = {}
+    covers: dict[str, set[str]] = {}
     for test, lines in base["per_test"].items():
         for ln in lines:
             covers.setdefault(ln, set()).add(test)
     durations = base["durations"]
     all_tests = sorted(durations, key=durations.get)
-    marked = len(skipped_lines(source))
-    print(f"== {short} ({rel}): {len(mutants)} mutants, {len(all_tests)} tests "
+    where = " ".join(rel for _, rel in module.files)
+    print(f"== {short} ({where}): {len(todo)} mutants, {len(all_tests)} tests "
           f"({sum(durations.values()):.1f} s unmutated) in {' '.join(tests)}"
           + (f"; {marked} statement(s) marked `# no mutate` (speed/memory only)" if marked else ""),
           flush=True)
@@ -602,7 +640,7 @@ def run_module(short: str, verbose: bool, equivalents: dict[str, str],
     survived: list[Mutant] = []
     unexplained: list[Mutant] = []
 
-    def survive(mu: Mutant, why: str) -> None:
+    def survive(mu: Mutant, rel: str, why: str) -> None:
         survived.append(mu)
         reason = equivalents.get(mu.key)
         if not reason:
@@ -611,15 +649,16 @@ def run_module(short: str, verbose: bool, equivalents: dict[str, str],
             print(f"   {'equivalent' if reason else 'SURVIVED':10} {rel}:{mu.line}  `{mu.key}`  "
                   f"({why})", flush=True)
 
-    for mu in mutants:
+    mutants = [mu for *_, mu in todo]
+    for name, path, rel, source, mu in todo:
         if not mu.scope:
             chosen = all_tests
         else:
-            hit = set().union(*(covers.get(ln, set()) for ln in mu.lines))
+            hit = set().union(*(covers.get(f"{path}:{ln}", set()) for ln in mu.lines))
             chosen = [t for t in all_tests if t in hit]
         if not chosen:
             uncovered += 1
-            survive(mu, "no mapped test executes it")
+            survive(mu, rel, "no mapped test executes it")
             continue
         code = mutated_code(source, path, mu)
         finder = _MutantFinder(name, path, code)
@@ -627,7 +666,7 @@ def run_module(short: str, verbose: bool, equivalents: dict[str, str],
         t_mutant = time.monotonic()
         how, value = _fork(lambda: _child(tests, finder, [_Select(chosen)]), budget)
         if how == "exit" and value == 0:
-            survive(mu, f"{len(chosen)} test(s) pass")
+            survive(mu, rel, f"{len(chosen)} test(s) pass")
         elif how == "exit" and value in (4, 5):
             raise SystemExit(f"{short}: pytest usage error {value} on {mu.key}: a harness bug")
         else:
@@ -677,19 +716,21 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown module {m!r} (known: {', '.join(MODULES)})")
     if args.list or args.show:
         for short in modules:
-            source = (ROOT / MODULES[short][1]).read_text(encoding="utf-8")
-            for mu in list_mutants(short, source):
-                if args.show is None:
-                    print(f"{MODULES[short][1]}:{mu.line}  `{mu.key}`")
-                elif mu.key == args.show:
-                    tree = _Mutator((mu.index, mu.variant), skipped_lines(source)).visit(ast.parse(source))
-                    print(ast.unparse(tree))
+            files = MODULES[short].files
+            for _, rel in files:
+                source = (ROOT / rel).read_text(encoding="utf-8")
+                for mu in list_mutants(short, source, Path(rel).stem if len(files) > 1 else ""):
+                    if args.show is None:
+                        print(f"{rel}:{mu.line}  `{mu.key}`")
+                    elif mu.key == args.show:
+                        tree = _Mutator((mu.index, mu.variant),
+                                        skipped_lines(source)).visit(ast.parse(source))
+                        print(ast.unparse(tree))
         return 0
     if args.tests:
         if len(modules) != 1:
             ap.error("--tests goes with exactly one module")
-        name, rel, _ = MODULES[modules[0]]
-        MODULES[modules[0]] = (name, rel, tuple(args.tests))
+        MODULES[modules[0]] = Module(MODULES[modules[0]].files, tuple(args.tests))
     import pytest  # noqa: F401 - loaded once, before the children fork
     equivalents = load_equivalents()
     results = [run_module(m, args.verbose, equivalents, args.match) for m in modules]

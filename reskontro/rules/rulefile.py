@@ -51,7 +51,6 @@ MAX_DEPTH = 20                # YAML nesting, values included (a rule file needs
 MAX_VALUES = 64               # values in one in / not_in list
 MAX_ALTERNATIVES = 32         # alternatives in one any
 MAX_NUMBER = 2 ** 53 - 1      # |number| in fact units (øre): exact as a double in durable_rules
-_MAX_DIGITS = 30              # digits of a YAML integer literal (Python refuses > 4300 digits itself)
 
 
 @dataclass(frozen=True)
@@ -162,12 +161,6 @@ class _Loader(yaml.composer.Composer, _Parser, yaml.constructor.SafeConstructor,
         finally:
             self._depth -= 1
 
-    def construct_yaml_int(self, node):
-        if len(node.value) > _MAX_DIGITS:
-            raise ConstructorError(None, None, f"the number {node.value[:20]}... has more than "
-                                   f"{_MAX_DIGITS} digits", node.start_mark)
-        return super().construct_yaml_int(node)
-
     def construct_mapping(self, node, deep=False):
         out = _Lines()
         out.line = node.start_mark.line + 1
@@ -185,7 +178,6 @@ class _Loader(yaml.composer.Composer, _Parser, yaml.constructor.SafeConstructor,
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 class _YamlInt(int):

@@ -130,8 +130,9 @@ class TransferChecker:
         else:
             try:
                 _confirm_repeats(scan, open_source)
-            except _TooMany:
-                pass
+            except _TooMany:      # the limit reached among the repeated ids: say so too
+                errors.append(ContractError(None, None, f"stopped after {len(errors)} errors",
+                                            None, "too_many_errors", scan.name))
             if not any(e.code == "xsd" for e in errors):
                 # a document-level XSD error (order, wrappers, root): no single record has it
                 if xsd_message is None:

@@ -37,11 +37,13 @@ if TYPE_CHECKING:
 # An Entry is kept as (hash & _KEY) | kind: its kind and _MATCHED flag in the 3 low bits.
 _INVOICE, _OTHER, _MATCHED = 1, 2, 4
 _KEY = ~7
-_MAX_BUCKET_BITS = 12     # at most 4096 buckets per set
-_BYTES_PER_BUCKET = 32768  # ~70 entries: a short sorted bucket, and few buckets for a small file
+# at most 4096 buckets per set
+_MAX_BUCKET_BITS = 12     # no mutate: speed
+# ~70 entries a bucket: a short sorted bucket, and few buckets for a small file
+_BYTES_PER_BUCKET = 32768  # no mutate: speed
 
 
-def _bucket_bits(size: int) -> int:
+def _bucket_bits(size: int) -> int:   # no mutate: speed (any count gives the same answers)
     """log2 of the number of buckets for a file of ``size`` bytes."""
     return min(_MAX_BUCKET_BITS, (size // _BYTES_PER_BUCKET).bit_length())
 
@@ -60,7 +62,7 @@ class IdRules:
         self.entries_sorted = True
         entries, repeats = self.entries, self.entry_repeats
         for n, b in enumerate(entries):
-            if len(b) < 2:
+            if len(b) < 2:       # no mutate: speed (a bucket of one is sorted)
                 continue
             ordered = sorted(b)
             keys = [x & _KEY for x in ordered]
@@ -88,7 +90,7 @@ def _confirm_repeats(scan: _Scan, open_source: Callable[[], BinaryIO | str]) -> 
         return
     customer_ids: dict[int, list[str]] = {}   # hash -> the ids seen with it, in file order
     seen: dict[tuple[str, str], int | None] = {}
-    n = 0
+    n = 0        # no mutate: memory (counts records between drops)
     try:
         for _, el in _iterparse(open_source(), None):
             if el.tag == T_CUSTOMER and customer_errors \
@@ -111,8 +113,8 @@ def _confirm_repeats(scan: _Scan, open_source: Callable[[], BinaryIO | str]) -> 
                                f"{seen[kind, rid]})")
                 else:
                     seen[kind, rid] = el.sourceline
-            n += 1
-            if n % _BATCH == 0:
+            n += 1                   # no mutate: memory
+            if n % _BATCH == 0:      # no mutate: memory
                 _drop_finished(el)
     except etree.XMLSyntaxError:
         pass      # the main pass reports it

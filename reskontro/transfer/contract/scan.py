@@ -28,7 +28,8 @@ from reskontro.transfer.contract.records import (CheckResult, ContractError, Ent
                                                  _TooMany)
 from reskontro.transfer.contract.structure import (_BATCH, T_CUSTOMER, T_ENTRY, T_HEADER,
                                                    T_KID, T_MATCH, StructureRules,
-                                                   _decimal, _drop_finished, _entry_by_tag)
+                                                   _decimal, _drop_finished, _entry_by_tag,
+                                                   _Events)
 from reskontro.transfer.contract.sums import ZERO, SumRules
 from reskontro.transfer.contract.values import ValueRules, kid_is_valid, luhn_is_valid
 from reskontro.transfer.render import EXACT
@@ -49,7 +50,7 @@ class _Scan(ValueRules, MatchRules, SumRules, IdRules, StructureRules):
         self.result = CheckResult([])
         # ids.py: the id tables
         bits = _bucket_bits(size)
-        self.shift = 64 - bits
+        self.shift = 64 - bits   # no mutate: speed (any shift keeps the index in range)
         self.customers = _buckets(bits)             # hash(id) of this file's customers
         self.customer_repeats: list[tuple[int, ContractError]] = []   # confirmed after the pass
         self.known_customers: set[str] = set()    # cache of known_customer(id) == True
@@ -70,7 +71,7 @@ class _Scan(ValueRules, MatchRules, SumRules, IdRules, StructureRules):
         if len(errors) >= self.max_errors:
             raise _TooMany
 
-    def run(self, events: etree.iterparse, records: etree.XMLSchema | None) -> None:
+    def run(self, events: _Events, records: etree.XMLSchema | None) -> None:
         """Check every record as it ends. Without ``records`` (the caller validates while
         parsing) an Entry's children are read by position: right for every XSD-valid Entry,
         as comments and PIs are removed by the parser; a file the XSD rejects is read again
@@ -174,8 +175,8 @@ class _Scan(ValueRules, MatchRules, SumRules, IdRules, StructureRules):
                 self.trailer(el)
             if records is not None:
                 self.record_xsd(el, tag, records)
-            n += 1
-            if n % _BATCH == 0:
+            n += 1                   # no mutate: memory
+            if n % _BATCH == 0:      # no mutate: memory
                 _drop_finished(el)
         self.n_entries = n_entries
         if appending:

@@ -25,14 +25,15 @@ from copy import deepcopy
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from lxml import etree
 
 NS = "urn:reskontro:ledger-transfer:1"
 _XS = "{http://www.w3.org/2001/XMLSchema}"
 _PROLOG_LIMIT = 65536
-_BATCH = 1024   # records kept in the tree before the finished ones are dropped
+# records kept in the tree before the finished ones are dropped
+_BATCH = 1024   # no mutate: memory
 
 
 def _q(local: str) -> str:
@@ -178,17 +179,38 @@ def _prolog_problem(head: bytes) -> str | None:
     return None
 
 
-def _iterparse(source: BinaryIO | str, schema: etree.XMLSchema | None) -> etree.iterparse:
+class _Events:
+    """lxml's iterparse over a file this module opens and always closes: a file lxml opens
+    itself stays open until garbage collection when the loop over it stops on an exception of
+    ours (the fast pass meeting a record the XSD rejects)."""
+
+    def __init__(self, source: BinaryIO | str, schema: etree.XMLSchema | None) -> None:
+        self._file = open(source, "rb") if isinstance(source, str) else None
+        kw = {"schema": schema} if schema is not None else {}
+        self._events = etree.iterparse(
+            self._file or source, events=("end",), tag=list(_RECORD_KIND), resolve_entities=False,
+            no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
+            remove_comments=True, remove_pis=True, **kw)
+
+    def __iter__(self) -> Iterator[tuple[str, etree._Element]]:
+        try:
+            yield from self._events
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+    @property
+    def root(self) -> etree._Element | None:
+        return self._events.root
+
+
+def _iterparse(source: BinaryIO | str, schema: etree.XMLSchema | None) -> _Events:
     """Hardened: no network, no DTD, no entity expansion; comments and PIs dropped (so a
     valid record's children are exactly its elements, in XSD order)."""
-    kw = {"schema": schema} if schema is not None else {}
-    return etree.iterparse(
-        source, events=("end",), tag=list(_RECORD_KIND), resolve_entities=False,
-        no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
-        remove_comments=True, remove_pis=True, **kw)
+    return _Events(source, schema)
 
 
-def _drop_finished(el: etree._Element) -> None:
+def _drop_finished(el: etree._Element) -> None:   # no mutate: memory only
     """Free the records before ``el`` (never those after: the parser may have built them)."""
     parent = el.getparent()
     if parent is not None:
@@ -198,11 +220,11 @@ def _drop_finished(el: etree._Element) -> None:
 
 def _streaming_xsd_message(source: BinaryIO | str, schema: etree.XMLSchema) -> str | None:
     """None when the file is XSD-valid, else libxml2's first message (it has no line)."""
-    n = 0
+    n = 0        # no mutate: memory (counts records between drops)
     try:
         for _, el in _iterparse(source, schema):
-            n += 1
-            if n % _BATCH == 0:
+            n += 1                   # no mutate: memory
+            if n % _BATCH == 0:      # no mutate: memory
                 _drop_finished(el)
     except etree.XMLSyntaxError as e:
         return _clean(str(e))
