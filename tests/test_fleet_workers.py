@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from sqlalchemy import create_engine, text
 from reskontro import services
 from reskontro.testing.loopback_sshd import LoopbackSshd
 from reskontro.worker import enqueue_due
+from clirun import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -27,17 +27,6 @@ LEDGER = [
     {"record": "entry", "id": "I1", "customer_id": "C1", "type": "invoice", "document_no": "F1",
      "document_date": "2026-11-01", "due_date": "2026-11-15", "amount": "1234.50", "status": "invoiced"},
 ]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)   # polling interval, not a wait for the result
 
 
 def worker(url: str, log: Path, fault: str | None = None) -> subprocess.Popen:
