@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -503,68 +504,56 @@ def fleet_init(url: str, data_dir: Path) -> Path:
     return fleet.data_dir
 
 
+@contextmanager
 def _fleet(url: str):
+    """The fleet database for one call, closed after it."""
     from reskontro.fleet.registry import open_fleet
-    return open_fleet(url)
+    fleet = open_fleet(url)
+    try:
+        yield fleet
+    finally:
+        fleet.dispose()
 
 
 def creditor_add(url: str, **fields):
     """A new creditor (fleet.registry.Creditor), validated as reskontro.toml is (ConfigError), its
     own rule file (`rule_file`) linted (RuleFileError); its role, schema and empty store."""
     from reskontro.fleet.registry import add_creditor
-    fleet = _fleet(url)
-    try:
+    with _fleet(url) as fleet:
         return add_creditor(fleet, **fields)
-    finally:
-        fleet.dispose()
 
 
 def creditors(url: str) -> list:
     from reskontro.fleet.registry import list_creditors
-    fleet = _fleet(url)
-    try:
+    with _fleet(url) as fleet:
         return list_creditors(fleet)
-    finally:
-        fleet.dispose()
 
 
 def creditor(url: str, creditor_id: str):
     from reskontro.fleet.registry import get_creditor
-    fleet = _fleet(url)
-    try:
+    with _fleet(url) as fleet:
         return get_creditor(fleet, creditor_id)
-    finally:
-        fleet.dispose()
 
 
 def creditor_disable(url: str, creditor_id: str):
     from reskontro.fleet.registry import disable_creditor
-    fleet = _fleet(url)
-    try:
+    with _fleet(url) as fleet:
         return disable_creditor(fleet, creditor_id)
-    finally:
-        fleet.dispose()
 
 
 def creditor_site(url: str, creditor_id: str, *, allow_disabled: bool = False) -> Site:
     """A fleet creditor's context: every function above takes it as it takes a site folder's."""
     from reskontro.fleet.registry import creditor_site as site_of
-    fleet = _fleet(url)
-    try:
+    with _fleet(url) as fleet:
         return site_of(fleet, creditor_id, allow_disabled=allow_disabled)
-    finally:
-        fleet.dispose()
 
 
 def fleet_status(url: str) -> list:
     """Per creditor (fleet.status.CreditorStatus): its last cycle and result, its newest nightly
     job, files awaiting a receipt, entries held; those that need a person first."""
     from reskontro.fleet.status import fleet_status as status_of
-    fleet = _fleet(url)
-    try:
+    with _fleet(url) as fleet:
         return status_of(fleet)
-    finally:
-        fleet.dispose()
 
 
 def nightly(site: Site, day, *, sftp: bool = True, client_factory=None):
