@@ -144,14 +144,19 @@ class _Reader:
         ntfctns = msg.findall("Ntfctn")
         if not ntfctns:
             raise self.err(msg, "no Ntfctn")
+        accounts: list[str] = []
         for n_pos, ntfctn in enumerate(ntfctns, 1):
+            account = _text(ntfctn, "Acct/Id/IBAN") or _text(ntfctn, "Acct/Id/Othr/Id")
+            if account and account not in accounts:
+                accounts.append(account)
             for e_pos, ntry in enumerate(ntfctn.findall("Ntry"), 1):
                 self.entry(ntry, f"{msg_id}/{n_pos}/{e_pos}", e_pos, payments, totals)
         self.make_unique(payments)
         currencies = {c for _, c in totals}
         control = sum((a for a, _ in totals), Decimal("0.00")) if len(currencies) <= 1 else None
         pf = PaymentFile(format=FORMAT, payments=payments, reference=msg_id,
-                         control_total=control, warnings=self.warnings, skipped=self.skipped)
+                         control_total=control, warnings=self.warnings, skipped=self.skipped,
+                         accounts=accounts)
         pf.set_aside_non_incoming()          # e.g. a CRDT of 0.00: no money received
         return pf
 

@@ -140,6 +140,7 @@ class _Reader:
         self.tokens = tokens
         self.raws = tokens.raw
         self.warnings: list[str] = []
+        self.accounts: list[str] = []      # FII+BF at LIN level: the accounts credited
         # caches keyed by segment text: bank files repeat the same DTM and MOA a lot
         self._dates: dict[str, date] = {}
         self._amounts: dict[str, tuple[Decimal, str]] = {}
@@ -220,7 +221,7 @@ class _Reader:
         currencies = {c for _, c in totals}
         control = sum((a for a, _ in totals), Decimal("0.00")) if len(currencies) <= 1 else None
         pf = PaymentFile(format=FORMAT, payments=payments, reference=unb_ref,
-                         control_total=control, warnings=self.warnings)
+                         control_total=control, warnings=self.warnings, accounts=self.accounts)
         pf.set_aside_non_incoming()     # a CREMUL is a credit advice: no debits, no reversals
         return pf
 
@@ -290,7 +291,13 @@ class _Reader:
             elif tag == "PRC":
                 pass                    # PRC 8/11 only announces DOC or FTX
             elif tag == "FII":
-                if seq is not None:
+                if seq is None and lin is not None:      # SG6 FII+BF: the account credited (ours)
+                    parts = raw.split(E)
+                    if len(parts) > 2 and parts[1] == "BF":
+                        account = parts[2].split(C)[0].strip()
+                        if account and account not in self.accounts:
+                            self.accounts.append(account)
+                elif seq is not None:
                     parts = raw.split(E)
                     if len(parts) > 2 and parts[1] == "OR":
                         comps = parts[2].split(C)

@@ -115,6 +115,7 @@ def read_ocr_giro(data: bytes, name: str = "<bytes>") -> PaymentFile:
     warnings: list[str] = []
     payments: list[BankPayment] = []
     signed_total = absolute_total = n_transactions = 0
+    accounts: list[str] = []
 
     i, end = 1, len(records) - 1
     while i < end:
@@ -133,6 +134,9 @@ def read_ocr_giro(data: bytes, name: str = "<bytes>") -> PaymentFile:
         end_no, assignment_end = records[j]
         body = records[i + 1:j]
         if start.service_code == ServiceCode.OCR_GIRO:
+            account = start.assignment_account
+            if account and account.strip("0") and account not in accounts:
+                accounts.append(account)
             got = _ocr_assignment(name, start, body)
             count, signed, absolute = len(got), sum(_ore(p) for p in got), \
                 sum(abs(_ore(p)) for p in got)
@@ -166,7 +170,8 @@ def read_ocr_giro(data: bytes, name: str = "<bytes>") -> PaymentFile:
             skipped.append(SkippedItem(p.archive_ref, p.amount, p.currency, why, kid=p.kid,
                                        bank_code=p.bank_code))
     return PaymentFile(format=FORMAT, payments=incoming, reference=first.transmission_number,
-                       control_total=from_ore(total), warnings=warnings, skipped=skipped)
+                       control_total=from_ore(total), warnings=warnings, skipped=skipped,
+                       accounts=accounts)
 
 
 def _not_a_payment(p: BankPayment) -> str | None:

@@ -1412,10 +1412,14 @@ def creditors() -> None:
               help="The server's pinned host key (known_hosts format).")
 @click.option("--rules", "rule_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Its own rule file (linted first); else the fleet's default.")
+@click.option("--account", "accounts", multiple=True, metavar="ACCOUNT",
+              help="Its bank account (11 digits or IBAN; again for more): bank files in the drop folder "
+                   "crediting it are routed to it.")
 @_fleet_url
 @reporting
 def creditors_add(out: Output, creditor_id: str, fleet_url: str | None, rule_file: Path | None,
-                  sftp_key_file: Path | None, sftp_known_hosts: Path | None, **fields) -> None:
+                  sftp_key_file: Path | None, sftp_known_hosts: Path | None, accounts: tuple[str, ...],
+                  **fields) -> None:
     """Register a creditor: validated as reskontro.toml is (the setting and the reason when
     refused), its own schema and role in the fleet database, its folders.
 
@@ -1423,10 +1427,12 @@ def creditors_add(out: Output, creditor_id: str, fleet_url: str | None, rule_fil
     Example:
       reskontro creditors add acme --sender-id 123456 --org-no 923609016 --send-time 18:00 \\
         --sftp-host sftp.lowell.no --sftp-user acme --sftp-key-file /srv/keys/acme \\
-        --sftp-known-hosts /srv/keys/known_hosts --fleet postgresql+psycopg://rk@db/fleet
+        --sftp-known-hosts /srv/keys/known_hosts --account 8601.11.17947 \
+        --fleet postgresql+psycopg://rk@db/fleet
     """
     try:
         c = services.creditor_add(_need_fleet(fleet_url), creditor_id=creditor_id, rule_file=rule_file,
+                                  accounts=accounts,
                                   sftp_key_file=None if sftp_key_file is None else str(sftp_key_file),
                                   sftp_known_hosts=None if sftp_known_hosts is None else str(sftp_known_hosts),
                                   **fields)
@@ -1436,6 +1442,32 @@ def creditors_add(out: Output, creditor_id: str, fleet_url: str | None, rule_fil
         raise UserError(f"the rule file has problems (run `reskontro rules lint`):\n{exc}", USAGE) from None
     out.say("Added creditor ", (c.id, "bold"), f" (schema {c.schema_name}, role {c.role_name}).")
     _finish(out, DONE, creditor=c.as_dict())
+
+
+@fleet.command("route")
+@click.option("--drop", "drop", type=click.Path(file_okay=False, path_type=Path),
+              help="The drop folder (default: drop/ in the fleet's data folder).")
+@_fleet_url
+@reporting
+def fleet_route(out: Output, drop: Path | None, fleet_url: str | None) -> None:
+    """Route the shared drop folder once (the worker does it every minute): each complete bank
+    file to the creditor whose account it credits, each receipt to the creditor of its FileId,
+    into that creditor's inbox/. A file that is no one's, several creditors' or unreadable goes
+    to drop/unrouted/ with the reason beside it. Exit status 3 when one did.
+
+    \b
+    Example:
+      reskontro fleet route --fleet postgresql+psycopg://rk@db/fleet
+    """
+    waiting: list[str] = []
+    rows = services.fleet_route(_need_fleet(fleet_url), drop, waiting=waiting)
+    out.table([Col("file"), Col("kind", "id"), Col("creditor", "id"), Col("detail", "words")],
+              [[r.name, r.kind, r.creditor or "-", r.detail] for r in rows], title="Drop folder")
+    unrouted = [r for r in rows if r.creditor is None]
+    out.say(f"{len(rows) - len(unrouted)} routed, {len(unrouted)} set aside in unrouted/"
+            + (f", {len(waiting)} not complete yet (left for the next pass)" if waiting else "") + ".")
+    _finish(out, ATTENTION if unrouted else DONE, files=[r.as_dict() for r in rows], waiting=waiting,
+            attention=[r.detail for r in unrouted])
 
 
 @creditors.command("list")
@@ -1476,6 +1508,24 @@ def creditors_show(out: Output, creditor_id: str, fleet_url: str | None) -> None
     _finish(out, DONE, creditor=c.as_dict())
 
 
+@creditors.command("add-account")
+@click.argument("creditor_id", metavar="ID")
+@click.argument("accounts", metavar="ACCOUNT...", nargs=-1, required=True)
+@_fleet_url
+@reporting
+def creditors_add_account(out: Output, creditor_id: str, accounts: tuple[str, ...], fleet_url: str | None) -> None:
+    """Register more bank accounts of a creditor (11 digits with a valid check digit, or an IBAN):
+    bank files in the fleet's drop folder that credit them are routed to its inbox.
+
+    \b
+    Example:
+      reskontro creditors add-account acme 8601.11.17947 NO9386011117947 --fleet postgresql+psycopg://rk@db/fleet
+    """
+    c = services.creditor_add_accounts(_need_fleet(fleet_url), creditor_id, list(accounts))
+    out.say("Creditor ", (c.id, "bold"), f" has the accounts {', '.join(c.accounts)}.")
+    _finish(out, DONE, creditor=c.as_dict())
+
+
 @creditors.command("disable")
 @click.argument("creditor_id", metavar="ID")
 @_fleet_url
@@ -1498,9 +1548,12 @@ def creditors_disable(out: Output, creditor_id: str, fleet_url: str | None) -> N
 @click.option("--stalled-after", type=click.FloatRange(1), default=60, show_default=True, metavar="SECONDS",
               help="A worker silent this long is dead: its job goes to another worker.")
 @click.option("--once", is_flag=True, help="Work until the queue is empty, then exit.")
-def worker(fleet_url: str | None, no_sftp: bool, stalled_after: float, once: bool) -> None:
+@click.option("--route-every", type=click.FloatRange(1), default=60, show_default=True, metavar="SECONDS",
+              help="How often the drop folder is routed to the creditors' inboxes.")
+def worker(fleet_url: str | None, no_sftp: bool, stalled_after: float, once: bool, route_every: float) -> None:
     """Work the fleet's queue: every creditor's nightly cycle at its send time, one creditor at a
-    time per worker; run any number of workers on any number of machines (they share the
+    time per worker, and the shared drop folder routed to the creditors' inboxes (each then read
+    as `watch --once` reads a site's); run any number of workers on any number of machines (they share the
     fleet database and its data folder). Stops on SIGINT/SIGTERM.
 
     \b
@@ -1508,7 +1561,8 @@ def worker(fleet_url: str | None, no_sftp: bool, stalled_after: float, once: boo
       RESKONTRO_FLEET=postgresql+psycopg://rk@db/fleet reskontro worker
     """
     from reskontro.worker import run_worker
-    run_worker(_need_fleet(fleet_url), sftp=not no_sftp, stalled_after=stalled_after, once=once)
+    run_worker(_need_fleet(fleet_url), sftp=not no_sftp, stalled_after=stalled_after, once=once,
+               route_every=route_every)
 # --- the support page -------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default: [web] host, else 127.0.0.1). "

@@ -523,6 +523,22 @@ def creditor_add(url: str, **fields):
         return add_creditor(fleet, **fields)
 
 
+def creditor_add_accounts(url: str, creditor_id: str, accounts: list[str]):
+    """More bank accounts for a creditor: the drop folder routes the bank files crediting them
+    to it (fleet.routing). FleetError naming a bad account or one another creditor has."""
+    from reskontro.fleet.registry import add_accounts
+    with _fleet(url) as fleet:
+        return add_accounts(fleet, creditor_id, accounts)
+
+
+def fleet_route(url: str, drop: Path | None = None, waiting: list[str] | None = None) -> list:
+    """One pass over the fleet's shared drop folder (fleet.routing.route_drop): each complete
+    bank file or receipt moved into its creditor's inbox, or set aside in drop/unrouted/."""
+    from reskontro.fleet.routing import route_drop
+    with _fleet(url) as fleet:
+        return route_drop(fleet, drop, waiting=waiting)
+
+
 def creditors(url: str) -> list:
     from reskontro.fleet.registry import list_creditors
     with _fleet(url) as fleet:

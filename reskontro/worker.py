@@ -12,6 +12,12 @@ Three tasks:
   `reskontro run` runs; the network only unreachable (exit status 75 in single-site mode) is
   retried with exponential backoff; any other failure is the creditor's alone (its job fails,
   the others run on).
+- `route_drop` (periodic): the shared drop folder's bank files and receipts moved into their
+  creditors' inboxes (fleet.routing: by the accounts and FileIds inside them), and an `inbox`
+  job queued for each creditor that got one.
+- `inbox(creditor)`: that creditor's inbox read as `reskontro watch --once` reads a site's
+  (receipts into the journal, bank payments listed; the nightly cycle books them), under the
+  same lock `creditor:<id>` as its nightly job.
 - `recover_stalled` (periodic): the `nightly` jobs of a worker whose heartbeat stopped (killed,
   its machine gone) go back to the queue; the export's journal makes the rerun send nothing
   twice.
@@ -31,6 +37,7 @@ from reskontro import services
 log = logging.getLogger("reskontro.worker")
 
 NIGHTLY = "nightly"
+INBOX = "inbox"
 
 
 class CycleLater(Exception):
@@ -47,14 +54,20 @@ def conninfo(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def _recover_cron(stalled_after: float) -> str:
-    if stalled_after >= 120:
+def _every(seconds: float) -> str:
+    """A cron for about every `seconds` (a minute and more: every minute)."""
+    if seconds >= 60:
         return "* * * * *"
-    step = max(1, min(59, int(stalled_after // 2)))
+    step = max(1, min(59, int(seconds)))
     return f"* * * * * */{step}"       # the sixth field: seconds
 
 
-def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client_factory=None) -> procrastinate.App:
+def _recover_cron(stalled_after: float) -> str:
+    return _every(stalled_after / 2)
+
+
+def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client_factory=None,
+             route_every: float = 60.0) -> procrastinate.App:
     """The fleet's task queue, its tasks bound to the fleet database `url`."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
 
@@ -74,6 +87,25 @@ def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client
         if result.exit_status == 75:
             raise CycleLater(f"{creditor} {local_date}: the server was unreachable; tried again later")
         return result.result
+
+    @app.task(name=INBOX)
+    def inbox(creditor: str) -> int:
+        import threading
+        from reskontro.fleet.registry import FleetError
+        try:
+            site = services.creditor_site(url, creditor, allow_disabled=True)
+        except FleetError as exc:
+            log.warning("inbox %s: skipped: %s", creditor, exc)
+            return 0
+        try:
+            return services.watch(site, once=True, rescan=0, stop=threading.Event())
+        finally:
+            site.db.dispose()
+
+    @app.periodic(cron=_every(route_every), periodic_id="route")
+    @app.task(name="route_drop", queueing_lock="route_drop")
+    async def route_drop(timestamp: int) -> int:
+        return await route_drop_async(app, url)
 
     @app.periodic(cron="* * * * *", periodic_id="schedule")
     @app.task(name="schedule_nightly", queueing_lock="schedule_nightly")
@@ -119,6 +151,22 @@ async def enqueue_due_async(app: procrastinate.App, url: str, now: datetime) -> 
     return n
 
 
+async def route_drop_async(app: procrastinate.App, url: str) -> int:
+    """One routing pass over the drop folder, then an `inbox` job for each creditor that got a
+    file (one queued per creditor however many files: its queueing lock). The files routed."""
+    routed = await asyncio.to_thread(services.fleet_route, url)
+    for r in routed:
+        (log.info if r.creditor else log.warning)("drop %s (%s): %s%s", r.name, r.kind,
+                                                   f"to {r.creditor}: " if r.creditor else "", r.detail)
+    for creditor in sorted({r.creditor for r in routed if r.creditor}):
+        try:
+            await app.configure_task(INBOX, lock=f"creditor:{creditor}",
+                                     queueing_lock=f"inbox:{creditor}").defer_async(creditor=creditor)
+        except AlreadyEnqueued:          # one is waiting already: it reads every file there
+            pass
+    return len(routed)
+
+
 async def recover_stalled_jobs(app: procrastinate.App, stalled_after: float) -> int:
     """The nightly jobs whose worker stopped sending heartbeats, back into the queue."""
     stalled = await app.job_manager.get_stalled_jobs(task_name=NIGHTLY, seconds_since_heartbeat=stalled_after)
@@ -141,9 +189,9 @@ def enqueue_due(url: str, now: datetime | None = None) -> int:
 
 
 def run_worker(url: str, *, sftp: bool = True, stalled_after: float = 60.0, once: bool = False,
-               name: str | None = None) -> None:
+               name: str | None = None, route_every: float = 60.0) -> None:
     """The worker, until SIGINT/SIGTERM (or, `once`, until the queue is empty)."""
-    app = make_app(url, sftp=sftp, stalled_after=stalled_after)
+    app = make_app(url, sftp=sftp, stalled_after=stalled_after, route_every=route_every)
     app.run_worker(concurrency=1, wait=not once, name=name, update_heartbeat_interval=max(0.5, stalled_after / 4),
                    stalled_worker_timeout=stalled_after, delete_jobs="never",
                    fetch_job_polling_interval=min(5.0, max(0.5, stalled_after / 4)))

@@ -198,3 +198,52 @@ def test_only_an_unreachable_server_is_retried_and_with_backoff() -> None:
     assert all(b > a for a, b in zip(waits, waits[1:])) and 15 < waits[0] < 30 and 200 < waits[-1] < 300
     assert decision(CycleLater("unreachable"), 8) is None             # given up: the job fails, fleet status shows it
     assert decision(RuntimeError("a bug"), 0) is None                 # anything else is not retried
+
+
+def test_a_cycle_that_could_not_reach_the_server_is_retried_later_and_then_completes(
+        fleet: str, tmp_path: Path) -> None:
+    """The nightly job whose cycle ends with exit status 75 (only the server unreachable: here
+    a closed port on 127.0.0.1) is queued again by procrastinate for later, with backoff; its
+    retry runs the cycle again (a failed day is not a completed one) and succeeds."""
+    import asyncio
+
+    from reskontro.adapters.sftp import SftpClient, SftpSettings
+    from reskontro.testing.loopback_sshd import free_port
+    from reskontro.worker import enqueue_due, make_app
+    add(fleet, "a", "8001", send_time="00:00")
+    site = services.creditor_site(fleet, "a")
+    services.import_ledger(site, [ledger_file(tmp_path)])
+    closed = free_port()                     # nothing listens there: connection refused
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = tmp_path / "key"
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    key.chmod(0o600)
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    unreachable = lambda: SftpClient(SftpSettings(host="127.0.0.1", port=closed, user="x", key_file=key,  # noqa: E731
+                                                  known_hosts=known, retries=0, timeout=2))
+    assert enqueue_due(fleet) == 1
+
+    def work(app) -> list[tuple[str, int, bool]]:
+        async def go():
+            async with app.open_async():
+                await app.run_worker_async(wait=False, concurrency=1, delete_jobs="never")
+                rows = await app.connector.execute_query_all_async(
+                    "SELECT status, attempts, scheduled_at > now() + interval '10 seconds' AS later "
+                    "FROM procrastinate_jobs WHERE task_name = 'nightly'")
+                return [(r["status"], r["attempts"], r["later"]) for r in rows]
+        return asyncio.run(go())
+
+    assert work(make_app(fleet, client_factory=unreachable)) == [("todo", 1, True)]   # again in ~22 s
+    [first] = services.run_history(site)
+    assert first.result == "failed"
+    admin = create_engine(fleet)
+    with admin.begin() as conn:              # its time has come (not waiting the 22 s here)
+        conn.execute(text("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE task_name = 'nightly'"))
+    admin.dispose()
+    assert work(make_app(fleet, sftp=False)) == [("succeeded", 2, False)]       # its second attempt
+    assert [r.result for r in services.run_history(site)][0] in ("ok", "needs_person")
+    assert len(services.run_history(site)) == 2
+    site.db.dispose()

@@ -102,6 +102,9 @@ RUNS = [(("plan",), 0), (("plan", "--all"), 0), (("explain", "I1"), 0), (("expla
         (("creditors", "list", "--fleet", "{fleet}"), 0), (("creditors", "show", "acme", "--fleet", "{fleet}"), 0),
         (("creditors", "show", "nope", "--fleet", "{fleet}"), 1),
         (("import", "{root}/ledger.jsonl", "--creditor", "acme", "--fleet", "{fleet}"), 0),
+        (("creditors", "add-account", "acme", "8601.11.17947", "--fleet", "{fleet}"), 0),
+        (("creditors", "add-account", "acme", "8601.11.17948", "--fleet", "{fleet}"), 1),
+        (("fleet", "route", "--fleet", "{fleet}"), 0),
         (("fleet", "status", "--fleet", "{fleet}"), 0),
         (("creditors", "disable", "acme", "--fleet", "{fleet}"), 0)]
 # need a server: test_exit_status.py runs them with --json

@@ -371,3 +371,30 @@ def test_an_erp_entry_dropped_from_a_delivered_match_is_held_as_match_lost_membe
     assert (got["decision"], got["rule"]) == ("hold", "match-lost-member"), got
     text = flat(cli(posted.site, "explain", "K7").stdout)
     assert "K7: hold by rule match-lost-member" in text and "removals are never transferred" in text
+
+
+def test_a_value_longer_than_a_bank_file_can_hold_refuses_the_file_naming_it(tmp_path: Path) -> None:
+    """A creditor reference is Max35Text: 35 characters are listed as the payment's reference;
+    more (no well-formed file has them) refuse the whole file, naming the payment and field,
+    and nothing of it is listed: an identifier cut short could name another invoice."""
+    from reskontro.domain import InputError
+    from reskontro.ledger.store import open_engine
+    from tests.test_not_payments import Ntry, Tx, camt
+
+    def with_ref(ref: str) -> bytes:
+        data = camt("08", [Ntry("N-1", "100.00", "CRDT", [Tx("T-1", "100.00", "CRDT", kid=5)])])
+        start = data.index(b"<Ref>") + 5
+        return data[:start] + ref.encode() + data[data.index(b"</Ref>", start):]
+
+    db = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    ok = "R" * 35
+    assert "1 payments listed" in list_payment_file(db, with_ref(ok), "ok.xml", "a" * 64)
+    with db.connect() as conn:
+        assert conn.execute(select(s.bank_payments.c.kid).where(s.bank_payments.c.archive_ref == "T-1")).scalar() == ok
+    with pytest.raises(InputError, match=r"^long\.xml: payment T-3: kid is 36 characters long, more than a bank "
+                                         r"file's 35"):
+        list_payment_file(db, with_ref("R" * 36).replace(b"T-1", b"T-3"),
+                          "long.xml", "b" * 64)
+    with db.connect() as conn:
+        assert conn.execute(select(s.bank_payments.c.archive_ref).order_by(s.bank_payments.c.archive_ref)
+                            ).scalars().all() == ["T-1"]

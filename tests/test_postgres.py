@@ -78,3 +78,28 @@ def test_the_nightly_loop_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     assert receiver.open_balances()[open_invoice] == Decimal("0.00")
     s.metadata.drop_all(engine)
     engine.dispose()
+
+
+def test_a_store_from_before_the_wider_columns_is_widened_in_place(pg_url: str) -> None:
+    """bank_payments.kid and bank_code were varchar(25) and (16): a camt.054 creditor reference
+    (Max35Text, 27 characters in a real file of the corpus) was refused by PostgreSQL. A store
+    made then is widened at open, its rows kept."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from reskontro.ledger.store import open_engine
+    open_engine(pg_url).dispose()
+    old = create_engine(pg_url)
+    with old.begin() as conn:
+        conn.execute(text("ALTER TABLE bank_payments ALTER COLUMN kid TYPE varchar(25)"))
+        conn.execute(text("ALTER TABLE bank_payments ALTER COLUMN bank_code TYPE varchar(16)"))
+        conn.execute(text("INSERT INTO bank_payments (id, archive_ref, format, file_sha256, amount_ore, currency, "
+                          "kid, source, status) VALUES ('BP1', 'AR1', 'cremul', 'x', 100, 'NOK', '1234567890123', "
+                          "'Lowell', 'unposted')"))
+    old.dispose()
+    db = open_engine(pg_url)
+    widths = {c["name"]: getattr(c["type"], "length", None) for c in inspect(db).get_columns("bank_payments")}
+    assert (widths["kid"], widths["bank_code"]) == (35, 35)
+    with db.begin() as conn:
+        assert conn.execute(text("SELECT kid FROM bank_payments WHERE id = 'BP1'")).scalar() == "1234567890123"
+        conn.execute(text("UPDATE bank_payments SET kid = :k WHERE id = 'BP1'"), {"k": "0" * 35})
+    db.dispose()

@@ -167,6 +167,10 @@ class PaymentFile:
     control_total: Decimal | None = None  # the total the file states, already checked
     warnings: list[str] = field(default_factory=list)
     skipped: list[SkippedItem] = field(default_factory=list)
+    # The accounts the file reports money into (the creditor's own: CREMUL FII+BF, camt.054
+    # Ntfctn/Acct/Id, OCR giro's assignment account), as written, each once, in file order.
+    # They say whose file it is where one drop folder serves many creditors (fleet.routing).
+    accounts: list[str] = field(default_factory=list)
 
     def set_aside_non_incoming(self) -> None:
         """Move any payment whose amount is not positive to ``skipped``: whatever a reader

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from sqlalchemy import (Boolean, Column, DateTime, Engine, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (Boolean, Column, DateTime, Engine, ForeignKey, Integer, MetaData, String, Table, Text,
                         create_engine, func, insert, select, text, update)
 from sqlalchemy.engine import make_url
 
@@ -53,6 +53,14 @@ creditors = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# The creditors' own bank accounts (domain.bank_account keys): a bank file in the shared drop
+# folder goes to the creditor whose account it credits (fleet.routing). One account, one creditor.
+accounts = Table(
+    "accounts", metadata,
+    Column("account", String(34), primary_key=True),
+    Column("creditor_id", String(30), ForeignKey(creditors.c.id), nullable=False, index=True),
+)
+
 settings = Table(
     "settings", metadata,
     Column("key", String(64), primary_key=True),
@@ -82,6 +90,7 @@ class Creditor:
     role_name: str
     disabled: bool
     created_at: datetime | None = None
+    accounts: tuple[str, ...] = ()       # its bank accounts (keys), for the drop folder's routing
 
     def as_dict(self) -> dict:
         return {"id": self.id, "sender_id": self.sender_id, "org_no": self.org_no, "mode": self.mode,
@@ -89,7 +98,7 @@ class Creditor:
                 "sftp": {"host": self.sftp_host, "port": self.sftp_port, "user": self.sftp_user,
                          "key_file": self.sftp_key_file, "known_hosts": self.sftp_known_hosts},
                 "rules": "own" if self.own_rules else "fleet default", "schema": self.schema_name,
-                "role": self.role_name, "disabled": self.disabled,
+                "role": self.role_name, "disabled": self.disabled, "accounts": list(self.accounts),
                 "created_at": None if self.created_at is None else self.created_at.isoformat(timespec="seconds")}
 
 
@@ -106,6 +115,12 @@ class Fleet:
     @property
     def templates(self) -> Path:
         return self.data_dir / "templates"
+
+    @property
+    def drop(self) -> Path:
+        """The shared drop folder: bank files and receipts for any creditor, routed by the ids
+        inside them (fleet.routing)."""
+        return self.data_dir / "drop"
 
     def creditor_dir(self, creditor_id: str) -> Path:
         return self.data_dir / "creditors" / creditor_id
@@ -144,6 +159,7 @@ def init_fleet(url: str, data_dir: Path) -> Fleet:
                 cur.execute(SchemaManager.get_schema())
     private_dir(data_dir)
     (data_dir / "creditors").mkdir(exist_ok=True)
+    (data_dir / "drop").mkdir(exist_ok=True)
     for name in ("rules", "templates"):
         target = data_dir / name
         target.mkdir(exist_ok=True)
@@ -205,7 +221,8 @@ def names(fleet: Fleet, creditor_id: str) -> tuple[str, str]:
 def add_creditor(fleet: Fleet, *, creditor_id: str, sender_id: str, org_no: str, mode: str = "full_ledger",
                  timezone: str = "Europe/Oslo", send_time: str = "18:00", sftp_host: str = "127.0.0.1",
                  sftp_port: int = 22, sftp_user: str = "reskontro", sftp_key_file: str | None = None,
-                 sftp_known_hosts: str | None = None, rule_file: Path | None = None) -> Creditor:
+                 sftp_known_hosts: str | None = None, rule_file: Path | None = None,
+                 accounts: tuple[str, ...] | list[str] = ()) -> Creditor:
     """A new creditor: validated as reskontro.toml is (ConfigError naming the setting), its rule
     file (if its own) linted, then its row, role, schema and empty store, and its folders."""
     from reskontro.files.private import private_dir
@@ -221,6 +238,7 @@ def add_creditor(fleet: Fleet, *, creditor_id: str, sender_id: str, org_no: str,
                own_rules=rule_file is not None, schema_name=schema, role_name=role, disabled=False)
     d = fleet.creditor_dir(creditor_id)
     parse_config(_raw_config(fleet, row, fleet.default_rules), d, f"creditor {creditor_id}")   # ConfigError
+    keys = _account_keys(accounts)
     if rule_file is not None:
         from reskontro.rules.lint import lint_file
         from reskontro.rules.rulefile import RuleFileError
@@ -233,6 +251,7 @@ def add_creditor(fleet: Fleet, *, creditor_id: str, sender_id: str, org_no: str,
         if conn.execute(select(creditors.c.id).where(creditors.c.sender_id == sender_id)).first():
             raise FleetError(f"sender id {sender_id} belongs to another creditor already")
         conn.execute(insert(creditors).values(**row))
+        _insert_accounts(conn, creditor_id, keys)
         exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
         if not exists:
             conn.execute(text(f'CREATE ROLE "{role}" NOLOGIN NOINHERIT'))
@@ -250,9 +269,57 @@ def add_creditor(fleet: Fleet, *, creditor_id: str, sender_id: str, org_no: str,
     return c
 
 
-def _row(r) -> Creditor:
+def _account_keys(given) -> list[str]:
+    """The accounts as keys (domain.bank_account), each once; FleetError naming a bad one."""
+    from reskontro.domain import bank_account
+    keys: list[str] = []
+    for a in given:
+        try:
+            k = bank_account.validate(a)
+        except InputError as exc:
+            raise FleetError(str(exc)) from None
+        if k not in keys:
+            keys.append(k)
+    return keys
+
+
+def _insert_accounts(conn, creditor_id: str, keys: list[str]) -> None:
+    if not keys:
+        return
+    taken = conn.execute(select(accounts.c.account, accounts.c.creditor_id)
+                         .where(accounts.c.account.in_(keys))).all()
+    others = [f"{a} (creditor {c})" for a, c in taken if c != creditor_id]
+    if others:
+        raise FleetError(f"bank account {', '.join(others)} belongs to another creditor already: "
+                         "an account is one creditor's, or the drop folder could not tell whose a file is")
+    mine = {a for a, _ in taken}
+    new = [k for k in keys if k not in mine]
+    if new:
+        conn.execute(insert(accounts), [{"account": k, "creditor_id": creditor_id} for k in new])
+
+
+def add_accounts(fleet: Fleet, creditor_id: str, given: list[str]) -> Creditor:
+    """More bank accounts for a creditor (validated; one already its own is no change)."""
+    keys = _account_keys(given)
+    get_creditor(fleet, creditor_id)
+    with fleet.engine.begin() as conn:
+        _insert_accounts(conn, creditor_id, keys)
+    return get_creditor(fleet, creditor_id)
+
+
+def _row(r, owned: tuple[str, ...] = ()) -> Creditor:
     m = r._mapping
-    return Creditor(**{k: m[k] for k in Creditor.__dataclass_fields__})
+    return Creditor(**{k: m[k] for k in Creditor.__dataclass_fields__ if k != "accounts"}, accounts=owned)
+
+
+def _accounts_of(conn, ids: list[str] | None = None) -> dict[str, tuple[str, ...]]:
+    q = select(accounts.c.creditor_id, accounts.c.account).order_by(accounts.c.creditor_id, accounts.c.account)
+    if ids is not None:
+        q = q.where(accounts.c.creditor_id.in_(ids))
+    out: dict[str, list[str]] = {}
+    for cid, a in conn.execute(q):
+        out.setdefault(cid, []).append(a)
+    return {cid: tuple(a) for cid, a in out.items()}
 
 
 def list_creditors(fleet: Fleet, *, include_disabled: bool = True) -> list[Creditor]:
@@ -260,15 +327,26 @@ def list_creditors(fleet: Fleet, *, include_disabled: bool = True) -> list[Credi
     if not include_disabled:
         q = q.where(creditors.c.disabled.is_(False))
     with fleet.engine.connect() as conn:
-        return [_row(r) for r in conn.execute(q)]
+        owned = _accounts_of(conn)
+        return [_row(r, owned.get(r.id, ())) for r in conn.execute(q)]
 
 
 def get_creditor(fleet: Fleet, creditor_id: str) -> Creditor:
     with fleet.engine.connect() as conn:
         r = conn.execute(select(creditors).where(creditors.c.id == creditor_id)).first()
+        owned = _accounts_of(conn, [creditor_id]).get(creditor_id, ()) if r is not None else ()
     if r is None:
         raise FleetError(f"no creditor {creditor_id!r} in this fleet (`reskontro creditors list`)")
-    return _row(r)
+    return _row(r, owned)
+
+
+def owners(fleet: Fleet) -> tuple[dict[str, str], dict[str, str]]:
+    """Who owns what the drop folder's files name: {account key: creditor id} and
+    {sender id: creditor id}, disabled creditors included (their files still are theirs)."""
+    with fleet.engine.connect() as conn:
+        by_account = {a: c for a, c in conn.execute(select(accounts.c.account, accounts.c.creditor_id))}
+        by_sender = {s: c for c, s in conn.execute(select(creditors.c.id, creditors.c.sender_id))}
+    return by_account, by_sender
 
 
 def disable_creditor(fleet: Fleet, creditor_id: str) -> Creditor:
@@ -303,7 +381,7 @@ def _schedule_config(c: Creditor) -> Config:
                   send_time=time(int(h), int(m)))
 
 
-__all__ = ["ConfigError", "Creditor", "Fleet", "FleetError", "add_creditor", "creditor_config", "creditor_url",
+__all__ = ["ConfigError", "Creditor", "Fleet", "FleetError", "add_accounts", "add_creditor", "creditor_config", "creditor_url",
            "disable_creditor", "due_nightly", "get_creditor", "init_fleet", "list_creditors", "open_fleet"]
 
 

@@ -8,6 +8,8 @@ release are added here, in place (nullable columns: old rows say NULL, or are fi
   transfer file carries, ``stamp`` = every field) had one version over every field; their
   rows get both, and the journal's record of what was sent is carried over to the new
   versions, so nothing Lowell already has turns changed-after-sent by the upgrade;
+- text columns made wider since (bank_payments.kid and bank_code: 25 and 16 → 35, the
+  bank formats' Max35Text) are widened in place on PostgreSQL (SQLite does not enforce them);
 - the indexes of `find` (expression indexes on lower(...)), the bank payments' and the new
   tables' (actions, receipts, sent_content: made by create_all) are added in place.
 """
@@ -34,6 +36,8 @@ def upgrade(engine: Engine) -> list[str]:
             if col.name not in have and (col.nullable or (col.name == "stamp" and table.name in _STAMPED)):
                 if _add_column(engine, table, col.name):
                     added.append(f"{table.name}.{col.name}")
+    if engine.dialect.name == "postgresql":
+        _widen(engine, insp, existing)
     with engine.begin() as conn:
         if "entries.origin" in added:
             _backfill_origin(conn)
@@ -47,6 +51,19 @@ def upgrade(engine: Engine) -> list[str]:
                 if index.name not in have:
                     _add_index(engine, index)
     return added
+
+
+def _widen(engine: Engine, insp, existing: set[str]) -> None:
+    """varchar columns narrower in the store than in the schema, widened (never narrowed)."""
+    for table in s.metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        have = {c["name"]: getattr(c["type"], "length", None) for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            want = getattr(col.type, "length", None)
+            if want and have.get(col.name) and have[col.name] < want:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ALTER COLUMN {col.name} TYPE varchar({want})")
 
 
 def _add_index(engine: Engine, index) -> None:

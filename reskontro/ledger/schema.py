@@ -197,11 +197,11 @@ bank_payments = Table(
     Column("currency", String(3), nullable=False),
     Column("payment_date", Date),
     Column("booking_date", Date),
-    Column("kid", String(25)),
+    Column("kid", String(35)),            # the payment's reference (Max35Text): a KID when it matches one
     Column("invoice_no", String(35)),
     Column("payer_name", String(200)),
     Column("payer_account", String(40)),
-    Column("bank_code", String(16)),
+    Column("bank_code", String(35)),      # camt.054 BkTxCd/Prtry/Cd is Max35Text
     Column("text", String(200)),
     Column("source", String(35), nullable=False),
     Column("status", String(16), nullable=False),          # unposted | matched | unmatched | booked_in_erp | dismissed

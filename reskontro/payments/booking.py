@@ -32,6 +32,19 @@ def payment_id(archive_ref: str) -> str:
     return "BP" + hashlib.blake2b(archive_ref.encode(), digest_size=10).hexdigest()
 
 
+def _check_widths(rows: list[dict], name: str) -> None:
+    """A value longer than its column (no well-formed bank file has one: the formats' own
+    limits are the columns') refuses the file, naming the payment and the field: an identifier
+    cut short could name another invoice, and PostgreSQL would refuse the row anyway."""
+    widths = {c.name: c.type.length for c in s.bank_payments.columns if getattr(c.type, "length", None)}
+    for row in rows:
+        for field, width in widths.items():
+            value = row.get(field)
+            if isinstance(value, str) and len(value) > width:
+                raise InputError(f"{name}: payment {row['archive_ref'][:120]}: {field} is {len(value)} characters "
+                                 f"long, more than a bank file's {width}: {value[:60]!r}…")
+
+
 def list_payment_file(db: Engine, data: bytes, name: str, digest: str) -> str:
     """Parse a payment file and list its payments (all or none); returns a one-line summary.
 
@@ -57,6 +70,7 @@ def list_payment_file(db: Engine, data: bytes, name: str, digest: str) -> str:
                 payer_name=(p.payer_name or None) and p.payer_name[:200], payer_account=p.payer_account,
                 bank_code=p.bank_code, text=(p.text or None) and p.text[:200], source=p.source or SOURCE,
                 status="unposted"))
+        _check_widths(rows, name)
         if rows:
             conn.execute(insert(s.bank_payments), rows)
     dup = len(pf.payments) - len(rows)
