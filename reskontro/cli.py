@@ -1376,20 +1376,28 @@ def fleet_init(out: Output, url: str, data_dir: Path) -> None:
 @reporting
 def fleet_status(out: Output, fleet_url: str | None) -> None:
     """Per creditor: its last cycle and result, its newest nightly job, files awaiting a receipt,
-    entries held; the creditors that need a person first. Exit status 3 when one does.
+    entries held; the creditors that need a person first, and the drop folder's files no creditor
+    could be found for. Exit status 3 when any of them needs a person.
 
     \b
     Example:
       RESKONTRO_FLEET=postgresql+psycopg://rk@db/fleet reskontro fleet status
     """
-    rows = services.fleet_status(_need_fleet(fleet_url))
+    url = _need_fleet(fleet_url)
+    rows = services.fleet_status(url)
     out.table([Col("creditor", "id"), Col("last run", "words"), Col("result", "id"), Col("job", "id"),
                Col("awaiting receipt", "number"), Col("held", "number"), Col("needs a person")],
               [[r.id, "" if r.last_run is None else r.last_run.isoformat(timespec="minutes"), r.result,
                 "" if r.job is None else f"{r.job} {r.job_date}", r.awaiting_receipt, r.held,
                 "; ".join(r.needs_person[:2])] for r in rows], title="Fleet")
     attention = [r.id for r in rows if r.attention]
-    _finish(out, ATTENTION if attention else DONE, creditors=[r.as_dict() for r in rows], attention=attention)
+    unrouted = services.fleet_unrouted(url)
+    if unrouted:
+        out.say(f"{len(unrouted)} file{'s' if len(unrouted) != 1 else ''} in the drop folder's unrouted/ wait for "
+                f"a person (the reason beside each): {', '.join(unrouted[:5])}{' …' if len(unrouted) > 5 else ''}")
+        attention.append(f"{len(unrouted)} unrouted files in the drop folder")
+    _finish(out, ATTENTION if attention else DONE, creditors=[r.as_dict() for r in rows], unrouted=unrouted,
+            attention=attention)
 
 
 @main.group()

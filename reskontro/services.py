@@ -539,6 +539,13 @@ def fleet_route(url: str, drop: Path | None = None, waiting: list[str] | None = 
         return route_drop(fleet, drop, waiting=waiting)
 
 
+def fleet_unrouted(url: str) -> list[str]:
+    """The drop folder's files no creditor could be found for (in drop/unrouted/, reasons beside)."""
+    from reskontro.fleet.routing import unrouted
+    with _fleet(url) as fleet:
+        return unrouted(fleet)
+
+
 def creditors(url: str) -> list:
     from reskontro.fleet.registry import list_creditors
     with _fleet(url) as fleet:

@@ -199,3 +199,5 @@ def test_fleet_route_command_reports_and_exits_3_when_a_file_was_set_aside(fleet
     assert {f["name"]: f["creditor"] for f in out["files"]} == {"a.dat": "a", "nobody.dat": None}
     assert any("70580500043" in a for a in out["attention"])
     assert os.listdir(drop / "unrouted") and inbox(fleet, "a") == ["a.dat"]
+    st = CliRunner().invoke(main, ["fleet", "status", "--fleet", fleet, "--json"], env={"NO_COLOR": "1"})
+    assert st.exit_code == 3 and json.loads(st.stdout)["unrouted"] == ["nobody.dat"]

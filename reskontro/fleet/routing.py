@@ -148,6 +148,14 @@ def deliver(path: Path, inbox: Path) -> Path:
     raise FileExistsError(f"{inbox}: {name} and its next 999 names are taken")
 
 
+def unrouted(fleet: Fleet, drop: Path | None = None) -> list[str]:
+    """The files set aside in drop/unrouted/ (each with its reason beside it): a person's."""
+    folder = (drop or fleet.drop) / UNROUTED
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith(".reason.txt"))
+
+
 def route_drop(fleet: Fleet, drop: Path | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
                waiting: list[str] | None = None) -> list[Routed]:
     """One pass over the drop folder (fleet.drop unless given): every complete file routed to
