@@ -118,8 +118,11 @@ def night(url: str, workers: int, log_dir: Path) -> float:
     statuses = services.fleet_status(url)
     bad = [s.id for s in statuses if s.job != "succeeded"]
     if bad or len(statuses) != queued:
-        raise SystemExit(f"{len(bad)} creditors without a succeeded job ({bad[:5]}); queued {queued}; "
-                         f"see {log_dir}")
+        kept = Path(tempfile.mkdtemp(prefix="bench-fleet-logs-"))
+        for log in log_dir.glob("worker-*.log"):
+            shutil.copy(log, kept)
+        raise SystemExit(f"{len(bad)} creditors without a succeeded job ({bad[:5]}: {statuses[0].job}); "
+                         f"queued {queued}; the workers' logs: {kept}")
     return wall
 
 

@@ -201,3 +201,14 @@ def test_fleet_route_command_reports_and_exits_3_when_a_file_was_set_aside(fleet
     assert os.listdir(drop / "unrouted") and inbox(fleet, "a") == ["a.dat"]
     st = CliRunner().invoke(main, ["fleet", "status", "--fleet", fleet, "--json"], env={"NO_COLOR": "1"})
     assert st.exit_code == 3 and json.loads(st.stdout)["unrouted"] == ["nobody.dat"]
+
+
+def test_a_fleet_made_before_the_accounts_table_gets_it_on_first_use(fleet: str) -> None:
+    from sqlalchemy import create_engine, text
+    admin = create_engine(fleet)
+    with admin.begin() as conn:
+        conn.execute(text("DROP TABLE fleet.accounts"))
+    admin.dispose()
+    assert [c.accounts for c in services.creditors(fleet)] == [(), ()]     # works, and the table is back
+    services.creditor_add_accounts(fleet, "a", ["7038.05.18552"])
+    assert services.creditor(fleet, "a").accounts == ("70380518552",)

@@ -172,10 +172,14 @@ def init_fleet(url: str, data_dir: Path) -> Fleet:
 def open_fleet(url: str) -> Fleet:
     engine = _engine(url)
     with engine.connect() as conn:
-        if conn.execute(text(f"SELECT to_regclass('{FLEET_SCHEMA}.settings')")).scalar() is None:
+        have_settings, have_accounts = conn.execute(text(
+            f"SELECT to_regclass('{FLEET_SCHEMA}.settings'), to_regclass('{FLEET_SCHEMA}.accounts')")).one()
+        if have_settings is None:
             engine.dispose()
             raise FleetError(f"{make_url(url).render_as_string()}: no fleet here; run `reskontro fleet init URL` first")
         data_dir = conn.execute(select(settings.c.value).where(settings.c.key == "data_dir")).scalar_one()
+    if have_accounts is None:       # a fleet made before the accounts: the registry's new table
+        metadata.create_all(engine)
     return Fleet(url, engine, Path(data_dir))
 
 
