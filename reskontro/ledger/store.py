@@ -41,8 +41,10 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
-    s.metadata.create_all(engine)
-    migrate.upgrade(engine)
+    if not migrate.is_current(engine):     # one query when it is: no reflection of ~20 tables
+        s.metadata.create_all(engine)
+        migrate.upgrade(engine)
+        migrate.mark_current(engine)
     return engine
 
 
