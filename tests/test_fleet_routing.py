@@ -39,13 +39,19 @@ def fleet(pg_url: str, tmp_path: Path) -> str:
     return pg_url
 
 
+def folder(url: str, cid: str | None = None) -> Path:
+    """The fleet's drop folder, or a creditor's inbox."""
+    fleet = registry.open_fleet(url)
+    fleet.dispose()
+    return fleet.drop if cid is None else fleet.creditor_dir(cid) / "inbox"
+
+
 def drop_dir(url: str) -> Path:
-    return registry.open_fleet(url).drop
+    return folder(url)
 
 
 def inbox(url: str, cid: str) -> list[str]:
-    d = registry.open_fleet(url).creditor_dir(cid) / "inbox"
-    return sorted(p.name for p in d.iterdir() if p.is_file())
+    return sorted(p.name for p in folder(url, cid).iterdir() if p.is_file())
 
 
 def test_accounts_are_validated_and_each_is_one_creditors(fleet: str) -> None:
@@ -135,7 +141,7 @@ def test_receipts_go_to_the_creditor_of_their_file_id(fleet: str, tmp_path: Path
 def test_a_crash_between_copy_and_removal_repeats_nothing(fleet: str, corpus: Path) -> None:
     drop = drop_dir(fleet)
     name = Path(CREMUL_A).name
-    a_inbox = registry.open_fleet(fleet).creditor_dir("a") / "inbox"
+    a_inbox = folder(fleet, "a")
     shutil.copyfile(corpus / CREMUL_A, drop / name)
     shutil.copyfile(corpus / CREMUL_A, a_inbox / name)          # copied there before the crash
     [r] = services.fleet_route(fleet)
