@@ -104,3 +104,27 @@ def test_a_store_from_before_the_wider_columns_is_widened_in_place(pg_url: str) 
         assert conn.execute(text("SELECT kid FROM bank_payments WHERE id = 'BP1'")).scalar() == "1234567890123"
         conn.execute(text("UPDATE bank_payments SET kid = :k WHERE id = 'BP1'"), {"k": "0" * 35})
     db.dispose()
+
+
+def test_the_nightly_analyze_touches_only_tables_changed_enough(pg_url: str) -> None:
+    """ANALYZE of every table every night was a good part of a fleet creditor's night; only
+    the never-analysed ones and those changed by more than autovacuum's threshold are."""
+    from sqlalchemy import text
+
+    from reskontro.ledger.store import analyze, open_engine
+    db = open_engine(pg_url)
+
+    def counts() -> dict[str, int]:
+        with db.connect() as conn:
+            return dict(conn.execute(text("SELECT relname, analyze_count FROM pg_stat_user_tables "
+                                          "WHERE relname IN ('meta', 'entries')")).all())
+    analyze(db)
+    assert counts() == {"meta": 1, "entries": 1}                 # never analysed: both
+    analyze(db)
+    assert counts() == {"meta": 1, "entries": 1}                 # nothing changed: neither
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO meta (key, value) SELECT 'k' || g, 'v' FROM generate_series(1, 200) g"))
+        conn.execute(text("SELECT pg_stat_force_next_flush()"))
+    analyze(db)
+    assert counts() == {"meta": 2, "entries": 1}                 # 200 rows > 50 + 10 %: meta only
+    db.dispose()

@@ -52,9 +52,14 @@ def _shape(conn: Connection) -> str:
              "(SELECT count(*) FROM sqlite_master m, pragma_table_info(m.name) WHERE m.type = 'table'), "
              "(SELECT count(*) FROM sqlite_master WHERE type = 'index')")
     else:
-        q = ("SELECT (SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()), "
-             "(SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()), "
-             "(SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema())")
+        # pg_catalog, not information_schema (whose views cost ~10 ms here, a twentieth of a night)
+        q = ("SELECT (SELECT count(*) FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
+             "AND c.relkind IN ('r', 'p')), "
+             "(SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+             "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+             "AND a.attnum > 0 AND NOT a.attisdropped), "
+             "(SELECT count(*) FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
+             "AND c.relkind = 'i')")
     return "/".join(str(n) for n in conn.exec_driver_sql(q).one())
 
 

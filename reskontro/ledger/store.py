@@ -55,8 +55,17 @@ def analyze(db: Engine) -> None:
     Nothing on SQLite."""
     if db.dialect.name != "postgresql":
         return
+    ours = [t.name for t in s.metadata.sorted_tables]
     with db.begin() as conn:
-        conn.exec_driver_sql("ANALYZE " + ", ".join(t.name for t in s.metadata.sorted_tables))
+        # Only the tables changed enough since their last analysis (autovacuum's own threshold:
+        # 50 rows + 10 %), or never analysed: analysing all ~20 every night was about a third
+        # of the PostgreSQL time of a fleet creditor's night.
+        stale = conn.exec_driver_sql(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+            "AND relname = ANY(%(ours)s) AND (coalesce(last_analyze, last_autoanalyze) IS NULL "
+            "OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)", {"ours": ours}).scalars().all()
+        if stale:
+            conn.exec_driver_sql("ANALYZE " + ", ".join(t for t in ours if t in set(stale)))
 
 
 def check_integrity(db: Engine) -> None:
