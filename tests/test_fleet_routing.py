@@ -18,7 +18,7 @@ import pytest
 
 from reskontro import services
 from reskontro.adapters.cremul import render_cremul
-from reskontro.domain import BankPayment
+from reskontro.domain import BankPayment, InputError
 from reskontro.fleet import registry
 from reskontro.transfer import journal
 from reskontro.transfer.receipts import Receipt, render_receipt
@@ -215,6 +215,10 @@ def test_a_fleet_made_before_the_accounts_table_gets_it_on_first_use(fleet: str)
     with admin.begin() as conn:
         conn.execute(text("DROP TABLE fleet.accounts"))
     admin.dispose()
+    folder(fleet).rmdir()                                                  # nor the drop folder
     assert [c.accounts for c in services.creditors(fleet)] == [(), ()]     # works, and the table is back
+    assert services.fleet_route(fleet) == [] and folder(fleet).is_dir()
+    with pytest.raises(InputError, match="no such folder"):
+        services.fleet_route(fleet, folder(fleet) / "nope")
     services.creditor_add_accounts(fleet, "a", ["7038.05.18552"])
     assert services.creditor(fleet, "a").accounts == ("70380518552",)

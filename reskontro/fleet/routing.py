@@ -161,9 +161,11 @@ def route_drop(fleet: Fleet, drop: Path | None = None, *, max_bytes: int = DEFAU
     """One pass over the drop folder (fleet.drop unless given): every complete file routed to
     its creditor's inbox or set aside in `unrouted/` with its reason. Files not complete yet
     are left, their names added to `waiting`."""
-    drop = (drop or fleet.drop)
-    if not drop.is_dir():
-        raise InputError(f"{drop}: no drop folder here (created by `reskontro fleet init`)")
+    if drop is None:
+        drop = fleet.drop
+        drop.mkdir(exist_ok=True)       # a fleet made before the drop folder: the worker's pass makes it
+    elif not drop.is_dir():
+        raise InputError(f"{drop}: no such folder (the drop folder to route)")
     by_account, by_sender = owners(fleet)
     out: list[Routed] = []
     with _drop_lock(drop):
