@@ -589,8 +589,10 @@ def nightly(site: Site, day, *, sftp: bool = True, client_factory=None):
 
     from reskontro.exchange.cycle import CycleResult, run_cycle, send_time_on, setup_logging
     from reskontro.ledger import runs
+    # The day's cycle is the one run between its send time and the next day's: a job retried
+    # after midnight (a worker died at 23:59) still finds the run that completed at 00:05.
     start = send_time_on(site.config, day)
-    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=site.config.tz)
+    end = send_time_on(site.config, day + timedelta(days=1))
     with site.db.connect() as conn:
         done = [r for r in runs.since(conn, start, end, sftp=sftp)
                 if r.finished_at is not None and r.result != "failed"]
