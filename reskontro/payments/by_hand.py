@@ -66,12 +66,18 @@ def _not_on_the_list(p: RowMapping) -> str | None:
     return None if p["status"] in OPEN else f"{p['id']}: status {p['status']}"
 
 
-def _claim(conn: Connection, p: RowMapping) -> None:
-    """The transaction's first write, so the database serialises two hands (or a `post`) on
-    one payment: one wins, the other finds it handled."""
+def _claim(conn: Connection, payment: str) -> RowMapping:
+    """The payment, if it is on the list (else InputError saying why), claimed by the
+    transaction's first write, so the database serialises two hands (or a `post`) on one
+    payment: one wins, the other finds it handled."""
+    p = bank_payment(conn, payment)
+    why = _not_on_the_list(p)
+    if why is not None:
+        raise InputError(why)
     b = s.bank_payments
     if not conn.execute(update(b).where(b.c.id == p["id"], b.c.status.in_(OPEN)).values(status=b.c.status)).rowcount:
         raise InputError(f"{p['id']}: handled meanwhile by someone else; look again (`reskontro payments`)")
+    return p
 
 
 def _invoice(conn: Connection, ident: str) -> RowMapping:
@@ -97,11 +103,7 @@ def match_payment(db: Engine, payment: str, invoice: str, *, who: str, reason: s
     """Book bank payment `payment` (on the list: unposted or unmatched) on `invoice`, as `post`
     would have; InputError (nothing changed) naming the id and what is wrong otherwise."""
     with db.begin() as conn:
-        p = bank_payment(conn, payment)
-        why = _not_on_the_list(p)
-        if why is not None:
-            raise InputError(why)
-        _claim(conn, p)
+        p = _claim(conn, payment)
         erp = booked_in_erp(conn, p)
         if erp is not None:
             raise InputError(f"{p['id']}: the ERP booked it already, as entry {erp}; `reskontro post` marks it "
@@ -129,11 +131,7 @@ def dismiss_payment(db: Engine, payment: str, reason: str, *, who: str) -> Dismi
     if not reason:
         raise InputError(f"{payment}: a reason is needed (what became of the money, e.g. refunded to the payer)")
     with db.begin() as conn:
-        p = bank_payment(conn, payment)
-        why = _not_on_the_list(p)
-        if why is not None:
-            raise InputError(why)
-        _claim(conn, p)
+        p = _claim(conn, payment)
         note = f"dismissed by {who}: {reason}"
         conn.execute(update(s.bank_payments).where(s.bank_payments.c.id == p["id"])
                      .values(status="dismissed", note=note[:200]))
