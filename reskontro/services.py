@@ -22,6 +22,7 @@ from reskontro.site import Site
 from reskontro.support.explain import Explained   # noqa: F401  (explain's answer; the web page's type)
 
 if TYPE_CHECKING:       # the answers' types (their modules load when first asked)
+    from reskontro.fleet.registry import Fleet
     from reskontro.ledger.search import Found
     from reskontro.payments.by_hand import Dismissal, HandMatch
     from reskontro.payments.listing import PaymentPage
@@ -505,9 +506,13 @@ def fleet_init(url: str, data_dir: Path) -> Path:
 
 
 @contextmanager
-def _fleet(url: str):
-    """The fleet database for one call, closed after it."""
-    from reskontro.fleet.registry import open_fleet
+def _fleet(url: str | Fleet):
+    """The fleet database for one call, closed after it; an open Fleet (a worker keeps one for
+    its lifetime) is used as it is and stays open."""
+    from reskontro.fleet.registry import Fleet, open_fleet  # noqa: F811 (the runtime class)
+    if isinstance(url, Fleet):
+        yield url
+        return
     fleet = open_fleet(url)
     try:
         yield fleet
@@ -531,7 +536,7 @@ def creditor_add_accounts(url: str, creditor_id: str, accounts: list[str]):
         return add_accounts(fleet, creditor_id, accounts)
 
 
-def fleet_route(url: str, drop: Path | None = None, waiting: list[str] | None = None) -> list:
+def fleet_route(url: str | Fleet, drop: Path | None = None, waiting: list[str] | None = None) -> list:
     """One pass over the fleet's shared drop folder (fleet.routing.route_drop): each complete
     bank file or receipt moved into its creditor's inbox, or set aside in drop/unrouted/."""
     from reskontro.fleet.routing import route_drop
@@ -564,7 +569,7 @@ def creditor_disable(url: str, creditor_id: str):
         return disable_creditor(fleet, creditor_id)
 
 
-def creditor_site(url: str, creditor_id: str, *, allow_disabled: bool = False) -> Site:
+def creditor_site(url: str | Fleet, creditor_id: str, *, allow_disabled: bool = False) -> Site:
     """A fleet creditor's context: every function above takes it as it takes a site folder's."""
     from reskontro.fleet.registry import creditor_site as site_of
     with _fleet(url) as fleet:

@@ -26,13 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
 from reskontro import services
+
+if TYPE_CHECKING:
+    from reskontro.fleet.registry import Fleet
 
 log = logging.getLogger("reskontro.worker")
 
@@ -66,16 +73,51 @@ def _recover_cron(stalled_after: float) -> str:
     return _every(stalled_after / 2)
 
 
-def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client_factory=None,
-             route_every: float = 60.0) -> procrastinate.App:
-    """The fleet's task queue, its tasks bound to the fleet database `url`."""
+class _Registry:
+    """The fleet database as one worker process keeps it: opened at its first job and kept
+    (a pool of its own), not opened and closed again for each of a night's thousands of jobs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._fleet = None
+        self._lock = threading.Lock()
+
+    def fleet(self):
+        with self._lock:        # sync tasks run in threads
+            if self._fleet is None:
+                from reskontro.fleet.registry import open_fleet
+                self._fleet = open_fleet(self.url)
+            return self._fleet
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fleet is not None:
+                self._fleet.dispose()
+                self._fleet = None
+
+
+@contextmanager
+def fleet_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client_factory=None,
+              route_every: float = 60.0) -> Iterator[procrastinate.App]:
+    """The fleet's task queue, its tasks bound to the fleet database `url`; the registry its
+    tasks kept open is closed when the block ends."""
+    registry = _Registry(url)
+    try:
+        yield _make_app(url, registry, sftp=sftp, stalled_after=stalled_after, client_factory=client_factory,
+                        route_every=route_every)
+    finally:
+        registry.close()
+
+
+def _make_app(url: str, registry: _Registry, *, sftp: bool, stalled_after: float, client_factory,
+              route_every: float) -> procrastinate.App:
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
 
     @app.task(name=NIGHTLY, retry=RETRY)
     def nightly(creditor: str, local_date: str) -> str:
         from reskontro.fleet.registry import FleetError
         try:
-            site = services.creditor_site(url, creditor)
+            site = services.creditor_site(registry.fleet(), creditor)
         except FleetError as exc:          # disabled (or removed) since it was queued
             log.warning("nightly %s %s: skipped: %s", creditor, local_date, exc)
             return "skipped"
@@ -90,10 +132,9 @@ def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client
 
     @app.task(name=INBOX)
     def inbox(creditor: str) -> int:
-        import threading
         from reskontro.fleet.registry import FleetError
         try:
-            site = services.creditor_site(url, creditor, allow_disabled=True)
+            site = services.creditor_site(registry.fleet(), creditor, allow_disabled=True)
         except FleetError as exc:
             log.warning("inbox %s: skipped: %s", creditor, exc)
             return 0
@@ -105,12 +146,13 @@ def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client
     @app.periodic(cron=_every(route_every), periodic_id="route")
     @app.task(name="route_drop", queueing_lock="route_drop")
     async def route_drop(timestamp: int) -> int:
-        return await route_drop_async(app, url)
+        return await route_drop_async(app, await asyncio.to_thread(registry.fleet))
 
     @app.periodic(cron="* * * * *", periodic_id="schedule")
     @app.task(name="schedule_nightly", queueing_lock="schedule_nightly")
     async def schedule_nightly(timestamp: int) -> int:
-        return await enqueue_due_async(app, url, datetime.fromtimestamp(timestamp, timezone.utc))
+        return await enqueue_due_async(app, await asyncio.to_thread(registry.fleet),
+                                       datetime.fromtimestamp(timestamp, timezone.utc))
 
     @app.periodic(cron=_recover_cron(stalled_after), periodic_id="recover")
     @app.task(name="recover_stalled", queueing_lock="recover_stalled")
@@ -120,10 +162,10 @@ def make_app(url: str, *, sftp: bool = True, stalled_after: float = 60.0, client
     return app
 
 
-async def enqueue_due_async(app: procrastinate.App, url: str, now: datetime) -> int:
+async def enqueue_due_async(app: procrastinate.App, fleet: Fleet, now: datetime) -> int:
     """Queue every nightly job due at `now` (registry.due_nightly) that is not queued yet: the
     number queued here (0 when another scheduler was first)."""
-    from reskontro.fleet.registry import due_nightly, open_fleet
+    from reskontro.fleet.registry import due_nightly
     from datetime import timedelta
     rows = await app.connector.execute_query_all_async(
         "SELECT args->>'creditor' AS creditor, args->>'local_date' AS local_date FROM procrastinate_jobs "
@@ -132,11 +174,7 @@ async def enqueue_due_async(app: procrastinate.App, url: str, now: datetime) -> 
     queued = {(r["creditor"], r["local_date"]) for r in rows}
 
     def due():
-        fleet = open_fleet(url)
-        try:
-            return [(c.id, d.isoformat()) for c, d in due_nightly(fleet, now, queued)]
-        finally:
-            fleet.dispose()
+        return [(c.id, d.isoformat()) for c, d in due_nightly(fleet, now, queued)]
     n = 0
     for creditor, day in await asyncio.to_thread(due):
         try:
@@ -151,10 +189,10 @@ async def enqueue_due_async(app: procrastinate.App, url: str, now: datetime) -> 
     return n
 
 
-async def route_drop_async(app: procrastinate.App, url: str) -> int:
+async def route_drop_async(app: procrastinate.App, fleet: str | Fleet) -> int:
     """One routing pass over the drop folder, then an `inbox` job for each creditor that got a
     file (one queued per creditor however many files: its queueing lock). The files routed."""
-    routed = await asyncio.to_thread(services.fleet_route, url)
+    routed = await asyncio.to_thread(services.fleet_route, fleet)
     for r in routed:
         (log.info if r.creditor else log.warning)("drop %s (%s): %s%s", r.name, r.kind,
                                                    f"to {r.creditor}: " if r.creditor else "", r.detail)
@@ -180,18 +218,23 @@ async def recover_stalled_jobs(app: procrastinate.App, stalled_after: float) -> 
 
 def enqueue_due(url: str, now: datetime | None = None) -> int:
     """enqueue_due_async from synchronous code (tests, the benchmark)."""
-    app = make_app(url)
+    from reskontro.fleet.registry import open_fleet
+    fleet = open_fleet(url)
 
-    async def go() -> int:
+    async def go(app: procrastinate.App) -> int:
         async with app.open_async():
-            return await enqueue_due_async(app, url, now or datetime.now(timezone.utc))
-    return asyncio.run(go())
+            return await enqueue_due_async(app, fleet, now or datetime.now(timezone.utc))
+    try:
+        with fleet_app(url) as app:
+            return asyncio.run(go(app))
+    finally:
+        fleet.dispose()
 
 
 def run_worker(url: str, *, sftp: bool = True, stalled_after: float = 60.0, once: bool = False,
                name: str | None = None, route_every: float = 60.0) -> None:
     """The worker, until SIGINT/SIGTERM (or, `once`, until the queue is empty)."""
-    app = make_app(url, sftp=sftp, stalled_after=stalled_after, route_every=route_every)
-    app.run_worker(concurrency=1, wait=not once, name=name, update_heartbeat_interval=max(0.5, stalled_after / 4),
-                   stalled_worker_timeout=stalled_after, delete_jobs="never",
-                   fetch_job_polling_interval=min(5.0, max(0.5, stalled_after / 4)))
+    with fleet_app(url, sftp=sftp, stalled_after=stalled_after, route_every=route_every) as app:
+        app.run_worker(concurrency=1, wait=not once, name=name, update_heartbeat_interval=max(0.5, stalled_after / 4),
+                       stalled_worker_timeout=stalled_after, delete_jobs="never",
+                       fetch_job_polling_interval=min(5.0, max(0.5, stalled_after / 4)))

@@ -212,7 +212,7 @@ def test_a_cycle_that_could_not_reach_the_server_is_retried_later_and_then_compl
 
     from reskontro.adapters.sftp import SftpClient, SftpSettings
     from reskontro.testing.loopback_sshd import free_port
-    from reskontro.worker import enqueue_due, make_app
+    from reskontro.worker import enqueue_due, fleet_app
     add(fleet, "a", "8001", send_time="00:00")
     site = services.creditor_site(fleet, "a")
     services.import_ledger(site, [ledger_file(tmp_path)])
@@ -229,24 +229,25 @@ def test_a_cycle_that_could_not_reach_the_server_is_retried_later_and_then_compl
                                                   known_hosts=known, retries=0, timeout=2))
     assert enqueue_due(fleet) == 1
 
-    def work(app) -> list[tuple[str, int, bool]]:
-        async def go():
+    def work(**options) -> list[tuple[str, int, bool]]:
+        async def go(app):
             async with app.open_async():
                 await app.run_worker_async(wait=False, concurrency=1, delete_jobs="never")
                 rows = await app.connector.execute_query_all_async(
                     "SELECT status, attempts, scheduled_at > now() + interval '10 seconds' AS later "
                     "FROM procrastinate_jobs WHERE task_name = 'nightly'")
                 return [(r["status"], r["attempts"], r["later"]) for r in rows]
-        return asyncio.run(go())
+        with fleet_app(fleet, **options) as app:
+            return asyncio.run(go(app))
 
-    assert work(make_app(fleet, client_factory=unreachable)) == [("todo", 1, True)]   # again in ~22 s
+    assert work(client_factory=unreachable) == [("todo", 1, True)]   # again in ~22 s
     [first] = services.run_history(site)
     assert first.result == "failed"
     admin = create_engine(fleet)
     with admin.begin() as conn:              # its time has come (not waiting the 22 s here)
         conn.execute(text("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE task_name = 'nightly'"))
     admin.dispose()
-    assert work(make_app(fleet, sftp=False)) == [("succeeded", 2, False)]       # its second attempt
+    assert work(sftp=False) == [("succeeded", 2, False)]       # its second attempt
     assert [r.result for r in services.run_history(site)][0] in ("ok", "needs_person")
     assert len(services.run_history(site)) == 2
     site.db.dispose()

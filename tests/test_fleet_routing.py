@@ -164,13 +164,12 @@ def test_a_file_still_arriving_stays_in_the_drop_folder(fleet: str, corpus: Path
 def test_the_worker_routes_the_drop_folder_and_reads_each_creditors_inbox(fleet: str, corpus: Path) -> None:
     """The periodic routing task queues one `inbox` job per creditor that got files, under the
     creditor's lock; the worker runs it as `watch --once` runs on a site."""
-    from reskontro.worker import make_app, route_drop_async
+    from reskontro.worker import fleet_app, route_drop_async
     drop = drop_dir(fleet)
     for rel in (CREMUL_A, CAMT_A, OCR_B):
         shutil.copyfile(corpus / rel, drop / Path(rel).name)
-    app = make_app(fleet, sftp=False)
 
-    async def go() -> int:
+    async def go(app) -> int:
         async with app.open_async():
             n = await route_drop_async(app, fleet)
             jobs = await app.connector.execute_query_all_async(
@@ -183,7 +182,8 @@ def test_the_worker_routes_the_drop_folder_and_reads_each_creditors_inbox(fleet:
                 "SELECT status FROM procrastinate_jobs WHERE task_name = 'inbox'")
             assert [d["status"] for d in done] == ["succeeded", "succeeded"]
             return n
-    assert asyncio.run(go()) == 3
+    with fleet_app(fleet, sftp=False) as app:
+        assert asyncio.run(go(app)) == 3
     for cid, n_files in (("a", 2), ("b", 1)):
         site = services.creditor_site(fleet, cid)
         done = site.config.inbox / "done"

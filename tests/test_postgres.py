@@ -128,3 +128,45 @@ def test_the_nightly_analyze_touches_only_tables_changed_enough(pg_url: str) -> 
     analyze(db)
     assert counts() == {"meta": 2, "entries": 1}                 # 200 rows > 50 + 10 %: meta only
     db.dispose()
+
+
+def test_the_stores_cursors_are_planned_for_their_whole_result(pg_url: str) -> None:
+    """The decide reads its server-side cursors to the end: planned for the first 10 % of the
+    rows (PostgreSQL's default for cursors) it cost three times as much a night. The setting
+    holds on every connection of the store, after a rollback too."""
+    from reskontro.ledger.store import open_engine
+    db = open_engine(pg_url)
+    for _ in range(2):
+        with db.connect() as conn:
+            assert conn.exec_driver_sql("SHOW cursor_tuple_fraction").scalar() == "1"
+            conn.rollback()
+    db.dispose()
+
+
+def test_an_index_dropped_by_hand_is_made_again_at_the_next_open(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mark that lets a current store open with one query counts the store's own tables,
+    columns and indexes through the catalog's indexes; a change by hand is still seen."""
+    from reskontro.ledger import migrate
+    from reskontro.ledger.store import open_engine
+    calls: list[str] = []
+    real = migrate.upgrade
+    monkeypatch.setattr(migrate, "upgrade", lambda engine: calls.append("upgrade") or real(engine))
+    open_engine(pg_url).dispose()
+    open_engine(pg_url).dispose()
+    assert calls == ["upgrade"]                          # made once, then current
+    db = open_engine(pg_url)
+    with db.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA elsewhere")   # another creditor's schema does not count
+        conn.exec_driver_sql("CREATE TABLE elsewhere.entries (id int)")
+    db.dispose()
+    open_engine(pg_url).dispose()
+    assert calls == ["upgrade"]
+    db = open_engine(pg_url)
+    with db.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_entries_bank_ref")
+    db.dispose()
+    db = open_engine(pg_url)
+    assert calls == ["upgrade", "upgrade"]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT to_regclass('ix_entries_bank_ref')").scalar() is not None
+    db.dispose()

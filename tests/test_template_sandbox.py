@@ -278,3 +278,12 @@ def test_export_with_a_linked_include_fails_cleanly_and_leaks_nothing(tmp_path: 
 def test_endless_recursion_is_refused(site: Path, line: str) -> None:
     main_with(site, line)
     refused(site, "macros or includes call themselves too deep")
+
+
+def test_an_edited_template_is_compiled_again_in_the_same_process(site: Path) -> None:
+    """Compiled templates are kept for the life of the process (a fleet worker renders one
+    template for thousands of creditors a night); an edit shows at the next render."""
+    first = render(site).decode()
+    main_with(site, "<!-- edited -->")
+    second = render(site).decode()
+    assert "<!-- edited -->" not in first and "<!-- edited -->" in second

@@ -52,14 +52,17 @@ def _shape(conn: Connection) -> str:
              "(SELECT count(*) FROM sqlite_master m, pragma_table_info(m.name) WHERE m.type = 'table'), "
              "(SELECT count(*) FROM sqlite_master WHERE type = 'index')")
     else:
-        # pg_catalog, not information_schema (whose views cost ~10 ms here, a twentieth of a night)
-        q = ("SELECT (SELECT count(*) FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
-             "AND c.relkind IN ('r', 'p')), "
-             "(SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-             "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+        # pg_catalog, not information_schema (whose views cost ~10 ms here, a twentieth of a
+        # night), and through its indexes, by the store's table names: scanning pg_class for the
+        # schema costs in proportion to every schema in the database (~9 ms at 1,000 fleet
+        # creditors, ~2 this way, whatever their number).
+        q = ("WITH t AS (SELECT c.oid FROM pg_class c WHERE c.relname = ANY(%(names)s) "
+             "AND c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')) "
+             "SELECT (SELECT count(*) FROM t), "
+             "(SELECT count(*) FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM t) "
              "AND a.attnum > 0 AND NOT a.attisdropped), "
-             "(SELECT count(*) FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
-             "AND c.relkind = 'i')")
+             "(SELECT count(*) FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM t))")
+        return "/".join(str(n) for n in conn.exec_driver_sql(q, {"names": [t.name for t in s.metadata.sorted_tables]}).one())
     return "/".join(str(n) for n in conn.exec_driver_sql(q).one())
 
 

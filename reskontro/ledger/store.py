@@ -41,6 +41,15 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+    elif engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _plan_whole(dbapi_conn, _record):
+            # The store reads each server-side cursor (yield_per) to its end: plan it for the
+            # whole result, as a plain query is, not for its first 10 % (PostgreSQL's default
+            # for cursors). The nightly decide planned that way cost ~37 ms instead of ~12.
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET cursor_tuple_fraction = 1")
+            dbapi_conn.commit()
     if not migrate.is_current(engine):     # one query when it is: no reflection of ~20 tables
         s.metadata.create_all(engine)
         migrate.upgrade(engine)
@@ -60,10 +69,14 @@ def analyze(db: Engine) -> None:
         # Only the tables changed enough since their last analysis (autovacuum's own threshold:
         # 50 rows + 10 %), or never analysed: analysing all ~20 every night was about a third
         # of the PostgreSQL time of a fleet creditor's night.
+        # (pg_class by its name index and the statistics functions, not pg_stat_user_tables:
+        # that view reads every schema's tables, thousands in a fleet)
         stale = conn.exec_driver_sql(
-            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
-            "AND relname = ANY(%(ours)s) AND (coalesce(last_analyze, last_autoanalyze) IS NULL "
-            "OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)", {"ours": ours}).scalars().all()
+            "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%(ours)s) "
+            "AND c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' "
+            "AND (coalesce(pg_stat_get_last_analyze_time(c.oid), pg_stat_get_last_autoanalyze_time(c.oid)) IS NULL "
+            "OR pg_stat_get_mod_since_analyze(c.oid) > 50 + 0.1 * pg_stat_get_live_tuples(c.oid))",
+            {"ours": ours}).scalars().all()
         if stale:
             conn.exec_driver_sql("ANALYZE " + ", ".join(t for t in ours if t in set(stale)))
 
