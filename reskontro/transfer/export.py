@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import Connection, delete, exists, select
 
 from reskontro.config import Config
 from reskontro.errors import ExportError
@@ -251,11 +251,14 @@ def _check_rename_and_mark(config: Config, db, part: Path, file: _Reserved, tota
     else rolled back: what is durable happens in this order. The check's errors."""
     file_id = file.header.file_id
     with db.connect() as conn:
+        if not helpers.checking:        # checked here, on this connection, before step 5's work
+            problems = _check(config, db, part, helpers, conn)                            # step 3
+            conn.rollback()             # (the check's reads: no transaction left open)
         tx = conn.begin()
         try:
             if helpers.checking:
                 journal.mark_written(conn, file_id, totals.entry_count, sha256=sha256)
-            problems = _check(config, db, part, helpers)                                  # step 3
+                problems = _check(config, db, part, helpers)                              # step 3
             faults.point("after-check")
             if not problems:
                 if not helpers.checking:
@@ -270,17 +273,24 @@ def _check_rename_and_mark(config: Config, db, part: Path, file: _Reserved, tota
     return problems
 
 
-def _check(config: Config, db, part: Path, helpers: Helpers) -> list:
+def _check(config: Config, db, part: Path, helpers: Helpers, conn: Connection | None = None) -> list:
     """The pre-send check's errors: the check process's answer, else checked here (no
-    process, or it failed). Earlier files are looked up on a connection of their own: the
-    check must see what was delivered or in flight before this file, not this file's own
-    journal work."""
+    process, or it failed). The check must see what was delivered or in flight before this
+    file, not this file's own journal work: earlier files are looked up on `conn` when it has
+    none of that work, else on a connection of their own (a night's second connection, a new
+    PostgreSQL backend, only when the check process failed)."""
     problems = helpers.check_result()
     if problems is None:
-        with db.connect() as conn:
-            problems = check_transfer_file(part, config.xsd, known_customer=journal.known_customer(conn),
-                                           known_entry_type=journal.known_entry_type(conn))
+        if conn is not None:
+            return _check_here(config, conn, part)
+        with db.connect() as own:
+            return _check_here(config, own, part)
     return problems
+
+
+def _check_here(config: Config, conn: Connection, part: Path) -> list:
+    return check_transfer_file(part, config.xsd, known_customer=journal.known_customer(conn),
+                               known_entry_type=journal.known_entry_type(conn))
 
 
 def _set_aside(config: Config, db, part: Path, file: _Reserved, problems: list) -> None:
