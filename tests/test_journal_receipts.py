@@ -319,6 +319,49 @@ def test_sent_holds_the_newest_live_version_whichever_file_is_marked_written_las
         db.dispose()
 
 
+
+def write_items(url: str, memory: int, monkeypatch) -> tuple[list[tuple], list[str]]:
+    """Ten items through an ItemWriter holding `memory` of them: file_items' rows, and the
+    statements that made a temporary table."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import event, select
+
+    from reskontro.ledger import schema as s
+    from reskontro.ledger.store import open_engine
+    from reskontro.transfer import journal
+    monkeypatch.setattr(journal.ItemWriter, "MEMORY", memory)
+    db = open_engine(url)
+    made: list[str] = []
+    event.listen(db, "before_cursor_execute",
+                 lambda conn, cur, stmt, *a: made.append(stmt) if "TEMPORARY" in stmt else None)
+    now = datetime(2026, 11, 29, 17, tzinfo=timezone.utc)
+    items = [("entry" if i % 2 else "match", f"X{9 - i}", "v1", "a b" if i % 2 == 0 else None) for i in range(10)]
+    with db.begin() as conn:
+        journal.reserve_file(conn, "F1", 1, "daily", "F1.xml", now, now)
+        w = journal.ItemWriter(conn, "F1")
+        w.add(items[:4])
+        w.add(items[4:])
+        w.close()
+    with db.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(select(s.file_items.c.file_id, s.file_items.c.kind, s.file_items.c.id,
+                                                      s.file_items.c.version, s.file_items.c.members)
+                                               .order_by(s.file_items.c.kind, s.file_items.c.id))]
+    db.dispose()
+    return rows, made
+
+
+@pytest.mark.parametrize("memory", [10_000, 3])
+def test_a_files_items_reach_the_journal_held_in_memory_or_staged(tmp_path, monkeypatch, memory):
+    """A night's few items go into file_items straight (no temporary table: on PostgreSQL one
+    a night writes the system catalogs); past ItemWriter.MEMORY they are staged as before.
+    Either way every item is there once, with its file."""
+    rows, made = write_items(f"sqlite:///{tmp_path / 'j.db'}", memory, monkeypatch)
+    assert rows == sorted(("F1", "entry" if i % 2 else "match", f"X{9 - i}", "v1", "a b" if i % 2 == 0 else None)
+                          for i in range(10))
+    assert bool(made) == (memory < 10)
+
+
 # ============================================================================ hand-dropped files
 
 def _ledger_objects(site: Path, kind: str, *ids: str):

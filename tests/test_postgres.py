@@ -170,3 +170,12 @@ def test_an_index_dropped_by_hand_is_made_again_at_the_next_open(pg_url: str, mo
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT to_regclass('ix_entries_bank_ref')").scalar() is not None
     db.dispose()
+
+
+@pytest.mark.parametrize("memory", [10_000, 3])
+def test_a_files_items_reach_the_journal_on_postgresql_too(pg_url: str, monkeypatch: pytest.MonkeyPatch, memory: int) -> None:
+    """As on SQLite (tests/test_journal_receipts.py): held in memory, or staged past MEMORY."""
+    from test_journal_receipts import write_items
+    rows, made = write_items(pg_url, memory, monkeypatch)
+    assert len(rows) == 10 and len({r[1:3] for r in rows}) == 10 and {r[0] for r in rows} == {"F1"}
+    assert bool(made) == (memory < 10)

@@ -58,28 +58,54 @@ def reserve_file(conn: Connection, file_id: str, sequence: int, kind: str, name:
 
 class ItemWriter:
     """Adds a file's items (kind, id, version, members) to the journal, in chunks (memory
-    flat). They are staged in a temporary table without indexes and go into ``file_items``
-    sorted at the end: a million random-order inserts into its indexes cost several times
-    more than appending the same rows in key order."""
+    flat). Up to MEMORY items (a night's few hundred) are held here and go into ``file_items``
+    in key order at the end. More are staged in a temporary table without indexes, sorted
+    into ``file_items`` at the end: a million random-order inserts into its indexes cost
+    several times more than appending the same rows in key order. Not a temporary table for
+    every night: making and dropping one writes PostgreSQL's system catalogs, and with
+    thousands of fleet creditors a night each such write also costs every other connection
+    a reload of its catalog caches."""
+
+    MEMORY = 10_000
 
     def __init__(self, conn: Connection, file_id: str) -> None:
         self.conn, self.file_id = conn, file_id
+        self._held: list[tuple[str, str, str, str | None]] = []
+        self._stage: Table | None = None
+        d = conn.dialect
+        self._mark = "?" if d.paramstyle == "qmark" else "%s"
+        self._q = d.identifier_preparer.quote
+
+    def _open_stage(self) -> None:
         self._stage = Table("file_items_stage", MetaData(), Column("kind", String(8)),
                             Column("id", String(35)), Column("version", String(16)),
                             Column("members", Text), prefixes=["TEMPORARY"])
-        self._stage.create(conn)
-        d = conn.dialect
-        q = d.identifier_preparer.quote
-        mark = "?" if d.paramstyle == "qmark" else "%s"
-        self._sql = f"INSERT INTO {q(self._stage.name)} VALUES ({', '.join([mark] * 4)})"
+        self._stage.create(self.conn)
+        self._sql = f"INSERT INTO {self._q(self._stage.name)} VALUES ({', '.join([self._mark] * 4)})"
 
     def add(self, rows: list[tuple[str, str, str, str | None]]) -> None:
+        if not rows:
+            return
+        if self._stage is None:
+            self._held.extend(rows)
+            if len(self._held) <= self.MEMORY:
+                return
+            self._open_stage()
+            rows, self._held = self._held, []
         # The DBAPI's executemany of plain tuples: SQLAlchemy's per-row parameter processing
         # cost more than the insert itself.
-        if rows:
-            self.conn.exec_driver_sql(self._sql, rows)
+        self.conn.exec_driver_sql(self._sql, rows)
 
     def close(self) -> None:
+        if self._stage is None:
+            if self._held:
+                self._held.sort(key=lambda r: (r[0], r[1]))
+                cols = ", ".join(self._q(c) for c in ("file_id", "kind", "id", "version", "members"))
+                self.conn.exec_driver_sql(
+                    f"INSERT INTO {self._q(s.file_items.name)} ({cols}) VALUES ({', '.join([self._mark] * 5)})",
+                    [(self.file_id, *r) for r in self._held])
+                self._held = []
+            return
         st = self._stage.c
         self.conn.execute(insert(s.file_items).from_select(
             ["file_id", "kind", "id", "version", "members"],
