@@ -37,6 +37,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
 from reskontro import services
+from reskontro.errors import one_line
 
 if TYPE_CHECKING:
     from reskontro.fleet.registry import Fleet
@@ -186,6 +187,12 @@ async def enqueue_due_async(app: procrastinate.App, fleet: Fleet, now: datetime)
             pass
     if n:
         log.info("queued %d nightly jobs", n)
+        # The queue's statistics as they now are: planned from yesterday's (every job done, none
+        # waiting), procrastinate_fetch_job checked every waiting job's lock before taking one.
+        try:
+            await app.connector.execute_query_async("ANALYZE procrastinate_jobs")
+        except Exception as exc:     # (not the table's owner, say) the jobs still run, only slower
+            log.warning("could not refresh the queue's statistics: %s", one_line(str(exc)))
     return n
 
 
