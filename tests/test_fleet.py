@@ -178,6 +178,37 @@ def test_the_queue_finds_a_locks_jobs_by_index_and_is_analysed_once_a_night_is_q
     admin.dispose()
 
 
+def test_jobs_that_succeeded_long_ago_are_pruned_and_failed_ones_kept(fleet: str) -> None:
+    """Every creditor adds a job a night; the daily prune keeps the queue's tables to about a
+    month of them, and keeps a failed job for a person whatever its age."""
+    import asyncio
+
+    from reskontro.worker import fleet_app, prune_old_jobs
+    admin = create_engine(fleet)
+    with admin.begin() as conn:
+        for i, (status, age) in enumerate([("succeeded", 40), ("succeeded", 2), ("failed", 40), ("todo", 40)]):
+            job = conn.execute(text(         # queued, then run to its status, as a worker does
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args) "
+                "VALUES ('default', 'nightly', :lock, CAST(:args AS jsonb)) RETURNING id"),
+                {"lock": f"creditor:c{i}", "args": f'{{"creditor": "c{i}", "local_date": "x"}}'}).scalar()
+            if status != "todo":
+                conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = :j"), {"j": job})
+                conn.execute(text("UPDATE procrastinate_jobs SET status = CAST(:s AS procrastinate_job_status) "
+                                  "WHERE id = :j"), {"s": status, "j": job})
+            conn.execute(text("UPDATE procrastinate_events SET at = now() - make_interval(days => :d) "
+                              "WHERE job_id = :j"), {"d": age, "j": job})
+
+    async def go(app) -> None:
+        async with app.open_async():
+            await prune_old_jobs(app)
+    with fleet_app(fleet) as app:
+        asyncio.run(go(app))
+    with admin.connect() as conn:
+        left = conn.execute(text("SELECT args->>'creditor', status::text FROM procrastinate_jobs ORDER BY 1")).all()
+    admin.dispose()
+    assert left == [("c1", "succeeded"), ("c2", "failed"), ("c3", "todo")]
+
+
 def test_a_creditors_nightly_job_is_runs_cycle_once_per_day(fleet: str, tmp_path: Path) -> None:
     add(fleet, "a", "5001")
     site = services.creditor_site(fleet, "a")

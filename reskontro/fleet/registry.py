@@ -157,7 +157,7 @@ def init_fleet(url: str, data_dir: Path) -> Fleet:
         if conn.execute(text("SELECT to_regclass('public.procrastinate_jobs')")).scalar() is None:
             with conn.connection.dbapi_connection.cursor() as cur:   # no parameters: its % are its own
                 cur.execute(SchemaManager.get_schema())
-        conn.execute(text(JOBS_LOCK_INDEX))
+        _jobs_indexes(conn)
     private_dir(data_dir)
     (data_dir / "creditors").mkdir(exist_ok=True)
     (data_dir / "drop").mkdir(exist_ok=True)
@@ -174,26 +174,34 @@ def init_fleet(url: str, data_dir: Path) -> Fleet:
 # for every waiting job it considers; procrastinate's own index has the lock second, so each
 # look read every waiting job: with all of a night's jobs queued at 18:00, a fetch cost grew
 # with their number (1.6 ms a job at 1,000 waiting became 17 ms at 5,000; procrastinate issue
-# 1242). Ours finds a lock's jobs directly.
-JOBS_LOCK_INDEX = ("CREATE INDEX IF NOT EXISTS reskontro_jobs_lock_idx ON procrastinate_jobs (lock) "
-                   "WHERE status IN ('todo', 'doing')")
+# 1242). Ours finds a lock's jobs directly. And the scheduler asks every minute which nights
+# are queued already (by local date): without an index that read every job the queue keeps.
+JOBS_INDEXES = {
+    "reskontro_jobs_lock_idx": "ON procrastinate_jobs (lock) WHERE status IN ('todo', 'doing')",
+    "reskontro_jobs_night_idx": "ON procrastinate_jobs ((args->>'local_date')) WHERE task_name = 'nightly'",
+}
+
+
+def _jobs_indexes(conn) -> None:
+    for name, definition in JOBS_INDEXES.items():
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} {definition}"))
 
 
 def open_fleet(url: str) -> Fleet:
     engine = _engine(url)
     with engine.connect() as conn:
-        have_settings, have_accounts, have_index = conn.execute(text(
+        have_settings, have_accounts, *indexes = conn.execute(text(
             f"SELECT to_regclass('{FLEET_SCHEMA}.settings'), to_regclass('{FLEET_SCHEMA}.accounts'), "
-            "to_regclass('public.reskontro_jobs_lock_idx')")).one()
+            + ", ".join(f"to_regclass('public.{name}')" for name in JOBS_INDEXES))).one()
         if have_settings is None:
             engine.dispose()
             raise FleetError(f"{make_url(url).render_as_string()}: no fleet here; run `reskontro fleet init URL` first")
         data_dir = conn.execute(select(settings.c.value).where(settings.c.key == "data_dir")).scalar_one()
     if have_accounts is None:       # a fleet made before the accounts: the registry's new table
         metadata.create_all(engine)
-    if have_index is None:          # a fleet made before the index
+    if None in indexes:             # a fleet made before the queue's indexes
         with engine.begin() as conn:
-            conn.execute(text(JOBS_LOCK_INDEX))
+            _jobs_indexes(conn)
     return Fleet(url, engine, Path(data_dir))
 
 
