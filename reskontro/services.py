@@ -9,11 +9,12 @@ stages below), never printed text.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:       # the answers' types (their modules load when first aske
     from reskontro.payments.by_hand import Dismissal, HandMatch
     from reskontro.payments.listing import PaymentPage
     from reskontro.rules.lists import KeptPage
+
+log = logging.getLogger("reskontro.export")
 
 
 def _lock(site: Site):
@@ -220,12 +223,31 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
     from reskontro.errors import ExportError
     with _lock(site):
         check_integrity(site.db)
+        now = datetime.now(timezone.utc)
+        held = None if backlog else _new_holds(site, now)
         try:
             with about(site.config.outbox):
-                return write_file(site.config, site.db, engine, backlog=backlog, progress=progress)
+                r = write_file(site.config, site.db, engine, backlog=backlog, progress=progress, now=now)
         except TemplateError as exc:   # a refused template (sandbox), a syntax error: fix the template
             raise ExportError("the transfer file template failed; the file was not finished and nothing "
                               f"goes: {exc}") from None
+        if held is None:
+            return r
+        return replace(r, held_new=held.count, held_lines=tuple(held.lines()))
+
+
+def _new_holds(site: Site, now):
+    """The holds new tonight, recorded as the cycle's export step records them (so a rule that
+    reads days_past_due, which makes every export decide the whole ledger, does not report the
+    same holds as news every night); None when that cannot be told (never stops the file)."""
+    from reskontro.errors import describe, store_name
+    from reskontro.rules.holds import note_new_holds
+    try:
+        with site.db.begin() as conn:
+            return note_new_holds(conn, site.rules, site.config.mode, now, _today(site, now))
+    except Exception as exc:   # noqa: BLE001 - telling about holds never stops tonight's file
+        log.warning("cannot tell which holds are new tonight: %s", describe(exc, store_name(site.config.database)))
+        return None
 
 
 def export_preview(site: Site, *, backlog: bool = False):

@@ -121,6 +121,42 @@ def test_3_holds_need_a_person(tmp_path: Path) -> None:
     assert run(site, "export").exit_code == 0               # held last night: not news tonight
 
 
+def test_3_only_for_holds_new_tonight_when_a_rule_reads_days_past_due(tmp_path: Path, monkeypatch) -> None:
+    """A rule reading days_past_due makes every night's export decide the whole ledger (the
+    facts change with the date); an entry held since yesterday is still not news tonight."""
+    from datetime import timedelta, timezone
+
+    from reskontro import services
+    site = make_site(tmp_path)
+    rules = site / "rules" / "transfer.yaml"
+    text = rules.read_text(encoding="utf-8")
+    rules.write_text(text.replace("rules:\n", "rules:\n  - id: very-late\n    when: {entry_type: invoice, "
+                                  "days_past_due: {ge: 100000}}\n    decision: wait\n    reason: Very late.\n\n", 1),
+                     encoding="utf-8")
+    import_records(site, [customer("C1", type=""), invoice("I1", "C1", "100.00"),
+                          customer("C2"), invoice("I2", "C2", "200.00")])
+
+    def night(days: int, *options: str):
+        class Later(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return datetime.now(tz) + timedelta(days=days)
+        monkeypatch.setattr(services, "datetime", Later)
+        return run(site, "export", *options)
+
+    first = json.loads(night(0, "--json").stdout)
+    assert first["exit_status"] == 3 and first["held"] == 1 and first["held_new"] == 1
+    second = night(1, "--json")                                # tomorrow: decided again, held again
+    doc = json.loads(second.stdout)
+    assert doc["held"] == 1 and doc["held_new"] == 0 and second.exit_code == 0, second.output
+    import_records(site, [customer("C3", type=""), invoice("I3", "C3", "300.00")])
+    third = night(2, "--json")
+    doc = json.loads(third.stdout)
+    assert third.exit_code == 3 and doc["held"] == 2 and doc["held_new"] == 1
+    words = night(3)                                           # and in words, the day after
+    assert words.exit_code == 0 and "2 entries held tonight (0 new)" in " ".join(words.stdout.split())
+
+
 def test_3_run_says_which_steps_need_a_person(site: Path) -> None:
     drop_payment(site, "*9002", "50.00", "0000000026")
     r = run(site, "run", "--no-sftp", "--json")

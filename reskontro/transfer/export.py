@@ -59,6 +59,8 @@ class ExportResult:
     problems: tuple[str, ...] = ()
     recovered: tuple[str, ...] = ()
     held: int = 0                # entries decided tonight (new or changed) that the rules hold
+    held_new: int | None = None  # of those, held new tonight (rules.holds; None: not told)
+    held_lines: tuple[str, ...] = ()   # the new holds for a person, one line per rule
 
 
 @dataclass(frozen=True)
