@@ -139,8 +139,30 @@ def settle(cluster: PgCluster, timeout: float = 120.0) -> None:
             time.sleep(0.5)
 
 
-def night(url: str, workers: int, log_dir: Path) -> float:
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time so far by kind (/proc/stat: user nice system idle iowait irq softirq
+    steal, in clock ticks), None where there is no /proc."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return None
+
+
+def cores(before: list[int] | None, after: list[int] | None, wall: float) -> str:
+    """What the machine's cores did during `wall` seconds: busy, idle, and stolen by the host
+    (a virtual machine's neighbours)."""
+    if before is None or after is None:
+        return ""
+    d = [b - a for a, b in zip(before, after)]
+    tck = os.sysconf("SC_CLK_TCK")
+    busy, idle, steal = (sum(d) - d[3] - d[4] - d[7]) / tck, (d[3] + d[4]) / tck, d[7] / tck
+    return f"; cores busy {busy / wall:.2f}, idle {idle / wall:.2f}, stolen {steal / wall:.2f}"
+
+
+def night(url: str, workers: int, log_dir: Path) -> tuple[float, str]:
     queued = enqueue_due(url)
+    c0 = cpu_times()
     t = time.monotonic()
     procs = []
     for w in range(workers):
@@ -151,6 +173,7 @@ def night(url: str, workers: int, log_dir: Path) -> float:
     for p in procs:
         p.wait()
     wall = time.monotonic() - t
+    used = cores(c0, cpu_times(), wall)
     statuses = services.fleet_status(url)
     bad = [s.id for s in statuses if s.job != "succeeded"]
     if bad or len(statuses) != queued:
@@ -159,7 +182,7 @@ def night(url: str, workers: int, log_dir: Path) -> float:
             shutil.copy(log, kept)
         raise SystemExit(f"{len(bad)} creditors without a succeeded job ({bad[:5]}: {statuses[0].job}); "
                          f"queued {queued}; the workers' logs: {kept}")
-    return wall
+    return wall, used
 
 
 def main() -> int:
@@ -183,11 +206,10 @@ def main() -> int:
         for r, workers in [(r, w) for r in range(args.rounds) for w in (1, 2)]:
             url = copy_fleet(cluster, "base", f"r{r}w{workers}", work)
             settle(cluster)
-            wall = night(url, workers, work)
+            wall, used = night(url, workers, work)
             times[workers].append(wall)
             print(f"round {r + 1}, {workers} worker(s): {args.creditors} nightly files in {wall:.1f} s; "
-                  f"{wall * workers / args.creditors:.3f} s of one worker per creditor; "
-                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+                  f"{wall * workers / args.creditors:.3f} s of one worker per creditor{used}", flush=True)
             cluster.drop_database(f"r{r}w{workers}")
             shutil.rmtree(work / f"r{r}w{workers}", ignore_errors=True)
         ratios = [a / b for a, b in zip(times[1], times[2])]

@@ -115,6 +115,7 @@ class Ledger:
         the export holds entries tonight (exit status 3)."""
         r = cli(self.site, "export")
         assert r.exit_code == (3 if held else 0), r.output
+        assert ("held new tonight by rule" in flat(r.stdout)) == held, r.output
         (path,) = [p for p in (self.site / "outbox").glob("LT_*.xml") if p.name not in self.delivered]
         with self.db.begin() as conn:            # it leaves, as `reskontro send` journals it
             journal.mark_uploaded(conn, path.stem)
@@ -371,6 +372,8 @@ def test_an_erp_entry_dropped_from_a_delivered_match_is_held_as_match_lost_membe
     assert (got["decision"], got["rule"]) == ("hold", "match-lost-member"), got
     text = flat(cli(posted.site, "explain", "K7").stdout)
     assert "K7: hold by rule match-lost-member" in text and "removals are never transferred" in text
+    again = cli(posted.site, "export")     # told the night it arrived; held still, but no longer news
+    assert again.exit_code == 0 and "held" not in again.stdout, again.output
 
 
 def test_a_value_longer_than_a_bank_file_can_hold_refuses_the_file_naming_it(tmp_path: Path) -> None:

@@ -6,14 +6,17 @@ export's) and compares the entries held with those held at the last cycle (table
 ``held_items``). An entry held now that was not held before, or held by another rule, is new
 tonight; an entry no longer held leaves the table. What was held yesterday and is held still
 is not told again. The plan's view of held: decided hold, or decided transfer but unable to go
-(`plan`'s `…:not-sendable`); an entry Lowell has in this very version is not tonight's business.
+(`plan`'s `…:not-sendable`); an entry Lowell has in this very version is not tonight's business,
+unless it or its match changed since (pending tonight) and a rule holds that change back (a
+match that lost a member after Lowell got it): told the night the change arrives, not recorded
+(the export marks the change handled, so it is not pending the next night).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from reskontro.ledger import schema as s
 from reskontro.ledger.store import Ledger
@@ -80,10 +83,26 @@ def note_new_holds(conn: Connection, engine: RuleEngine, mode: str, now: datetim
                 conn.execute(insert(h).values(entry_id=entry_id, rule_id=rule, since=now))
             new.setdefault(rule, (reason, []))[1].append(entry_id)
 
+    withheld: list[tuple[str, str | None, str, str]] = []   # delivered as it is, decided hold
+
+    def changed_since(part: list[tuple[str, str | None, str, str]]) -> None:
+        p = s.pending
+        entries, matches = {e for e, _, _, _ in part}, {m for _, m, _, _ in part if m}
+        got = set(conn.execute(select(p.c.kind, p.c.id).where(or_(
+            and_(p.c.kind == "entry", p.c.id.in_(entries)), and_(p.c.kind == "match", p.c.id.in_(matches))))).all())
+        for entry_id, match_id, rule, reason in part:
+            if ("entry", entry_id) in got or ("match", match_id) in got:
+                new.setdefault(rule, (reason, []))[1].append(entry_id)
+
     chunk: list[tuple[str, str | None, str]] = []
     for d in decide_ledger(conn, engine, mode, only_pending=not whole, today=today):
         rule = _held(d)
         reason = reasons.get(d.outcome.rule_id, d.outcome.reason)    # as the plan words it
+        if rule is None and d.outcome.decision == "hold":
+            withheld.append((d.entry["id"], d.entry["match_id"], d.outcome.rule_id, reason))
+            if len(withheld) >= BATCH:
+                changed_since(withheld)
+                withheld = []
         if rule is not None and rule.endswith(":not-sendable"):
             reason = "decided transfer, but it cannot go (a reversal, or Lowell has another version)"
         chunk.append((d.entry["id"], rule, reason))
@@ -92,6 +111,8 @@ def note_new_holds(conn: Connection, engine: RuleEngine, mode: str, now: datetim
             chunk = []
     if chunk:
         settle(chunk)
+    if withheld:
+        changed_since(withheld)
     for _, ids in new.values():
         ids.sort()
     return NewHolds(dict(new))
