@@ -9,7 +9,6 @@ stages below), never printed text.
 """
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -28,8 +27,6 @@ if TYPE_CHECKING:       # the answers' types (their modules load when first aske
     from reskontro.payments.by_hand import Dismissal, HandMatch
     from reskontro.payments.listing import PaymentPage
     from reskontro.rules.lists import KeptPage
-
-log = logging.getLogger("reskontro.export")
 
 
 def _lock(site: Site):
@@ -239,15 +236,9 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
 def _new_holds(site: Site, now):
     """The holds new tonight, recorded as the cycle's export step records them (so a rule that
     reads days_past_due, which makes every export decide the whole ledger, does not report the
-    same holds as news every night); None when that cannot be told (never stops the file)."""
-    from reskontro.errors import describe, store_name
-    from reskontro.rules.holds import note_new_holds
-    try:
-        with site.db.begin() as conn:
-            return note_new_holds(conn, site.rules, site.config.mode, now, _today(site, now))
-    except Exception as exc:   # noqa: BLE001 - telling about holds never stops tonight's file
-        log.warning("cannot tell which holds are new tonight: %s", describe(exc, store_name(site.config.database)))
-        return None
+    same holds as news every night); None when that cannot be told."""
+    from reskontro.exchange.cycle import new_holds
+    return new_holds(site.config, site.db, site.rules, now, _today(site, now))
 
 
 def export_preview(site: Site, *, backlog: bool = False):

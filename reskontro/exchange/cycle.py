@@ -38,7 +38,7 @@ from reskontro.payments.booking import list_payment_file, post_payments
 from reskontro.payments.inbox import process_inbox
 from reskontro.rules.decide import run_day
 from reskontro.rules.engine import RuleEngine
-from reskontro.rules.holds import note_new_holds
+from reskontro.rules.holds import NewHolds, note_new_holds
 from reskontro.transfer.export import export
 
 log = logging.getLogger("reskontro.run")
@@ -299,13 +299,7 @@ def _steps(config: Config, db, engine: RuleEngine, result: CycleResult, step, *,
     step("outbox", do_outbox)
 
     def do_export(attention: list[str]) -> str:
-        held = None
-        try:   # what the export is about to decide: the holds new tonight, told once
-            with db.begin() as conn:
-                held = note_new_holds(conn, engine, config.mode, clock(), run_day(config.tz, now))
-        except Exception as exc:   # noqa: BLE001 - telling about holds never stops tonight's file
-            log.warning("cannot tell which holds are new tonight: %s", describe(exc, store_name(config.database)))
-            log.debug("holds new tonight", exc_info=True)
+        held = new_holds(config, db, engine, clock(), run_day(config.tz, now))
         with about(config.outbox):
             r = export(config, db, engine, now=now)
         files["exported"] = r.file_id
@@ -343,6 +337,18 @@ def _steps(config: Config, db, engine: RuleEngine, result: CycleResult, step, *,
                 raise RuntimeError(text)
             return text
         step("send", do_send)
+
+
+def new_holds(config: Config, db, engine: RuleEngine, now: datetime, today: date) -> NewHolds | None:
+    """What tonight's export is about to decide: the holds new tonight, recorded so that each is
+    told once (rules.holds); None when that cannot be told, which never stops tonight's file."""
+    try:
+        with db.begin() as conn:
+            return note_new_holds(conn, engine, config.mode, now, today)
+    except Exception as exc:   # noqa: BLE001 - telling about holds never stops tonight's file
+        log.warning("cannot tell which holds are new tonight: %s", describe(exc, store_name(config.database)))
+        log.debug("holds new tonight", exc_info=True)
+        return None
 
 
 def _finish(config: Config, db, result: CycleResult, clock, tell: bool) -> CycleResult:
