@@ -213,6 +213,7 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
     """Tonight's file (or the backlog file) into the outbox, exactly once. A damaged store
     sends nothing, not even an empty file."""
     from reskontro.errors import about
+    from reskontro.exchange.cycle import new_holds
     from reskontro.ledger.store import check_integrity
     from reskontro.transfer.export import export as write_file
     engine = site.rules
@@ -221,7 +222,9 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
     with _lock(site):
         check_integrity(site.db)
         now = datetime.now(timezone.utc)
-        held = None if backlog else _new_holds(site, now)
+        # The holds new tonight, recorded as the cycle's export step records them: a rule reading
+        # days_past_due makes every export decide the whole ledger, and what stays held is not news.
+        held = None if backlog else new_holds(site.config, site.db, engine, now, _today(site, now))
         try:
             with about(site.config.outbox):
                 r = write_file(site.config, site.db, engine, backlog=backlog, progress=progress, now=now)
@@ -231,14 +234,6 @@ def export(site: Site, *, backlog: bool = False, progress: Callable[[str, int], 
         if held is None:
             return r
         return replace(r, held_new=held.count, held_lines=tuple(held.lines()))
-
-
-def _new_holds(site: Site, now):
-    """The holds new tonight, recorded as the cycle's export step records them (so a rule that
-    reads days_past_due, which makes every export decide the whole ledger, does not report the
-    same holds as news every night); None when that cannot be told."""
-    from reskontro.exchange.cycle import new_holds
-    return new_holds(site.config, site.db, site.rules, now, _today(site, now))
 
 
 def export_preview(site: Site, *, backlog: bool = False):
